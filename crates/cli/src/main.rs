@@ -1,0 +1,45 @@
+//! `paymesh`: the command line of the paymesh service mesh (the role of `istioctl`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod analyze;
+
+/// paymesh: a small, fast service mesh that reads Istio's configuration unchanged.
+#[derive(Debug, Parser)]
+#[command(name = "paymesh", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check Istio configuration files the way `istioctl analyze` does.
+    Analyze(analyze::Args),
+}
+
+/// sysexits' EX_USAGE, which istioctl returns for a command line it cannot parse.
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage_error = e.use_stderr();
+            let _ = e.print();
+            return if usage_error { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let result = match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `istioctl analyze` on files: analyzers that look across resources and report Istio's
+//! messages (same codes, names, levels and texts).
+//!
+//! Each analyzer is a unit struct implementing [`Analyzer`]; [`all`] lists them under
+//! Istio's names (`gateway.ConflictingGatewayAnalyzer`) so `--analyzer` selects them as
+//! istioctl does. An analyzer reads the [`Context`] (the [`Store`], the mesh config) and
+//! pushes [`Message`]s into a [`Report`], each attached to the resource — and when it can,
+//! the field — it is about, so the output points at file:line.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::path::FieldPath;
+use crate::resource::Resource;
+use crate::source::Location;
+use crate::store::Store;
+
+pub mod mesh;
+pub mod messages;
+pub mod output;
+
+pub use mesh::MeshConfig;
+
+/// How serious a message is; lower is worse, as in istioctl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Level {
+    Error,
+    Warning,
+    Info,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "error" => Some(Level::Error),
+            "warning" | "warn" => Some(Level::Warning),
+            "info" => Some(Level::Info),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// One kind of message in Istio's catalogue.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MessageType {
+    pub code: &'static str,
+    pub name: &'static str,
+    pub level: Level,
+    pub description: &'static str,
+}
+
+/// A message about one resource (or about the whole input when `origin` is `None`).
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub kind: &'static MessageType,
+    pub text: String,
+    pub origin: Option<Origin>,
+}
+
+/// The resource a message is about and the place in its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// `Kind namespace/name` (or `Kind name` when the file gives no namespace).
+    pub resource: String,
+    pub location: Option<Location>,
+}
+
+impl Message {
+    pub fn new(kind: &'static MessageType, text: String) -> Self {
+        Self { kind, text, origin: None }
+    }
+}
+
+/// Formats a list the way Go's `%v` prints a slice: `[a b c]`.
+pub struct GoList<'a, T>(pub &'a [T]);
+
+impl<T: fmt::Display> fmt::Display for GoList<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{item}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// Formats a value the way Go's `%q` quotes a string.
+pub struct GoQuote<T>(pub T);
+
+impl<T: fmt::Display> fmt::Display for GoQuote<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.to_string())
+    }
+}
+
+/// What analyzers read.
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub mesh: &'a MeshConfig,
+    /// Where the control plane lives (`istio-system`).
+    pub istio_namespace: &'a str,
+}
+
+/// Where analyzers put their findings.
+#[derive(Debug, Default)]
+pub struct Report {
+    messages: Vec<Message>,
+}
+
+impl Report {
+    /// Reports `message` about `resource`, at the line of `field` when given.
+    pub fn add(&mut self, resource: &Resource, field: Option<&FieldPath>, mut message: Message) {
+        let location = match field {
+            Some(path) => resource.origin.field(path),
+            None => resource.origin.location.clone(),
+        };
+        message.origin = Some(Origin { resource: resource.friendly_name(), location: Some(location) });
+        self.messages.push(message);
+    }
+
+    /// Reports a message that is not about one resource.
+    pub fn add_global(&mut self, message: Message) {
+        self.messages.push(message);
+    }
+
+    pub fn into_messages(self) -> Vec<Message> {
+        self.messages
+    }
+}
+
+/// A cross-resource check, named as istioctl names it.
+pub trait Analyzer: Sync {
+    /// Istio's analyzer name, e.g. `virtualservice.DestinationHostAnalyzer`.
+    fn name(&self) -> &'static str;
+    fn analyze(&self, ctx: &Context<'_>, report: &mut Report);
+}
+
+/// Every analyzer paymesh implements.
+pub fn all() -> Vec<&'static dyn Analyzer> {
+    vec![]
+}
+
+/// Runs `analyzers` over `ctx` and returns their messages, worst first, then by origin.
+pub fn run(ctx: &Context<'_>, analyzers: &[&dyn Analyzer]) -> Vec<Message> {
+    let mut report = Report::default();
+    for analyzer in analyzers {
+        analyzer.analyze(ctx, &mut report);
+    }
+    let mut messages = report.into_messages();
+    messages.sort_by(|a, b| {
+        (a.kind.level, a.origin.as_ref().map(|o| &o.resource), a.kind.code).cmp(&(
+            b.kind.level,
+            b.origin.as_ref().map(|o| &o.resource),
+            b.kind.code,
+        ))
+    });
+    messages
+}

@@ -1,0 +1,69 @@
+//! The set of resources an analysis or a control plane works on, indexed by kind.
+
+use std::collections::HashMap;
+
+use crate::load::{LoadError, Problem};
+use crate::resource::{Resource, Spec};
+
+/// Resources by kind, each (kind, namespace, name) at most once.
+#[derive(Debug, Default)]
+pub struct Store {
+    resources: Vec<Resource>,
+    by_kind: HashMap<String, Vec<usize>>,
+}
+
+impl Store {
+    /// Indexes `resources`; a repeated (kind, namespace, name) is reported and the first kept.
+    pub fn new(resources: Vec<Resource>) -> (Self, Vec<LoadError>) {
+        let mut store = Self::default();
+        let mut seen: HashMap<(String, String, String), usize> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for resource in resources {
+            let key = (resource.kind.clone(), resource.namespace().to_owned(), resource.meta.name.clone());
+            if let Some(&first) = seen.get(&key) {
+                duplicates.push(LoadError {
+                    location: resource.origin.location.clone(),
+                    resource: Some(resource.friendly_name()),
+                    problem: Problem::Duplicate { first: store.resources[first].origin.location.clone() },
+                });
+                continue;
+            }
+            let index = store.resources.len();
+            seen.insert(key, index);
+            store.by_kind.entry(resource.kind.clone()).or_default().push(index);
+            store.resources.push(resource);
+        }
+        (store, duplicates)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Resource> {
+        self.resources.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    /// Every resource of `kind`, in load order.
+    pub fn of_kind<'a>(&'a self, kind: &str) -> impl Iterator<Item = &'a Resource> + 'a {
+        self.by_kind.get(kind).into_iter().flatten().map(|&i| &self.resources[i])
+    }
+
+    /// Every resource whose typed spec `pick` recognises, with that spec.
+    pub fn typed<'a, T: 'a>(
+        &'a self,
+        kind: &str,
+        pick: fn(&Spec) -> Option<&T>,
+    ) -> impl Iterator<Item = (&'a Resource, &'a T)> + 'a {
+        self.of_kind(kind).filter_map(move |r| pick(&r.spec).map(|t| (r, t)))
+    }
+
+    /// The resource of `kind` named `name` in `namespace`.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<&Resource> {
+        self.of_kind(kind).find(|r| r.meta.name == name && r.namespace() == namespace)
+    }
+}

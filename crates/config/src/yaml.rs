@@ -1,0 +1,467 @@
+//! YAML documents with positions.
+//!
+//! A stream is split at `---` lines first, so a malformed document costs only itself and
+//! its neighbours still load. Each document is parsed event by event (never recursively,
+//! so 10,000-level nesting is an error, not a stack overflow) into a [`Node`] tree that
+//! keeps the line of every value; [`Node::to_json`] gives the plain value that typed
+//! deserialization and analyzers work on, and [`Node::line_of`] maps a [`FieldPath`] back
+//! to its line for messages.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use crate::path::{FieldPath, Segment};
+
+/// Deepest nesting accepted; Istio resources stay far below it.
+pub const MAX_DEPTH: usize = 128;
+/// Most nodes one document may expand to (aliases included), against "billion laughs".
+pub const MAX_NODES: usize = 1_000_000;
+
+/// A YAML value and the line/column where it starts (1-based).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub line: u32,
+    pub column: u32,
+    pub value: NodeValue,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+    Seq(Vec<Node>),
+    /// Keys in document order; a repeated key is a parse error, as in Kubernetes.
+    Map(Vec<Entry>),
+}
+
+/// A mapping entry; `line` is the key's line, where messages about the field point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub line: u32,
+    pub value: Node,
+}
+
+/// One document of a stream: its tree (None when empty) and the line it starts on.
+#[derive(Debug)]
+pub struct Document {
+    pub first_line: u32,
+    pub root: Option<Node>,
+}
+
+/// Why a document could not be parsed, with its position in the file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SyntaxError {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+/// Splits a YAML stream into documents and parses each one independently.
+pub fn parse_stream(text: &str) -> Vec<Result<Document, SyntaxError>> {
+    split_documents(text)
+        .into_iter()
+        .filter(|(_, chunk)| !chunk.trim().is_empty())
+        .map(|(offset, chunk)| {
+            parse_document(chunk, offset)
+                .map(|root| Document { first_line: root.as_ref().map_or(offset + 1, |n| n.line), root })
+        })
+        .collect()
+}
+
+/// Cuts at lines that are exactly `---` (optionally followed by a space and content) or `...`,
+/// returning each chunk with the number of lines before it.
+fn split_documents(text: &str) -> Vec<(u32, &str)> {
+    let mut chunks = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 0u32;
+    let mut pos = 0usize;
+    for (line_no, line) in (0u32..).zip(text.split_inclusive('\n')) {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_separator = bare == "..."
+            || bare == "---"
+            || bare.strip_prefix("---").is_some_and(|rest| rest.starts_with([' ', '\t']));
+        if is_separator {
+            chunks.push((start_line, &text[start..pos]));
+            // Content after `--- ` on the same line belongs to the next document.
+            let after = if bare.starts_with("---") { 3 } else { bare.len() };
+            start = pos + after;
+            start_line = line_no;
+        }
+        pos += line.len();
+    }
+    chunks.push((start_line, &text[start..]));
+    chunks
+}
+
+fn parse_document(chunk: &str, line_offset: u32) -> Result<Option<Node>, SyntaxError> {
+    let mut builder =
+        Builder { line_offset, stack: Vec::new(), anchors: HashMap::new(), nodes: 0, root: None };
+    let mut parser = Parser::new_from_str(chunk);
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| SyntaxError {
+            line: line_offset + e.marker().line() as u32,
+            column: e.marker().col() as u32 + 1,
+            message: e.info().to_owned(),
+        })?;
+        match event {
+            Event::StreamEnd => break,
+            Event::DocumentStart if builder.root.is_some() => {
+                return Err(builder.error(&mark, "more than one document between separators".into()));
+            }
+            event => builder.event(event, &mark)?,
+        }
+    }
+    Ok(builder.root)
+}
+
+enum Open {
+    Seq(Node, usize),
+    /// A mapping, its anchor, the key waiting for its value, and `<<` merges to apply at its end.
+    Map {
+        node: Node,
+        anchor: usize,
+        key: Option<(String, u32, u32)>,
+        merges: Vec<Node>,
+    },
+}
+
+struct Builder {
+    line_offset: u32,
+    stack: Vec<Open>,
+    anchors: HashMap<usize, Node>,
+    nodes: usize,
+    root: Option<Node>,
+}
+
+impl Builder {
+    fn error(&self, mark: &Marker, message: String) -> SyntaxError {
+        SyntaxError { line: self.line_offset + mark.line() as u32, column: mark.col() as u32 + 1, message }
+    }
+
+    fn node(&self, mark: &Marker, value: NodeValue) -> Node {
+        Node { line: self.line_offset + mark.line() as u32, column: mark.col() as u32 + 1, value }
+    }
+
+    fn event(&mut self, event: Event, mark: &Marker) -> Result<(), SyntaxError> {
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = scalar(text, style, tag.as_ref().map(|t| t.suffix.as_str()));
+                let node = self.node(mark, value);
+                self.complete(node, anchor, mark)
+            }
+            Event::Alias(id) => {
+                let node = self
+                    .anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| self.error(mark, "alias to an unknown anchor".into()))?;
+                let size = node.size();
+                self.count(size, mark)?;
+                self.complete(node, 0, mark)
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.open(Open::Seq(self.node(mark, NodeValue::Seq(Vec::new())), anchor), mark)
+            }
+            Event::MappingStart(anchor, _) => {
+                let node = self.node(mark, NodeValue::Map(Vec::new()));
+                self.open(Open::Map { node, anchor, key: None, merges: Vec::new() }, mark)
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Open::Seq(node, anchor)) => self.complete(node, anchor, mark),
+                Some(Open::Map { mut node, anchor, key: None, merges }) => {
+                    if let NodeValue::Map(entries) = &mut node.value {
+                        merges.into_iter().for_each(|m| merge_into(entries, m));
+                    }
+                    self.complete(node, anchor, mark)
+                }
+                Some(Open::Map { .. }) => Err(self.error(mark, "mapping key without a value".into())),
+                None => Err(self.error(mark, "unbalanced end of collection".into())),
+            },
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd => Ok(()),
+        }
+    }
+
+    fn count(&mut self, n: usize, mark: &Marker) -> Result<(), SyntaxError> {
+        self.nodes += n;
+        if self.nodes > MAX_NODES {
+            return Err(self.error(mark, format!("document expands to more than {MAX_NODES} values")));
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, open: Open, mark: &Marker) -> Result<(), SyntaxError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(self.error(mark, format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        self.count(1, mark)?;
+        self.stack.push(open);
+        Ok(())
+    }
+
+    /// Attaches a finished value to its parent (or makes it the root).
+    fn complete(&mut self, node: Node, anchor: usize, mark: &Marker) -> Result<(), SyntaxError> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        self.count(1, mark)?;
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Open::Seq(parent, _)) => {
+                if let NodeValue::Seq(items) = &mut parent.value {
+                    items.push(node);
+                }
+            }
+            Some(Open::Map { node: parent, key: pending, merges, .. }) => match pending.take() {
+                None => {
+                    let key = match node.value {
+                        NodeValue::String(s) => s,
+                        NodeValue::Null => "null".to_owned(),
+                        NodeValue::Bool(b) => b.to_string(),
+                        NodeValue::Int(i) => i.to_string(),
+                        NodeValue::Float(f) => f.to_string(),
+                        NodeValue::Seq(_) | NodeValue::Map(_) => {
+                            return Err(self.error(mark, "mapping keys must be scalars".into()));
+                        }
+                    };
+                    *pending = Some((key, node.line, node.column));
+                }
+                Some((key, _, _)) if key == "<<" => merges.push(node),
+                Some((key, line, column)) => {
+                    if let NodeValue::Map(entries) = &mut parent.value {
+                        if entries.iter().any(|e| e.key == key) {
+                            return Err(SyntaxError {
+                                line,
+                                column,
+                                message: format!("duplicate key {key:?}"),
+                            });
+                        }
+                        entries.push(Entry { key, line, value: node });
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// YAML merge keys (`<<: *base`): keys written in the mapping itself win.
+fn merge_into(entries: &mut Vec<Entry>, source: Node) {
+    let maps = match source.value {
+        NodeValue::Map(m) => vec![m],
+        NodeValue::Seq(items) => items
+            .into_iter()
+            .filter_map(|n| match n.value {
+                NodeValue::Map(m) => Some(m),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for entry in maps.into_iter().flatten() {
+        if !entries.iter().any(|e| e.key == entry.key) {
+            entries.push(entry);
+        }
+    }
+}
+
+/// Resolves a scalar the way Kubernetes' YAML reader does (YAML 1.2 core schema).
+fn scalar(text: String, style: TScalarStyle, tag: Option<&str>) -> NodeValue {
+    if style != TScalarStyle::Plain || tag == Some("str") {
+        return NodeValue::String(text);
+    }
+    match text.as_str() {
+        "" | "~" | "null" | "Null" | "NULL" => return NodeValue::Null,
+        "true" | "True" | "TRUE" => return NodeValue::Bool(true),
+        "false" | "False" | "FALSE" => return NodeValue::Bool(false),
+        _ => {}
+    }
+    if let Some(i) = parse_int(&text) {
+        return NodeValue::Int(i);
+    }
+    let looks_numeric = text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');
+    if looks_numeric
+        && let Ok(f) = text.parse::<f64>()
+        && f.is_finite()
+    {
+        return NodeValue::Float(f);
+    }
+    NodeValue::String(text)
+}
+
+fn parse_int(text: &str) -> Option<i64> {
+    if let Some(hex) = text.strip_prefix("0x") {
+        return i64::from_str_radix(hex, 16).ok();
+    }
+    if let Some(oct) = text.strip_prefix("0o") {
+        return i64::from_str_radix(oct, 8).ok();
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+impl Node {
+    /// Number of values in this subtree (aliases count at their full size).
+    fn size(&self) -> usize {
+        let mut total = 0;
+        let mut todo = vec![self];
+        while let Some(n) = todo.pop() {
+            total += 1;
+            match &n.value {
+                NodeValue::Seq(items) => todo.extend(items),
+                NodeValue::Map(entries) => todo.extend(entries.iter().map(|e| &e.value)),
+                _ => {}
+            }
+        }
+        total
+    }
+
+    /// The entry at `key` when this is a mapping.
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        match &self.value {
+            NodeValue::Map(entries) => entries.iter().find(|e| e.key == key),
+            _ => None,
+        }
+    }
+
+    /// The value at `key` when this is a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|e| &e.value)
+    }
+
+    /// The line of the deepest field along `path` that exists (a key's own line for map
+    /// entries), so a message about `spec.http[0].timeout` points at `timeout:`.
+    pub fn line_of(&self, path: &FieldPath) -> u32 {
+        let mut node = self;
+        let mut line = self.line;
+        for segment in path.segments() {
+            let next = match (segment, &node.value) {
+                (Segment::Key(k), NodeValue::Map(_)) => node.entry(k).map(|e| (e.line, &e.value)),
+                (Segment::Index(i), NodeValue::Seq(items)) => items.get(*i).map(|n| (n.line, n)),
+                _ => None,
+            };
+            match next {
+                Some((at, n)) => (line, node) = (at, n),
+                None => break,
+            }
+        }
+        line
+    }
+
+    /// The plain JSON value of this tree.
+    pub fn to_json(&self) -> Value {
+        match &self.value {
+            NodeValue::Null => Value::Null,
+            NodeValue::Bool(b) => Value::Bool(*b),
+            NodeValue::Int(i) => Value::Number((*i).into()),
+            NodeValue::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            NodeValue::String(s) => Value::String(s.clone()),
+            NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeValue::Map(entries) => Value::Object(
+                entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect::<Map<_, _>>(),
+            ),
+        }
+    }
+}
+
+/// Prints a JSON value as a YAML document.
+pub fn emit(value: &Value) -> String {
+    let mut out = String::new();
+    let mut emitter = yaml_rust2::YamlEmitter::new(&mut out);
+    // Writing into a String cannot fail.
+    let _ = emitter.dump(&to_yaml(value));
+    out.push('\n');
+    out
+}
+
+fn to_yaml(value: &Value) -> yaml_rust2::Yaml {
+    use yaml_rust2::Yaml;
+    match value {
+        Value::Null => Yaml::Null,
+        Value::Bool(b) => Yaml::Boolean(*b),
+        Value::Number(n) => n.as_i64().map_or_else(|| Yaml::Real(n.to_string()), Yaml::Integer),
+        Value::String(s) => Yaml::String(s.clone()),
+        Value::Array(items) => Yaml::Array(items.iter().map(to_yaml).collect()),
+        Value::Object(map) => {
+            Yaml::Hash(map.iter().map(|(k, v)| (Yaml::String(k.clone()), to_yaml(v))).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Node {
+        let mut docs = parse_stream(text);
+        assert_eq!(docs.len(), 1, "{docs:?}");
+        docs.remove(0).expect("parses").root.expect("not empty")
+    }
+
+    #[test]
+    fn keeps_lines_of_nested_values() {
+        let root = one("a: 1\nb:\n  c:\n    - x\n    - y: 2\n");
+        assert_eq!(root.line_of(&FieldPath::parse("b.c[1].y")), 5);
+        assert_eq!(root.line_of(&FieldPath::parse("b.c[0]")), 4);
+        assert_eq!(root.line_of(&FieldPath::parse("b.missing")), 2);
+        assert_eq!(root.to_json(), serde_json::json!({"a": 1, "b": {"c": ["x", {"y": 2}]}}));
+    }
+
+    #[test]
+    fn documents_are_independent() {
+        let docs = parse_stream("a: 1\n---\nb: [\n---\n# comment\nc: 3\n");
+        assert_eq!(docs.len(), 3);
+        assert!(docs[0].is_ok());
+        let err = docs[1].as_ref().expect_err("unclosed flow sequence");
+        assert_eq!(err.line, 4, "reported where the parser gave up");
+        let third = docs[2].as_ref().expect("third parses");
+        assert_eq!(third.first_line, 6);
+    }
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        let v = one("a: '1'\nb: 1\nc: 1.5\nd: yes\ne: ~\nf: 0x1F\ng: 1h\n").to_json();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": "1", "b": 1, "c": 1.5, "d": "yes", "e": null, "f": 31, "g": "1h"})
+        );
+    }
+
+    #[test]
+    fn hostile_input_is_an_error_not_a_crash() {
+        let deep = "[".repeat(10_000);
+        let err = parse_stream(&deep).remove(0).expect_err("too deep");
+        assert!(err.message.contains("nesting deeper") || err.message.contains("recursion limit"), "{err}");
+
+        let dup = parse_stream("a: 1\na: 2\n").remove(0).expect_err("duplicate key");
+        assert_eq!((dup.line, dup.message.as_str()), (2, "duplicate key \"a\""));
+
+        let mut laughs = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..9 {
+            let refs = vec![format!("*l{}", level - 1); 10].join(", ");
+            laughs.push_str(&format!("l{level}: &l{level} [{refs}]\n"));
+        }
+        let err = parse_stream(&laughs).remove(0).expect_err("billion laughs");
+        assert!(err.message.contains("expands to more than"), "{err}");
+    }
+
+    #[test]
+    fn merge_keys_and_anchors() {
+        let v = one("base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n").to_json();
+        assert_eq!(v["derived"], serde_json::json!({"y": 3, "x": 1}));
+    }
+}
