@@ -19,6 +19,7 @@ use crate::store::Store;
 pub mod mesh;
 pub mod messages;
 pub mod output;
+pub mod schema;
 
 pub use mesh::MeshConfig;
 
@@ -147,7 +148,9 @@ pub trait Analyzer: Sync {
 
 /// Every analyzer paymesh implements.
 pub fn all() -> Vec<&'static dyn Analyzer> {
-    vec![]
+    let mut all: Vec<&'static dyn Analyzer> = Vec::new();
+    all.extend(schema::KINDS.iter().map(|a| a as &dyn Analyzer));
+    all
 }
 
 /// Runs `analyzers` over `ctx` and returns their messages, worst first, then by origin.

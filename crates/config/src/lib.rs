@@ -11,6 +11,8 @@ pub mod path;
 pub mod resource;
 pub mod source;
 pub mod store;
+pub mod types;
+pub mod validate;
 pub mod yaml;
 
 pub use load::{LoadError, Loaded};
