@@ -8,9 +8,12 @@
 pub mod analyze;
 pub mod load;
 pub mod path;
+pub mod ratelimit;
 pub mod resource;
+pub mod security;
 pub mod source;
 pub mod store;
+pub mod telemetry;
 pub mod types;
 pub mod validate;
 pub mod yaml;

@@ -16,7 +16,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::path::FieldPath;
+use crate::ratelimit::RateLimitPolicy;
+use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication, decode_spec};
 use crate::source::Location;
+use crate::telemetry::Telemetry;
 use crate::yaml::Node;
 
 /// The namespace a resource without `metadata.namespace` lands in, as with `kubectl apply`.
@@ -84,6 +87,11 @@ pub enum Spec {
     Service(Box<Service>),
     Deployment(Box<Deployment>),
     Pod(Box<Pod>),
+    PeerAuthentication(Box<PeerAuthentication>),
+    AuthorizationPolicy(Box<AuthorizationPolicy>),
+    RequestAuthentication(Box<RequestAuthentication>),
+    Telemetry(Box<Telemetry>),
+    RateLimitPolicy(Box<RateLimitPolicy>),
     /// A kind paymesh keeps for the analyzers but does not type.
     Other,
 }
@@ -118,6 +126,21 @@ impl Spec {
             ("", "Service") => Spec::Service(decode_object(doc)?),
             ("", "Pod") => Spec::Pod(decode_object(doc)?),
             ("apps", "Deployment") => Spec::Deployment(decode_object(doc)?),
+            ("security.istio.io", "PeerAuthentication") if is_one_of(api, &["v1", "v1beta1"]) => {
+                Spec::PeerAuthentication(decode_spec(doc)?)
+            }
+            ("security.istio.io", "AuthorizationPolicy") if is_one_of(api, &["v1", "v1beta1"]) => {
+                Spec::AuthorizationPolicy(decode_spec(doc)?)
+            }
+            ("security.istio.io", "RequestAuthentication") if is_one_of(api, &["v1", "v1beta1"]) => {
+                Spec::RequestAuthentication(decode_spec(doc)?)
+            }
+            ("telemetry.istio.io", "Telemetry") if is_one_of(api, &["v1", "v1alpha1"]) => {
+                Spec::Telemetry(decode_spec(doc)?)
+            }
+            ("paymesh.io", "RateLimitPolicy") if is_one_of(api, &["v1alpha1"]) => {
+                Spec::RateLimitPolicy(decode_spec(doc)?)
+            }
             (group, kind) if group.ends_with("istio.io") || group == "paymesh.io" => {
                 return Ok(if ISTIO_UNTYPED_KINDS.contains(&kind) {
                     KindSupport::Untyped
@@ -129,6 +152,31 @@ impl Spec {
         };
         Ok(KindSupport::Typed(typed))
     }
+
+    pub fn peer_authentication(&self) -> Option<&PeerAuthentication> {
+        if let Spec::PeerAuthentication(spec) = self { Some(spec) } else { None }
+    }
+
+    pub fn authorization_policy(&self) -> Option<&AuthorizationPolicy> {
+        if let Spec::AuthorizationPolicy(spec) = self { Some(spec) } else { None }
+    }
+
+    pub fn request_authentication(&self) -> Option<&RequestAuthentication> {
+        if let Spec::RequestAuthentication(spec) = self { Some(spec) } else { None }
+    }
+
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        if let Spec::Telemetry(spec) = self { Some(spec) } else { None }
+    }
+
+    pub fn rate_limit_policy(&self) -> Option<&RateLimitPolicy> {
+        if let Spec::RateLimitPolicy(spec) = self { Some(spec) } else { None }
+    }
+}
+
+/// Whether `api` has one of `versions` (a kind's served versions).
+fn is_one_of(api: &ApiVersion, versions: &[&str]) -> bool {
+    versions.contains(&api.version.as_str())
 }
 
 /// Istio kinds that paymesh accepts and keeps without a typed model.

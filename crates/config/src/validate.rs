@@ -4,6 +4,7 @@
 
 use crate::path::FieldPath;
 use crate::resource::{FieldError, Resource, Spec};
+use crate::security::check_dry_run;
 
 /// A typed spec that checks its own rules; `at` is the path of the value being checked.
 pub trait Validate {
@@ -21,8 +22,22 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         | Spec::Deployment(_)
         | Spec::Pod(_)
         | Spec::Other => {}
+        Spec::PeerAuthentication(s) => s.validate(&spec, &mut errors),
+        Spec::AuthorizationPolicy(s) => s.validate(&spec, &mut errors),
+        Spec::RequestAuthentication(s) => s.validate(&spec, &mut errors),
+        Spec::Telemetry(s) => s.validate(&spec, &mut errors),
+        Spec::RateLimitPolicy(s) => s.validate(&spec, &mut errors),
     }
-    let _ = spec;
+    if matches!(
+        resource.spec,
+        Spec::PeerAuthentication(_)
+            | Spec::AuthorizationPolicy(_)
+            | Spec::RequestAuthentication(_)
+            | Spec::Telemetry(_)
+            | Spec::RateLimitPolicy(_)
+    ) {
+        check_dry_run(resource, &mut errors);
+    }
     errors.dedup();
     errors
 }
