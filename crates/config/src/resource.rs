@@ -153,22 +153,27 @@ impl Spec {
         Ok(KindSupport::Typed(typed))
     }
 
+    /// The spec when this is a PeerAuthentication.
     pub fn peer_authentication(&self) -> Option<&PeerAuthentication> {
         if let Spec::PeerAuthentication(spec) = self { Some(spec) } else { None }
     }
 
+    /// The spec when this is a AuthorizationPolicy.
     pub fn authorization_policy(&self) -> Option<&AuthorizationPolicy> {
         if let Spec::AuthorizationPolicy(spec) = self { Some(spec) } else { None }
     }
 
+    /// The spec when this is a RequestAuthentication.
     pub fn request_authentication(&self) -> Option<&RequestAuthentication> {
         if let Spec::RequestAuthentication(spec) = self { Some(spec) } else { None }
     }
 
+    /// The spec when this is a Telemetry.
     pub fn telemetry(&self) -> Option<&Telemetry> {
         if let Spec::Telemetry(spec) = self { Some(spec) } else { None }
     }
 
+    /// The spec when this is a RateLimitPolicy.
     pub fn rate_limit_policy(&self) -> Option<&RateLimitPolicy> {
         if let Spec::RateLimitPolicy(spec) = self { Some(spec) } else { None }
     }

@@ -209,6 +209,48 @@ mod tests {
         assert_eq!(err.to_string(), r#"Unsupported value: "blue": supported values: "RED", "BLUE""#);
     }
 
+    fn dry_run_errors(kind: &str, action: &str, value: &str) -> Vec<String> {
+        let text = format!(
+            "apiVersion: security.istio.io/v1\nkind: {kind}\nmetadata:\n  name: p\n  namespace: ns\n  \
+             annotations: {{istio.io/dry-run: \"{value}\"}}\nspec: {{{action}}}\n"
+        );
+        let mut loaded = crate::Loaded::default();
+        crate::load::load_bytes(
+            std::sync::Arc::from(std::path::Path::new("p.yaml")),
+            text.as_bytes(),
+            &mut loaded,
+        );
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let mut errors = Vec::new();
+        check_dry_run(&loaded.resources[0], &mut errors);
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn dry_run_is_for_allow_and_deny_policies_only() {
+        assert!(dry_run_errors("AuthorizationPolicy", "action: DENY, rules: [{}]", "true").is_empty());
+        assert_eq!(
+            dry_run_errors("AuthorizationPolicy", "", "yes"),
+            [
+                "metadata.annotations.istio.io/dry-run: ns/p has annotation istio.io/dry-run with invalid value (yes): \
+              strconv.ParseBool: parsing \"yes\": invalid syntax"
+            ]
+        );
+        assert_eq!(
+            dry_run_errors("AuthorizationPolicy", "action: AUDIT", "true"),
+            [
+                "metadata.annotations.istio.io/dry-run: the annotation istio.io/dry-run currently only supports \
+              action ALLOW/DENY, found action AUDIT in ns/p"
+            ]
+        );
+        assert_eq!(
+            dry_run_errors("PeerAuthentication", "", "true"),
+            [
+                "metadata.annotations.istio.io/dry-run: ns/p has unsupported annotation istio.io/dry-run, please remove the annotation"
+            ]
+        );
+    }
+
     #[test]
     fn go_booleans() {
         assert_eq!(parse_go_bool("True"), Some(true));
