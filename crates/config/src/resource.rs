@@ -126,19 +126,25 @@ impl Spec {
             ("", "Service") => Spec::Service(decode_object(doc)?),
             ("", "Pod") => Spec::Pod(decode_object(doc)?),
             ("apps", "Deployment") => Spec::Deployment(decode_object(doc)?),
-            ("security.istio.io", "PeerAuthentication") if is_one_of(api, &["v1", "v1beta1"]) => {
+            ("security.istio.io", "PeerAuthentication")
+                if matches!(api.version.as_str(), "v1" | "v1beta1") =>
+            {
                 Spec::PeerAuthentication(decode_spec(doc)?)
             }
-            ("security.istio.io", "AuthorizationPolicy") if is_one_of(api, &["v1", "v1beta1"]) => {
+            ("security.istio.io", "AuthorizationPolicy")
+                if matches!(api.version.as_str(), "v1" | "v1beta1") =>
+            {
                 Spec::AuthorizationPolicy(decode_spec(doc)?)
             }
-            ("security.istio.io", "RequestAuthentication") if is_one_of(api, &["v1", "v1beta1"]) => {
+            ("security.istio.io", "RequestAuthentication")
+                if matches!(api.version.as_str(), "v1" | "v1beta1") =>
+            {
                 Spec::RequestAuthentication(decode_spec(doc)?)
             }
-            ("telemetry.istio.io", "Telemetry") if is_one_of(api, &["v1", "v1alpha1"]) => {
+            ("telemetry.istio.io", "Telemetry") if matches!(api.version.as_str(), "v1" | "v1alpha1") => {
                 Spec::Telemetry(decode_spec(doc)?)
             }
-            ("paymesh.io", "RateLimitPolicy") if is_one_of(api, &["v1alpha1"]) => {
+            ("paymesh.io", "RateLimitPolicy") if api.version == "v1alpha1" => {
                 Spec::RateLimitPolicy(decode_spec(doc)?)
             }
             (group, kind) if group.ends_with("istio.io") || group == "paymesh.io" => {
@@ -158,7 +164,7 @@ impl Spec {
         if let Spec::PeerAuthentication(spec) = self { Some(spec) } else { None }
     }
 
-    /// The spec when this is a AuthorizationPolicy.
+    /// The spec when this is an AuthorizationPolicy.
     pub fn authorization_policy(&self) -> Option<&AuthorizationPolicy> {
         if let Spec::AuthorizationPolicy(spec) = self { Some(spec) } else { None }
     }
@@ -177,11 +183,6 @@ impl Spec {
     pub fn rate_limit_policy(&self) -> Option<&RateLimitPolicy> {
         if let Spec::RateLimitPolicy(spec) = self { Some(spec) } else { None }
     }
-}
-
-/// Whether `api` has one of `versions` (a kind's served versions).
-fn is_one_of(api: &ApiVersion, versions: &[&str]) -> bool {
-    versions.contains(&api.version.as_str())
 }
 
 /// Istio kinds that paymesh accepts and keeps without a typed model.

@@ -22,21 +22,26 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         | Spec::Deployment(_)
         | Spec::Pod(_)
         | Spec::Other => {}
-        Spec::PeerAuthentication(s) => s.validate(&spec, &mut errors),
-        Spec::AuthorizationPolicy(s) => s.validate(&spec, &mut errors),
-        Spec::RequestAuthentication(s) => s.validate(&spec, &mut errors),
-        Spec::Telemetry(s) => s.validate(&spec, &mut errors),
-        Spec::RateLimitPolicy(s) => s.validate(&spec, &mut errors),
-    }
-    if matches!(
-        resource.spec,
-        Spec::PeerAuthentication(_)
-            | Spec::AuthorizationPolicy(_)
-            | Spec::RequestAuthentication(_)
-            | Spec::Telemetry(_)
-            | Spec::RateLimitPolicy(_)
-    ) {
-        check_dry_run(resource, &mut errors);
+        Spec::PeerAuthentication(s) => {
+            s.validate(&spec, &mut errors);
+            check_dry_run(resource, &mut errors);
+        }
+        Spec::AuthorizationPolicy(s) => {
+            s.validate(&spec, &mut errors);
+            check_dry_run(resource, &mut errors);
+        }
+        Spec::RequestAuthentication(s) => {
+            s.validate(&spec, &mut errors);
+            check_dry_run(resource, &mut errors);
+        }
+        Spec::Telemetry(s) => {
+            s.validate(&spec, &mut errors);
+            check_dry_run(resource, &mut errors);
+        }
+        Spec::RateLimitPolicy(s) => {
+            s.validate(&spec, &mut errors);
+            check_dry_run(resource, &mut errors);
+        }
     }
     errors.dedup();
     errors
