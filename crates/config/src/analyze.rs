@@ -16,6 +16,8 @@ use crate::resource::Resource;
 use crate::source::Location;
 use crate::store::Store;
 
+pub mod deployment;
+pub mod kube;
 pub mod mesh;
 pub mod messages;
 pub mod output;
@@ -150,6 +152,7 @@ pub trait Analyzer: Sync {
 pub fn all() -> Vec<&'static dyn Analyzer> {
     let mut all: Vec<&'static dyn Analyzer> = Vec::new();
     all.extend(schema::KINDS.iter().map(|a| a as &dyn Analyzer));
+    all.extend([&deployment::MultiServiceAnalyzer as &dyn Analyzer, &deployment::ApplicationUidAnalyzer]);
     all
 }
 
