@@ -17,11 +17,14 @@ use crate::source::Location;
 use crate::store::Store;
 
 pub mod deployment;
+pub mod envoyfilter;
+pub mod externalcontrolplane;
 pub mod kube;
 pub mod mesh;
 pub mod messages;
 pub mod output;
 pub mod schema;
+pub mod service;
 
 pub use mesh::MeshConfig;
 
@@ -152,7 +155,13 @@ pub trait Analyzer: Sync {
 pub fn all() -> Vec<&'static dyn Analyzer> {
     let mut all: Vec<&'static dyn Analyzer> = Vec::new();
     all.extend(schema::KINDS.iter().map(|a| a as &dyn Analyzer));
-    all.extend([&deployment::MultiServiceAnalyzer as &dyn Analyzer, &deployment::ApplicationUidAnalyzer]);
+    all.extend([
+        &deployment::MultiServiceAnalyzer as &dyn Analyzer,
+        &deployment::ApplicationUidAnalyzer,
+        &envoyfilter::EnvoyPatchAnalyzer,
+        &externalcontrolplane::ExternalControlPlaneAnalyzer,
+        &service::PortNameAnalyzer,
+    ]);
     all
 }
 

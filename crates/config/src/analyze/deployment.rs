@@ -156,3 +156,39 @@ impl Analyzer for ApplicationUidAnalyzer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::kube::testing::analyze;
+    use super::*;
+
+    const MESHED: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: cart, namespace: shop}\nspec:\n  selector: {matchLabels: {app: cart}}\n  template:\n    metadata: {labels: {app: cart}}\n    spec: {containers: [{name: cart, image: cart}]}\n";
+
+    fn service(name: &str, port: u16, target: u16, protocol: &str) -> String {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{app: cart}}\n  ports: [{{port: {port}, targetPort: {target}, protocol: {protocol}}}]\n"
+        )
+    }
+
+    #[test]
+    fn services_disagreeing_on_a_port_are_reported() {
+        let yaml = format!("{MESHED}{}{}", service("a", 80, 8080, "TCP"), service("b", 80, 8081, "UDP"));
+        assert_eq!(analyze(&MultiServiceAnalyzer, &yaml), ["IST0116 Deployment shop/cart"]);
+        let yaml = format!("{MESHED}{}{}", service("a", 80, 8080, "TCP"), service("b", 81, 8080, "TCP"));
+        assert_eq!(analyze(&MultiServiceAnalyzer, &yaml), ["IST0137 Deployment shop/cart"]);
+    }
+
+    #[test]
+    fn agreeing_services_are_clean() {
+        let yaml = format!("{MESHED}{}{}", service("a", 80, 8080, "TCP"), service("b", 81, 8081, "TCP"));
+        assert!(analyze(&MultiServiceAnalyzer, &yaml).is_empty());
+    }
+
+    #[test]
+    fn uid_1337_is_reported_once_per_workload() {
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {runAsUser: 1337}\n  containers: [{name: app, securityContext: {runAsUser: 1337}}, {name: istio-proxy, securityContext: {runAsUser: 1337}}]\n";
+        assert_eq!(analyze(&ApplicationUidAnalyzer, pod), ["IST0144 Pod p"]);
+        let clean = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: app, securityContext: {runAsUser: 1000}}, {name: istio-proxy, securityContext: {runAsUser: 1337}}]\n";
+        assert!(analyze(&ApplicationUidAnalyzer, clean).is_empty());
+    }
+}

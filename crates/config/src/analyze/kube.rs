@@ -186,6 +186,70 @@ impl<'r> Unique<'r> {
     }
 }
 
+/// Running one analyzer over YAML in unit tests, whatever kinds this build types.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use super::super::{Analyzer, Context, MeshConfig, run};
+    use crate::resource::{ApiVersion, KindSupport, Metadata, Origin, Resource, Spec};
+    use crate::source::Location;
+    use crate::store::Store;
+
+    /// Every document of `yaml` as a resource (kinds not typed here are kept untyped).
+    pub fn resources(yaml: &str) -> Vec<Resource> {
+        let file: Arc<Path> = Arc::from(Path::new("test.yaml"));
+        crate::yaml::parse_stream(yaml)
+            .into_iter()
+            .filter_map(|doc| doc.expect("valid YAML").root)
+            .map(|root| {
+                let raw = root.to_json();
+                let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+                let api_version = ApiVersion::parse(&text(raw.get("apiVersion")).expect("apiVersion"));
+                let kind = text(raw.get("kind")).expect("kind");
+                let meta = raw.get("metadata");
+                let map = |key: &str| {
+                    meta.and_then(|m| m.get(key)).map(|v| serde_json::from_value(v.clone()).expect(key))
+                };
+                let meta = Metadata {
+                    name: text(meta.and_then(|m| m.get("name"))).expect("metadata.name"),
+                    namespace: text(meta.and_then(|m| m.get("namespace"))),
+                    labels: map("labels").unwrap_or_default(),
+                    annotations: map("annotations").unwrap_or_default(),
+                };
+                let spec = match Spec::decode(&api_version, &kind, &raw).expect("decodes") {
+                    KindSupport::Typed(spec) => spec,
+                    KindSupport::Untyped | KindSupport::Unknown => Spec::Other,
+                };
+                let origin =
+                    Origin { location: Location::new(file.clone(), root.line, 1), tree: Arc::new(root) };
+                Resource { api_version, kind, meta, spec, raw, origin }
+            })
+            .collect()
+    }
+
+    /// Runs `analyzer` over `yaml` with `mesh`; returns `CODE origin` per message, sorted.
+    pub fn analyze_with(analyzer: &dyn Analyzer, mesh: &MeshConfig, yaml: &str) -> Vec<String> {
+        let (store, duplicates) = Store::new(resources(yaml));
+        assert!(duplicates.is_empty(), "{duplicates:?}");
+        let ctx = Context { store: &store, mesh, istio_namespace: "istio-system" };
+        let mut found: Vec<String> = run(&ctx, &[analyzer])
+            .into_iter()
+            .map(|m| format!("{} {}", m.kind.code, m.origin.map(|o| o.resource).unwrap_or_default()))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// [`analyze_with`] Istio's default mesh config.
+    pub fn analyze(analyzer: &dyn Analyzer, yaml: &str) -> Vec<String> {
+        analyze_with(analyzer, &MeshConfig::default(), yaml)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
