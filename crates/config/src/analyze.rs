@@ -19,6 +19,7 @@ use crate::store::Store;
 pub mod deployment;
 pub mod envoyfilter;
 pub mod externalcontrolplane;
+pub mod injection;
 pub mod kube;
 pub mod mesh;
 pub mod messages;
@@ -160,6 +161,9 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
         &deployment::ApplicationUidAnalyzer,
         &envoyfilter::EnvoyPatchAnalyzer,
         &externalcontrolplane::ExternalControlPlaneAnalyzer,
+        &injection::InjectionAnalyzer,
+        &injection::ImageAnalyzer,
+        &injection::ImageAutoAnalyzer,
         &service::PortNameAnalyzer,
     ]);
     all
