@@ -16,6 +16,7 @@ use crate::resource::Resource;
 use crate::source::Location;
 use crate::store::Store;
 
+pub mod annotations;
 pub mod deployment;
 pub mod envoyfilter;
 pub mod externalcontrolplane;
@@ -157,7 +158,9 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
     let mut all: Vec<&'static dyn Analyzer> = Vec::new();
     all.extend(schema::KINDS.iter().map(|a| a as &dyn Analyzer));
     all.extend([
-        &deployment::MultiServiceAnalyzer as &dyn Analyzer,
+        &annotations::K8sAnalyzer as &dyn Analyzer,
+        &annotations::AlphaAnalyzer,
+        &deployment::MultiServiceAnalyzer,
         &deployment::ApplicationUidAnalyzer,
         &envoyfilter::EnvoyPatchAnalyzer,
         &externalcontrolplane::ExternalControlPlaneAnalyzer,
