@@ -17,16 +17,20 @@ use crate::source::Location;
 use crate::store::Store;
 
 pub mod annotations;
+pub mod conditions;
 pub mod deployment;
 pub mod envoyfilter;
 pub mod externalcontrolplane;
 pub mod injection;
+pub mod k8sgateway;
 pub mod kube;
 pub mod mesh;
+pub mod meshnetworks;
 pub mod messages;
 pub mod output;
 pub mod schema;
 pub mod service;
+pub mod webhook;
 
 pub use mesh::MeshConfig;
 
@@ -160,6 +164,7 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
     all.extend([
         &annotations::K8sAnalyzer as &dyn Analyzer,
         &annotations::AlphaAnalyzer,
+        &conditions::ConditionAnalyzer,
         &deployment::MultiServiceAnalyzer,
         &deployment::ApplicationUidAnalyzer,
         &envoyfilter::EnvoyPatchAnalyzer,
@@ -167,7 +172,11 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
         &injection::InjectionAnalyzer,
         &injection::ImageAnalyzer,
         &injection::ImageAutoAnalyzer,
+        &k8sgateway::SelectorAnalyzer,
+        &k8sgateway::CrdVersionAnalyzer,
+        &meshnetworks::MeshNetworksAnalyzer,
         &service::PortNameAnalyzer,
+        &webhook::WebhookAnalyzer,
     ]);
     all
 }

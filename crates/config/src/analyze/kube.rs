@@ -244,6 +244,16 @@ pub(crate) mod testing {
         found
     }
 
+    /// Runs `analyzer` over files of Istio's analyzer test data (`analyze/testdata`).
+    pub fn analyze_testdata(analyzer: &dyn Analyzer, mesh: &MeshConfig, files: &[&str]) -> Vec<String> {
+        let dir = paymesh_test_util::istio_conformance().join("analyze/testdata");
+        let yaml: Vec<String> = files
+            .iter()
+            .map(|f| std::fs::read_to_string(dir.join(f)).expect("test data is readable"))
+            .collect();
+        analyze_with(analyzer, mesh, &yaml.join("\n---\n"))
+    }
+
     /// [`analyze_with`] Istio's default mesh config.
     pub fn analyze(analyzer: &dyn Analyzer, yaml: &str) -> Vec<String> {
         analyze_with(analyzer, &MeshConfig::default(), yaml)
