@@ -30,6 +30,7 @@ pub mod messages;
 pub mod output;
 pub mod schema;
 pub mod service;
+pub mod telemetry;
 pub mod webhook;
 
 pub use mesh::MeshConfig;
@@ -176,6 +177,10 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
         &k8sgateway::CrdVersionAnalyzer,
         &meshnetworks::MeshNetworksAnalyzer,
         &service::PortNameAnalyzer,
+        &telemetry::ProviderAnalyzer,
+        &telemetry::SelectorAnalyzer,
+        &telemetry::DefaultSelectorAnalyzer,
+        &telemetry::LightstepAnalyzer,
         &webhook::WebhookAnalyzer,
     ]);
     all
