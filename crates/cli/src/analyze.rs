@@ -15,6 +15,8 @@ use paymesh_config::{Loaded, Store};
 
 const EXIT_DATA_ERROR: u8 = 65;
 const EXIT_ISSUES_FOUND: u8 = 79;
+/// Where the control plane lives, as istioctl assumes.
+const ISTIO_NAMESPACE: &str = "istio-system";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,6 +44,9 @@ pub struct Args {
     /// A MeshConfig file replacing Istio's defaults.
     #[arg(long = "meshConfigFile", alias = "mesh-config-file", value_name = "FILE")]
     mesh_config_file: Option<PathBuf>,
+    /// A MeshNetworks file (`networks: ...`), analyzed as `MeshNetworks istio-system/meshnetworks`.
+    #[arg(long = "meshNetworksFile", alias = "mesh-networks-file", value_name = "FILE")]
+    mesh_networks_file: Option<PathBuf>,
     /// Messages at or above this level make the exit status non-zero.
     #[arg(long, default_value = "Error", value_parser = parse_level)]
     failure_threshold: Level,
@@ -98,11 +103,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("no files to analyze: give -f PATH (a file or a directory)");
     }
 
-    let Loaded { resources, mut errors } = load::load_paths(&paths);
+    let Loaded { mut resources, mut errors } = load::load_paths(&paths);
+    if let Some(path) = &args.mesh_networks_file {
+        resources.push(analyze::meshnetworks::load(path, ISTIO_NAMESPACE)?);
+    }
     let (store, duplicates) = Store::new(resources);
     errors.extend(duplicates);
 
-    let ctx = Context { store: &store, mesh: &mesh, istio_namespace: "istio-system" };
+    let ctx = Context { store: &store, mesh: &mesh, istio_namespace: ISTIO_NAMESPACE };
     let mut found = analyze::run(&ctx, &selected);
     // A resource that does not fit its kind's schema is istioctl's IST0106, not a parse failure.
     let (schema_errors, read_errors): (Vec<_>, Vec<_>) =

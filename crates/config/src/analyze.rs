@@ -16,10 +16,22 @@ use crate::resource::Resource;
 use crate::source::Location;
 use crate::store::Store;
 
+pub mod annotations;
+pub mod conditions;
+pub mod deployment;
+pub mod envoyfilter;
+pub mod externalcontrolplane;
+pub mod injection;
+pub mod k8sgateway;
+pub mod kube;
 pub mod mesh;
+pub mod meshnetworks;
 pub mod messages;
 pub mod output;
 pub mod schema;
+pub mod service;
+pub mod telemetry;
+pub mod webhook;
 
 pub use mesh::MeshConfig;
 
@@ -150,6 +162,27 @@ pub trait Analyzer: Sync {
 pub fn all() -> Vec<&'static dyn Analyzer> {
     let mut all: Vec<&'static dyn Analyzer> = Vec::new();
     all.extend(schema::KINDS.iter().map(|a| a as &dyn Analyzer));
+    all.extend([
+        &annotations::K8sAnalyzer as &dyn Analyzer,
+        &annotations::AlphaAnalyzer,
+        &conditions::ConditionAnalyzer,
+        &deployment::MultiServiceAnalyzer,
+        &deployment::ApplicationUidAnalyzer,
+        &envoyfilter::EnvoyPatchAnalyzer,
+        &externalcontrolplane::ExternalControlPlaneAnalyzer,
+        &injection::InjectionAnalyzer,
+        &injection::ImageAnalyzer,
+        &injection::ImageAutoAnalyzer,
+        &k8sgateway::SelectorAnalyzer,
+        &k8sgateway::CrdVersionAnalyzer,
+        &meshnetworks::MeshNetworksAnalyzer,
+        &service::PortNameAnalyzer,
+        &telemetry::ProviderAnalyzer,
+        &telemetry::SelectorAnalyzer,
+        &telemetry::DefaultSelectorAnalyzer,
+        &telemetry::LightstepAnalyzer,
+        &webhook::WebhookAnalyzer,
+    ]);
     all
 }
 
