@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod load;
 pub mod path;
 pub mod resource;
+pub mod schema;
 pub mod source;
 pub mod store;
 pub mod types;

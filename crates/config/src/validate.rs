@@ -13,6 +13,7 @@ pub trait Validate {
 /// Every rule `resource` breaks.
 pub fn validate(resource: &Resource) -> Vec<FieldError> {
     let mut errors = Vec::new();
+    errors.extend(crate::schema::validate(resource));
     let spec = FieldPath::root().key("spec");
     match &resource.spec {
         Spec::Namespace(_)
