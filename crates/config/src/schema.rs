@@ -56,7 +56,9 @@ struct CrdVersion {
 /// How many CEL rules the CRDs hold, and how many of them compiled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleCount {
+    /// Rules in the CRDs (a rule repeated in several versions counts once per version).
     pub total: usize,
+    /// Rules that compiled; the others are listed in [`Registry::problems`] and never run.
     pub compiled: usize,
 }
 
