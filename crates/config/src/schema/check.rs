@@ -291,23 +291,23 @@ fn rules(value: &Value, schema: &Schema, path: &Path<'_>, errors: &mut Vec<Field
     if value.is_null() || !schema.has_rules {
         return;
     }
-    let type_name = go_quote(schema.ty.map_or("", Type::name));
+    let schema_type = go_quote(schema.ty.map_or("", Type::name));
     for rule in &schema.rules {
         let Ok(program) = &rule.program else { continue };
         match program.evaluate(value) {
             Ok(true) => {}
-            Ok(false) => errors.push(message::invalid(path.field(), &type_name, &rule.failure())),
+            Ok(false) => errors.push(message::invalid(path.field(), &schema_type, &rule.failure())),
             Err(e) if e.starts_with("no such overload") => {
                 let detail = format!(
                     "'{e}': call arguments did not match a supported operator, function or macro signature for rule: {}",
                     rule.name()
                 );
-                errors.push(message::invalid(path.field(), &type_name, &detail));
+                errors.push(message::invalid(path.field(), &schema_type, &detail));
             }
             Err(e) => {
                 errors.push(message::invalid(
                     path.field(),
-                    &type_name,
+                    &schema_type,
                     &format!("{e} evaluating rule: {}", rule.name()),
                 ));
             }
