@@ -10,6 +10,7 @@ pub mod load;
 pub mod path;
 pub mod ratelimit;
 pub mod resource;
+pub mod schema;
 pub mod security;
 pub mod source;
 pub mod store;

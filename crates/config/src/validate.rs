@@ -11,7 +11,8 @@ pub trait Validate {
     fn validate(&self, at: &FieldPath, errors: &mut Vec<FieldError>);
 }
 
-/// Every rule `resource` breaks.
+/// Every rule `resource` breaks: the typed (webhook) rules, then the CRD schema's findings
+/// that the typed rules did not already report (same field or same text), so one mistake gives one message.
 pub fn validate(resource: &Resource) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let spec = FieldPath::root().key("spec");
@@ -44,5 +45,14 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         }
     }
     errors.dedup();
+    let schema_errors = crate::schema::validate(resource);
+    let typed = errors.len();
+    for error in schema_errors {
+        let already =
+            errors[..typed].iter().any(|t| t.path == error.path || error.message.contains(&t.message));
+        if !already {
+            errors.push(error);
+        }
+    }
     errors
 }
