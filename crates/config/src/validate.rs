@@ -2,6 +2,7 @@
 //! durations of at least 1 ms, DNS-1123 subset names, …), each failure a [`FieldError`]
 //! naming the field, so messages point at file:line.
 
+use crate::networking;
 use crate::path::FieldPath;
 use crate::resource::{FieldError, Resource, Spec};
 
@@ -21,8 +22,12 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         | Spec::Deployment(_)
         | Spec::Pod(_)
         | Spec::Other => {}
+        Spec::VirtualService(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
+        Spec::DestinationRule(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
+        Spec::Gateway(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
+        Spec::ServiceEntry(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
+        Spec::Sidecar(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
     }
-    let _ = spec;
     errors.dedup();
     errors
 }
