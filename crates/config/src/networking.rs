@@ -39,14 +39,14 @@ pub const GROUP: &str = "networking.istio.io";
 /// The served versions; all three share one schema.
 pub const VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 
-/// Decodes the `spec` of a networking document. A missing (or null) spec is an empty one,
-/// except where the CRD requires it (`required`, as for ServiceEntry).
-pub(crate) fn decode_spec<T: DeserializeOwned>(doc: &Value, required: bool) -> Result<Box<T>, FieldError> {
+/// Decodes the `spec` of a networking document; a missing (or null) spec is an empty one.
+///
+/// Fields the CRD marks required decode when absent too (validation reports them with
+/// Istio's messages): `istioctl analyze` reads such files, and its analyzers still report
+/// on the resources.
+pub(crate) fn decode_spec<T: DeserializeOwned>(doc: &Value) -> Result<Box<T>, FieldError> {
     let at = FieldPath::root().key("spec");
     match doc.get("spec") {
-        None | Some(Value::Null) if required => {
-            Err(FieldError::new(FieldPath::root(), "missing field `spec`"))
-        }
         None | Some(Value::Null) => decode_value(&Value::Object(Default::default()), &at),
         Some(spec) => decode_value(spec, &at),
     }
@@ -55,9 +55,10 @@ pub(crate) fn decode_spec<T: DeserializeOwned>(doc: &Value, required: bool) -> R
 
 /// Where traffic goes: a service host, optionally a subset (named in a DestinationRule) and a
 /// port.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Destination {
+    #[serde(default)]
     pub host: Host,
     #[serde(default)]
     pub subset: String,

@@ -126,16 +126,14 @@ impl Spec {
             ("", "Pod") => Spec::Pod(decode_object(doc)?),
             ("apps", "Deployment") => Spec::Deployment(decode_object(doc)?),
             (networking::GROUP, "VirtualService") if net => {
-                Spec::VirtualService(networking::decode_spec(doc, false)?)
+                Spec::VirtualService(networking::decode_spec(doc)?)
             }
             (networking::GROUP, "DestinationRule") if net => {
-                Spec::DestinationRule(networking::decode_spec(doc, false)?)
+                Spec::DestinationRule(networking::decode_spec(doc)?)
             }
-            (networking::GROUP, "Gateway") if net => Spec::Gateway(networking::decode_spec(doc, false)?),
-            (networking::GROUP, "ServiceEntry") if net => {
-                Spec::ServiceEntry(networking::decode_spec(doc, true)?)
-            }
-            (networking::GROUP, "Sidecar") if net => Spec::Sidecar(networking::decode_spec(doc, false)?),
+            (networking::GROUP, "Gateway") if net => Spec::Gateway(networking::decode_spec(doc)?),
+            (networking::GROUP, "ServiceEntry") if net => Spec::ServiceEntry(networking::decode_spec(doc)?),
+            (networking::GROUP, "Sidecar") if net => Spec::Sidecar(networking::decode_spec(doc)?),
             (group, kind) if group.ends_with("istio.io") || group == "paymesh.io" => {
                 return Ok(if ISTIO_UNTYPED_KINDS.contains(&kind) {
                     KindSupport::Untyped

@@ -27,6 +27,7 @@ use crate::validate::Validate;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DestinationRule {
     /// The service the rule applies to (a registry name, possibly wildcarded).
+    #[serde(default)]
     pub host: Host,
     pub traffic_policy: Option<TrafficPolicy>,
     #[serde(default)]
@@ -48,6 +49,7 @@ impl DestinationRule {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Subset {
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

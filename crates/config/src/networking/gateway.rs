@@ -29,11 +29,13 @@ pub struct Gateway {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Server {
-    pub port: Port,
+    /// Required; `None` only in an invalid document.
+    pub port: Option<Port>,
     /// Address to bind to (an IP, or `unix://` path); empty means all addresses.
     #[serde(default)]
     pub bind: String,
     /// Hosts served, as `namespace/host` (or a bare host for any namespace).
+    #[serde(default)]
     pub hosts: Vec<NamespacedHost>,
     pub tls: Option<ServerTlsSettings>,
     #[serde(default)]
@@ -43,11 +45,14 @@ pub struct Server {
 }
 
 /// A gateway port: number, protocol and a name.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Port {
+    #[serde(default)]
     pub number: u32,
+    #[serde(default)]
     pub protocol: String,
+    #[serde(default)]
     pub name: String,
     /// Deprecated; has no effect on Gateways.
     #[serde(default)]
@@ -108,6 +113,7 @@ pub struct TlsCertificate {
     pub ca_certificates: String,
 }
 
+/// How a server treats TLS connections.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerTlsMode {
@@ -120,6 +126,7 @@ pub enum ServerTlsMode {
     OptionalMutual,
 }
 
+/// A TLS protocol version bound.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub enum TlsProtocol {
     #[default]
@@ -147,11 +154,11 @@ impl Validate for Gateway {
         for (i, server) in self.servers.iter().enumerate() {
             let at = at.key("servers").index(i);
             server.validate(&at, errors);
-            if !port_names.insert(server.port.name.as_str()) {
+            if let Some(port) = server.port.as_ref().filter(|p| !port_names.insert(p.name.as_str())) {
                 push(
                     errors,
                     &at.key("port").key("name"),
-                    format!("port names in servers must be unique: duplicate name {}", server.port.name),
+                    format!("port names in servers must be unique: duplicate name {}", port.name),
                 );
             }
         }
@@ -186,14 +193,18 @@ impl Validate for Server {
                 push(errors, &at.key("hosts").index(i), problem);
             }
         }
+        let Some(port) = &self.port else {
+            push(errors, &at.key("port"), "port is required");
+            return;
+        };
         let before = errors.len();
-        self.check_port(&at.key("port"), errors);
+        self.check_port(port, &at.key("port"), errors);
         let port_ok = errors.len() == before;
-        self.check_bind(at, errors);
+        self.check_bind(port, at, errors);
         if let Some(tls) = &self.tls {
             check_server_tls(tls, &at.key("tls"), errors);
         }
-        let protocol = Protocol::parse(&self.port.protocol).filter(|_| port_ok);
+        let protocol = Protocol::parse(&port.protocol).filter(|_| port_ok);
         match (protocol, &self.tls) {
             (Some(p), None) if p.is_tls() => {
                 push(errors, &at.key("tls"), "server must have TLS settings for HTTPS/TLS protocols");
@@ -216,8 +227,7 @@ impl Validate for Server {
 
 impl Server {
     /// `validateServerPort`.
-    fn check_port(&self, at: &FieldPath, errors: &mut Vec<FieldError>) {
-        let port = &self.port;
+    fn check_port(&self, port: &Port, at: &FieldPath, errors: &mut Vec<FieldError>) {
         if Protocol::parse(&port.protocol).is_none() {
             push(
                 errors,
@@ -244,15 +254,15 @@ impl Server {
     }
 
     /// `validateServerBind`.
-    fn check_bind(&self, at: &FieldPath, errors: &mut Vec<FieldError>) {
+    fn check_bind(&self, port: &Port, at: &FieldPath, errors: &mut Vec<FieldError>) {
         let at = at.key("bind");
         if let Some(path) = self.bind.strip_prefix(UNIX_ADDRESS_PREFIX) {
             rules::check_unix_address(path, &at, errors);
-            if self.port.number != 0 {
+            if port.number != 0 {
                 push(
                     errors,
                     &at,
-                    format!("port number must be 0 for unix domain socket: number:{}", self.port.number),
+                    format!("port number must be 0 for unix domain socket: number:{}", port.number),
                 );
             }
         } else if !self.bind.is_empty() {

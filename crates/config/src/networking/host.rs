@@ -18,10 +18,12 @@ use crate::types::{is_dns1123_label, is_wildcard_dns1123_label};
 pub struct Host(String);
 
 impl Host {
+    /// A host name as written.
     pub fn new(name: impl Into<String>) -> Self {
         Self(name.into())
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -13,9 +13,10 @@ use crate::resource::FieldError;
 use crate::validate::Validate;
 
 /// The spec of a ServiceEntry.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceEntry {
+    #[serde(default)]
     pub hosts: Vec<Host>,
     /// Virtual IPs or CIDR blocks of the service.
     #[serde(default)]
@@ -40,10 +41,12 @@ pub struct ServiceEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServicePort {
+    #[serde(default)]
     pub number: u32,
     /// `HTTP`, `HTTPS`, `GRPC`, `TCP`, ...; empty means "detect".
     #[serde(default)]
     pub protocol: String,
+    #[serde(default)]
     pub name: String,
     /// Port on the endpoints, when it differs from `number`.
     #[serde(default)]

@@ -33,7 +33,8 @@ pub struct Sidecar {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IngressListener {
-    pub port: SidecarPort,
+    /// Required; `None` only in an invalid document.
+    pub port: Option<SidecarPort>,
     #[serde(default)]
     pub bind: String,
     #[serde(default)]
@@ -55,6 +56,7 @@ pub struct EgressListener {
     pub bind: String,
     #[serde(default)]
     pub capture_mode: CaptureMode,
+    #[serde(default)]
     pub hosts: Vec<NamespacedHost>,
 }
 
@@ -93,6 +95,7 @@ pub struct OutboundTrafficPolicy {
     pub egress_proxy: Option<Destination>,
 }
 
+/// Whether traffic to unknown destinations is blocked or passed through.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundMode {
@@ -117,7 +120,10 @@ impl Validate for Sidecar {
         for (i, listener) in self.ingress.iter().enumerate() {
             let at = at.key("ingress").index(i);
             listener.validate(&at, errors);
-            if !ports.insert(listener.port.number) {
+            let Some(port) = &listener.port else {
+                continue;
+            };
+            if !ports.insert(port.number) {
                 push(
                     errors,
                     &at.key("port").key("number"),
@@ -235,14 +241,17 @@ fn check_egress_port(
 impl Validate for IngressListener {
     fn validate(&self, at: &FieldPath, errors: &mut Vec<FieldError>) {
         let port_at = at.key("port");
-        if self.port.target_port > 0 {
+        let Some(port) = &self.port else {
+            return push(errors, &port_at, "sidecar: port is required for ingress listeners");
+        };
+        if port.target_port > 0 {
             push(errors, &port_at.key("targetPort"), "targetPort has no impact on Sidecars");
         }
-        if !self.port.name.is_empty() {
-            rules::check_port_name(&self.port.name, &port_at.key("name"), errors);
+        if !port.name.is_empty() {
+            rules::check_port_name(&port.name, &port_at.key("name"), errors);
         }
-        rules::check_protocol(&self.port.protocol, &port_at.key("protocol"), errors);
-        rules::check_port(self.port.number, &port_at.key("number"), errors);
+        rules::check_protocol(&port.protocol, &port_at.key("protocol"), errors);
+        rules::check_port(port.number, &port_at.key("number"), errors);
         if !self.bind.is_empty() {
             rules::check_ip(&self.bind, &at.key("bind"), errors);
         }
@@ -250,7 +259,7 @@ impl Validate for IngressListener {
             check_default_endpoint(&self.default_endpoint, &at.key("defaultEndpoint"), errors);
         }
         if let Some(tls) = &self.tls {
-            self.check_tls(tls, &at.key("tls"), errors);
+            check_ingress_tls(tls, port, &at.key("tls"), errors);
         }
         if let Some(pool) = &self.connection_pool {
             pool.validate(&at.key("connectionPool"), errors);
@@ -258,51 +267,55 @@ impl Validate for IngressListener {
     }
 }
 
-impl IngressListener {
-    fn check_tls(&self, tls: &ServerTlsSettings, at: &FieldPath, errors: &mut Vec<FieldError>) {
-        let unsupported = [
-            (
-                !tls.subject_alt_names.is_empty(),
-                "subjectAltNames",
-                "sidecar: subjectAltNames is not supported in ingress tls",
-            ),
-            (tls.https_redirect, "httpsRedirect", "sidecar: httpsRedirect is not supported"),
-            (
-                !tls.credential_name.is_empty(),
-                "credentialName",
-                "sidecar: credentialName is not currently supported",
-            ),
-            (
-                !tls.credential_names.is_empty(),
-                "credentialNames",
-                "sidecar: credentialNames is not currently supported",
-            ),
-            (
-                !tls.tls_certificates.is_empty(),
-                "tlsCertificates",
-                "sidecar: tls_certificates is not currently supported",
-            ),
-        ];
-        for (_, field, message) in unsupported.into_iter().filter(|(set, ..)| *set) {
-            push(errors, &at.key(field), message);
-        }
-        let mode = match tls.mode {
-            ServerTlsMode::IstioMutual => Some("ISTIO_MUTUAL"),
-            ServerTlsMode::AutoPassthrough => Some("AUTO_PASSTHROUGH"),
-            _ => None,
-        };
-        if let Some(mode) = mode {
-            push(
-                errors,
-                &at.key("mode"),
-                format!("configuration is invalid: cannot set mode to {mode} in sidecar ingress tls"),
-            );
-        }
-        if !Protocol::parse(&self.port.protocol).is_some_and(Protocol::is_tls) {
-            push(errors, at, "server cannot have TLS settings for non HTTPS/TLS ports");
-        }
-        check_server_tls(tls, at, errors);
+/// TLS on an inbound listener: what a Gateway server allows, minus what sidecars do not support.
+fn check_ingress_tls(
+    tls: &ServerTlsSettings,
+    port: &SidecarPort,
+    at: &FieldPath,
+    errors: &mut Vec<FieldError>,
+) {
+    let unsupported = [
+        (
+            !tls.subject_alt_names.is_empty(),
+            "subjectAltNames",
+            "sidecar: subjectAltNames is not supported in ingress tls",
+        ),
+        (tls.https_redirect, "httpsRedirect", "sidecar: httpsRedirect is not supported"),
+        (
+            !tls.credential_name.is_empty(),
+            "credentialName",
+            "sidecar: credentialName is not currently supported",
+        ),
+        (
+            !tls.credential_names.is_empty(),
+            "credentialNames",
+            "sidecar: credentialNames is not currently supported",
+        ),
+        (
+            !tls.tls_certificates.is_empty(),
+            "tlsCertificates",
+            "sidecar: tls_certificates is not currently supported",
+        ),
+    ];
+    for (_, field, message) in unsupported.into_iter().filter(|(set, ..)| *set) {
+        push(errors, &at.key(field), message);
     }
+    let mode = match tls.mode {
+        ServerTlsMode::IstioMutual => Some("ISTIO_MUTUAL"),
+        ServerTlsMode::AutoPassthrough => Some("AUTO_PASSTHROUGH"),
+        _ => None,
+    };
+    if let Some(mode) = mode {
+        push(
+            errors,
+            &at.key("mode"),
+            format!("configuration is invalid: cannot set mode to {mode} in sidecar ingress tls"),
+        );
+    }
+    if !Protocol::parse(&port.protocol).is_some_and(Protocol::is_tls) {
+        push(errors, at, "server cannot have TLS settings for non HTTPS/TLS ports");
+    }
+    check_server_tls(tls, at, errors);
 }
 
 /// Where inbound traffic is forwarded: a loopback or wildcard address with a port, or a

@@ -118,7 +118,8 @@ pub struct HttpMatchRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRouteDestination {
-    pub destination: Destination,
+    /// Required; `None` only in an invalid document.
+    pub destination: Option<Destination>,
     /// Relative share of the traffic; 0 with a single destination means all of it.
     #[serde(default)]
     pub weight: i32,
@@ -165,6 +166,7 @@ pub enum RedirectPort {
     Derive(DerivePort),
 }
 
+/// Which port a redirect keeps when none is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DerivePort {
@@ -212,6 +214,7 @@ impl TryFrom<HttpRedirectFields> for HttpRedirect {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpDirectResponse {
+    #[serde(default)]
     pub status: u32,
     pub body: Option<HttpBody>,
 }
@@ -223,6 +226,7 @@ pub struct HttpBody {
     pub content: Option<BodyContent>,
 }
 
+/// Direct-response body content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BodyContent {
     String(String),
@@ -315,6 +319,7 @@ pub struct CorsPolicy {
     pub unmatched_preflights: Option<UnmatchedPreflights>,
 }
 
+/// What happens to a CORS preflight request that matches no allowed origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnmatchedPreflights {
@@ -341,6 +346,7 @@ pub struct Delay {
     pub percentage: Option<Percent>,
 }
 
+/// How long a fault delay lasts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DelayKind {
     Fixed(Duration),
@@ -377,6 +383,7 @@ pub struct Abort {
     pub percentage: Option<Percent>,
 }
 
+/// The error an abort fault returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AbortError {
     HttpStatus(i32),
@@ -411,7 +418,8 @@ impl TryFrom<AbortFields> for Abort {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
-    pub destination: Destination,
+    /// Required; `None` only in an invalid document.
+    pub destination: Option<Destination>,
     pub percentage: Option<Percent>,
 }
 
@@ -419,7 +427,7 @@ pub struct HttpMirrorPolicy {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsRoute {
-    #[serde(rename = "match")]
+    #[serde(default, rename = "match")]
     pub matches: Vec<TlsMatchAttributes>,
     #[serde(default)]
     pub route: Vec<RouteDestination>,
@@ -429,6 +437,7 @@ pub struct TlsRoute {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsMatchAttributes {
+    #[serde(default)]
     pub sni_hosts: Vec<Host>,
     #[serde(default)]
     pub destination_subnets: Vec<String>,
@@ -474,7 +483,8 @@ pub struct L4MatchAttributes {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteDestination {
-    pub destination: Destination,
+    /// Required; `None` only in an invalid document.
+    pub destination: Option<Destination>,
     #[serde(default)]
     pub weight: i32,
 }

@@ -60,6 +60,7 @@ pub enum LbPolicy {
     BackendUtilization(BackendUtilizationLb),
 }
 
+/// A load-balancing algorithm that needs no parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
@@ -128,6 +129,7 @@ pub enum HashAlgorithm {
     Maglev(Maglev),
 }
 
+/// Ketama ring hashing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RingHash {
@@ -135,6 +137,7 @@ pub struct RingHash {
     pub minimum_ring_size: u64,
 }
 
+/// Maglev consistent hashing; the table size must be prime.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Maglev {
@@ -146,6 +149,7 @@ pub struct Maglev {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCookie {
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub path: String,
@@ -154,9 +158,11 @@ pub struct HttpCookie {
     pub attributes: Vec<CookieAttribute>,
 }
 
+/// An extra attribute of a generated cookie.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CookieAttribute {
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub value: String,
@@ -255,7 +261,8 @@ pub struct ZoneAwareLbSetting {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WarmupConfiguration {
-    pub duration: Duration,
+    /// Required; `None` only in an invalid document.
+    pub duration: Option<Duration>,
     pub minimum_percent: Option<f64>,
     pub aggression: Option<f64>,
 }
@@ -268,6 +275,7 @@ pub struct ConnectionPoolSettings {
     pub http: Option<HttpSettings>,
 }
 
+/// Limits common to HTTP and TCP connections.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TcpSettings {
@@ -280,6 +288,7 @@ pub struct TcpSettings {
     pub idle_timeout: Option<Duration>,
 }
 
+/// TCP keepalive probes on upstream connections.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpKeepalive {
@@ -289,6 +298,7 @@ pub struct TcpKeepalive {
     pub interval: Option<Duration>,
 }
 
+/// HTTP request limits (pending, concurrent, per connection, retries).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpSettings {
@@ -310,6 +320,7 @@ pub struct HttpSettings {
     pub http2_keep_alive: Option<Http2KeepAlive>,
 }
 
+/// Whether HTTP/1.1 connections are upgraded to HTTP/2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2UpgradePolicy {
@@ -319,6 +330,7 @@ pub enum H2UpgradePolicy {
     Upgrade,
 }
 
+/// HTTP/2 PING keepalives.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Http2KeepAlive {
@@ -372,6 +384,7 @@ pub struct ClientTlsSettings {
     pub ca_crl: String,
 }
 
+/// Whether and how the proxy originates TLS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClientTlsMode {
@@ -388,7 +401,9 @@ pub enum ClientTlsMode {
 pub struct TunnelSettings {
     #[serde(default)]
     pub protocol: String,
+    #[serde(default)]
     pub target_host: String,
+    #[serde(default)]
     pub target_port: u32,
 }
 
@@ -400,6 +415,7 @@ pub struct ProxyProtocol {
     pub version: ProxyProtocolVersion,
 }
 
+/// PROXY protocol header version.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub enum ProxyProtocolVersion {
     #[default]

@@ -205,7 +205,10 @@ fn check_http_route(route: &HttpRoute, in_delegate: bool, at: &FieldPath, errors
     }
     for (i, mirror) in route.mirrors.iter().enumerate() {
         let at = at.key("mirrors").index(i);
-        mirror.destination.validate(&at.key("destination"), errors);
+        match &mirror.destination {
+            Some(destination) => destination.validate(&at.key("destination"), errors),
+            None => push(errors, &at, "destination is required for mirrors"),
+        }
         if let Some(p) = &mirror.percentage {
             http::check_mirror_percentage(
                 "mirror percentage",
@@ -341,20 +344,26 @@ fn check_http_destinations(
             http::check_headers(headers, &at.index(i).key("headers"), errors);
         }
     }
-    let pairs: Vec<(&Destination, i32, FieldPath)> =
-        destinations.iter().enumerate().map(|(i, d)| (&d.destination, d.weight, at.index(i))).collect();
+    let pairs: Vec<(Option<&Destination>, i32, FieldPath)> = destinations
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.destination.as_ref(), d.weight, at.index(i)))
+        .collect();
     check_weights(&pairs, at, errors);
 }
 
 /// Each destination, non-negative weights, and some weight when there are several.
 fn check_weights(
-    destinations: &[(&Destination, i32, FieldPath)],
+    destinations: &[(Option<&Destination>, i32, FieldPath)],
     at: &FieldPath,
     errors: &mut Vec<FieldError>,
 ) {
     let mut total: i64 = 0;
     for (destination, weight, item) in destinations {
-        destination.validate(&item.key("destination"), errors);
+        match destination {
+            Some(destination) => destination.validate(&item.key("destination"), errors),
+            None => push(errors, item, "destination is required"),
+        }
         if *weight < 0 {
             push(errors, &item.key("weight"), format!("weight {weight} < 0"));
         }
@@ -366,8 +375,11 @@ fn check_weights(
 }
 
 fn check_route_destinations(destinations: &[RouteDestination], at: &FieldPath, errors: &mut Vec<FieldError>) {
-    let pairs: Vec<(&Destination, i32, FieldPath)> =
-        destinations.iter().enumerate().map(|(i, d)| (&d.destination, d.weight, at.index(i))).collect();
+    let pairs: Vec<(Option<&Destination>, i32, FieldPath)> = destinations
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.destination.as_ref(), d.weight, at.index(i)))
+        .collect();
     check_weights(&pairs, at, errors);
 }
 

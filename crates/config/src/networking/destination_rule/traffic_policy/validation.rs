@@ -228,7 +228,10 @@ fn check_load_balancer(lb: &LoadBalancerSettings, at: &FieldPath, errors: &mut V
     rules::check_optional_duration(lb.warmup_duration_secs.as_ref(), &at.key("warmupDurationSecs"), errors);
     if let Some(warmup) = &lb.warmup {
         let at = at.key("warmup");
-        rules::check_duration(&warmup.duration, &at.key("duration"), errors);
+        match &warmup.duration {
+            Some(duration) => rules::check_duration(duration, &at.key("duration"), errors),
+            None => push(errors, &at.key("duration"), "duration is required"),
+        }
         match warmup.minimum_percent {
             Some(p) if p > 100.0 => {
                 push(
