@@ -75,6 +75,22 @@ fn validation_dataset_loads_and_validates_clean() {
     assert_eq!(load_clean(&files), 15);
 }
 
+/// Analyzer inputs are often invalid on purpose, but they must load: istioctl analyze reports
+/// on every one of them.
+#[test]
+fn analyzer_inputs_all_load() {
+    let loaded = load::load_paths(&[paymesh_test_util::istio_conformance().join("analyze/testdata")]);
+    let errors: Vec<String> =
+        loaded.errors.iter().filter(|e| is_networking_error(e)).map(ToString::to_string).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let count = loaded
+        .resources
+        .iter()
+        .filter(|r| r.api_version.group == "networking.istio.io" && KINDS.contains(&r.kind.as_str()))
+        .count();
+    assert_eq!(count, 227);
+}
+
 /// The CRD fixtures: documents with a top-level `_err` are invalid, the others valid.
 #[test]
 fn crd_fixtures_agree_with_istio() {

@@ -117,12 +117,18 @@ pub struct TlsCertificate {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerTlsMode {
+    /// Forward the TLS connection as is, routed by SNI.
     #[default]
     Passthrough,
+    /// Terminate TLS with the server's certificate.
     Simple,
+    /// Terminate TLS and require a client certificate.
     Mutual,
+    /// Pass through, routing by the mesh's `outbound_.PORT_._.HOST` SNI names.
     AutoPassthrough,
+    /// Terminate with the mesh's workload certificates.
     IstioMutual,
+    /// Like `Mutual`, but a client certificate is optional.
     OptionalMutual,
 }
 

@@ -57,8 +57,10 @@ pub struct ServicePort {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Location {
+    /// Outside the mesh: no sidecars, no mTLS to the endpoints.
     #[default]
     MeshExternal,
+    /// Part of the mesh, e.g. VMs with sidecars.
     MeshInternal,
 }
 

@@ -79,9 +79,12 @@ pub struct SidecarPort {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaptureMode {
+    /// The workload's default capture mode.
     #[default]
     Default,
+    /// Traffic is redirected to the listener.
     Iptables,
+    /// The application addresses the listener itself.
     None,
 }
 
@@ -99,8 +102,10 @@ pub struct OutboundTrafficPolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundMode {
+    /// Only services in the registry are reachable.
     #[default]
     RegistryOnly,
+    /// Unknown destinations are reached directly (or through the egress proxy).
     AllowAny,
 }
 

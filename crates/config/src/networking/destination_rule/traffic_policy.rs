@@ -64,11 +64,15 @@ pub enum LbPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
+    /// The proxy's default (least request).
     Unspecified,
+    /// Deprecated name of `LEAST_REQUEST`.
     LeastConn,
     Random,
+    /// Forward to the address the caller asked for, without load balancing.
     Passthrough,
     RoundRobin,
+    /// The fewer active requests, the likelier an endpoint is picked.
     LeastRequest,
 }
 
@@ -324,6 +328,7 @@ pub struct HttpSettings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2UpgradePolicy {
+    /// The mesh-wide setting.
     #[default]
     Default,
     DoNotUpgrade,
@@ -388,10 +393,14 @@ pub struct ClientTlsSettings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClientTlsMode {
+    /// Plain text (or the mesh's automatic mTLS).
     #[default]
     Disable,
+    /// TLS, verifying the server.
     Simple,
+    /// TLS with a client certificate the user supplies.
     Mutual,
+    /// Mutual TLS with the mesh's own workload certificates.
     IstioMutual,
 }
 

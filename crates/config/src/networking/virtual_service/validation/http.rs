@@ -2,7 +2,7 @@
 //! CORS, fault injection, mirroring percentages, redirects, direct responses, retries and
 //! rewrites.
 
-use super::JWT_CLAIM_HEADER;
+use super::is_jwt_claim;
 use crate::networking::rules::{self, push};
 use crate::networking::virtual_service::{
     AbortError, BodyContent, CorsPolicy, DelayKind, HeaderOperations, Headers, HttpDirectResponse,
@@ -91,10 +91,7 @@ fn is_authority_header(name: &str) -> bool {
 pub(super) fn check_match_header_name(name: &str, at: &FieldPath, errors: &mut Vec<FieldError>) {
     if name.is_empty() {
         push(errors, at, "header name cannot be empty");
-    } else if !(name.starts_with(JWT_CLAIM_HEADER)
-        || PSEUDO_HEADERS.contains(&name)
-        || is_valid_header_name(name))
-    {
+    } else if !(is_jwt_claim(name) || PSEUDO_HEADERS.contains(&name) || is_valid_header_name(name)) {
         push(errors, at, format!("header name {name} is not a valid header name"));
     }
 }
