@@ -7,6 +7,7 @@
 
 pub mod analyze;
 pub mod load;
+pub mod networking;
 pub mod path;
 pub mod ratelimit;
 pub mod resource;

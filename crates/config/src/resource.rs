@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::networking::{self, DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 use crate::path::FieldPath;
 use crate::ratelimit::RateLimitPolicy;
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication, decode_spec};
@@ -92,6 +93,11 @@ pub enum Spec {
     RequestAuthentication(Box<RequestAuthentication>),
     Telemetry(Box<Telemetry>),
     RateLimitPolicy(Box<RateLimitPolicy>),
+    VirtualService(Box<VirtualService>),
+    DestinationRule(Box<DestinationRule>),
+    Gateway(Box<Gateway>),
+    ServiceEntry(Box<ServiceEntry>),
+    Sidecar(Box<Sidecar>),
     /// A kind paymesh keeps for the analyzers but does not type.
     Other,
 }
@@ -120,6 +126,7 @@ pub enum KindSupport {
 impl Spec {
     /// Decodes the whole document `doc` of kind `kind` into its typed form.
     pub fn decode(api: &ApiVersion, kind: &str, doc: &Value) -> Result<KindSupport, FieldError> {
+        let net = networking::VERSIONS.contains(&api.version.as_str());
         let typed = match (api.group.as_str(), kind) {
             ("", "Namespace") => Spec::Namespace(decode_object(doc)?),
             ("", "ServiceAccount") => Spec::ServiceAccount(decode_object(doc)?),
@@ -147,6 +154,15 @@ impl Spec {
             ("paymesh.io", "RateLimitPolicy") if api.version == "v1alpha1" => {
                 Spec::RateLimitPolicy(decode_spec(doc)?)
             }
+            (networking::GROUP, "VirtualService") if net => {
+                Spec::VirtualService(networking::decode_spec(doc)?)
+            }
+            (networking::GROUP, "DestinationRule") if net => {
+                Spec::DestinationRule(networking::decode_spec(doc)?)
+            }
+            (networking::GROUP, "Gateway") if net => Spec::Gateway(networking::decode_spec(doc)?),
+            (networking::GROUP, "ServiceEntry") if net => Spec::ServiceEntry(networking::decode_spec(doc)?),
+            (networking::GROUP, "Sidecar") if net => Spec::Sidecar(networking::decode_spec(doc)?),
             (group, kind) if group.ends_with("istio.io") || group == "paymesh.io" => {
                 return Ok(if ISTIO_UNTYPED_KINDS.contains(&kind) {
                     KindSupport::Untyped
@@ -182,6 +198,26 @@ impl Spec {
     /// The spec when this is a RateLimitPolicy.
     pub fn rate_limit_policy(&self) -> Option<&RateLimitPolicy> {
         if let Spec::RateLimitPolicy(spec) = self { Some(spec) } else { None }
+    }
+
+    pub fn virtual_service(&self) -> Option<&VirtualService> {
+        if let Self::VirtualService(s) = self { Some(s) } else { None }
+    }
+
+    pub fn destination_rule(&self) -> Option<&DestinationRule> {
+        if let Self::DestinationRule(s) = self { Some(s) } else { None }
+    }
+
+    pub fn gateway(&self) -> Option<&Gateway> {
+        if let Self::Gateway(s) = self { Some(s) } else { None }
+    }
+
+    pub fn service_entry(&self) -> Option<&ServiceEntry> {
+        if let Self::ServiceEntry(s) = self { Some(s) } else { None }
+    }
+
+    pub fn sidecar(&self) -> Option<&Sidecar> {
+        if let Self::Sidecar(s) = self { Some(s) } else { None }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Value types shared by Istio's resources, parsed as Istio parses them: durations
-//! (`1s`, `500ms`, `1m30s`, `1h`), workload selectors, port selectors, string matches.
+//! (`1s`, `500ms`, `1m30s`, `1h`), workload selectors, port selectors, string matches,
+//! percentages, oneOf decoding, and the DNS-1123 / label-map checks every kind uses.
 //!
 //! Each type deserializes from the YAML spelling and rejects what Istio rejects, so a typo
 //! is an error at its field, not a silently different behaviour.
@@ -158,6 +159,160 @@ pub enum StringMatch {
     Regex(String),
 }
 
+impl StringMatch {
+    /// The string matched against, whatever the form.
+    pub fn value(&self) -> &str {
+        match self {
+            Self::Exact(s) | Self::Prefix(s) | Self::Regex(s) => s,
+        }
+    }
+}
+
+/// A `StringMatch` field that may also be written `{}`: no condition, which Istio reads as
+/// "anything" (for a header: "present with any value").
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "StringMatchFields")]
+pub enum StringCondition {
+    Any,
+    Match(StringMatch),
+}
+
+impl StringCondition {
+    /// The match, when one is given.
+    pub fn as_match(&self) -> Option<&StringMatch> {
+        match self {
+            Self::Any => None,
+            Self::Match(m) => Some(m),
+        }
+    }
+}
+
+/// The wire form of a string match: at most one of the three may be set.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StringMatchFields {
+    exact: Option<String>,
+    prefix: Option<String>,
+    regex: Option<String>,
+}
+
+impl TryFrom<StringMatchFields> for StringCondition {
+    type Error = OneOfError;
+
+    fn try_from(f: StringMatchFields) -> Result<Self, Self::Error> {
+        let picked = one_of([
+            ("exact", f.exact.map(StringMatch::Exact)),
+            ("prefix", f.prefix.map(StringMatch::Prefix)),
+            ("regex", f.regex.map(StringMatch::Regex)),
+        ])?;
+        Ok(picked.map_or(Self::Any, Self::Match))
+    }
+}
+
+/// More than one alternative of a oneOf (a protobuf `oneof`) was set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("only one of {} may be set, found {}", .allowed.join(", "), .found.join(" and "))]
+pub struct OneOfError {
+    allowed: Vec<&'static str>,
+    found: Vec<&'static str>,
+}
+
+/// The one alternative of a oneOf that is set (`None` when none is), as a protobuf `oneof`
+/// decodes; several set is an error naming them.
+pub fn one_of<T, const N: usize>(
+    alternatives: [(&'static str, Option<T>); N],
+) -> Result<Option<T>, OneOfError> {
+    let allowed: Vec<_> = alternatives.iter().map(|(name, _)| *name).collect();
+    let found: Vec<_> = alternatives.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
+    if found.len() > 1 {
+        return Err(OneOfError { allowed, found });
+    }
+    Ok(alternatives.into_iter().find_map(|(_, v)| v))
+}
+
+/// A percentage as Istio writes it (`{value: 12.5}`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Percent {
+    #[serde(default)]
+    pub value: f64,
+}
+
+/// Longest DNS-1123 label (RFC 1123): 63 characters.
+pub const DNS1123_LABEL_MAX: usize = 63;
+
+/// Whether `value` is a DNS-1123 label as Istio checks it: 1..=63 letters, digits or `-`,
+/// starting and ending with a letter or digit (Istio accepts upper case too).
+pub fn is_dns1123_label(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            value.len() <= DNS1123_LABEL_MAX
+                && first.is_ascii_alphanumeric()
+                && last.is_ascii_alphanumeric()
+                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        }
+        _ => false,
+    }
+}
+
+/// Whether `value` is a DNS-1123 label that may start with a wildcard: `*`, `*foo`, `*-foo` or
+/// a plain label.
+pub fn is_wildcard_dns1123_label(value: &str) -> bool {
+    value.len() <= DNS1123_LABEL_MAX
+        && (value == "*"
+            || is_dns1123_label(value)
+            || value.strip_prefix('*').is_some_and(is_dns1123_label)
+            || value.strip_prefix("*-").is_some_and(is_dns1123_label))
+}
+
+/// Why a label map (workload labels, subset labels, source labels) is not valid, as Istio's
+/// `labels.Instance.Validate` says it: one message per bad key or value.
+pub fn label_problems(labels: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, value) in labels {
+        if let Some(problem) = label_key_problem(key) {
+            problems.push(problem);
+        }
+        if !(value.is_empty() || is_qualified_name(value)) {
+            problems.push(format!("invalid tag value: {value:?}"));
+        }
+    }
+    problems
+}
+
+/// A Kubernetes label key: an optional DNS-name prefix and `/`, then a qualified name.
+fn label_key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| p.split('.').all(is_dns1123_label));
+    if !prefix_ok || !is_qualified_name(name) {
+        return Some(format!("invalid tag key: {key:?}"));
+    }
+    if prefix.is_some_and(|p| p.len() > 253) {
+        return Some(format!("invalid tag key: {key:?} (DNS prefix is too long)"));
+    }
+    if name.len() > DNS1123_LABEL_MAX {
+        return Some(format!("invalid tag key: {key:?} (name is too long)"));
+    }
+    None
+}
+
+/// Letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit.
+fn is_qualified_name(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            first.is_ascii_alphanumeric()
+                && last.is_ascii_alphanumeric()
+                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +349,48 @@ mod tests {
         assert!(
             serde_json::from_value::<StringMatch>(serde_json::json!({"exact": "a", "prefix": "b"})).is_err()
         );
+    }
+
+    #[test]
+    fn string_condition_allows_empty() {
+        let any: StringCondition = serde_json::from_value(serde_json::json!({})).expect("empty");
+        assert_eq!(any, StringCondition::Any);
+        let m: StringCondition = serde_json::from_value(serde_json::json!({"regex": "a.*"})).expect("regex");
+        assert_eq!(m.as_match(), Some(&StringMatch::Regex("a.*".into())));
+        let both =
+            serde_json::from_value::<StringCondition>(serde_json::json!({"exact": "a", "prefix": "b"}));
+        assert_eq!(
+            both.map_err(|e| e.to_string()).expect_err("two forms"),
+            "only one of exact, prefix, regex may be set, found exact and prefix"
+        );
+    }
+
+    #[test]
+    fn dns1123_labels() {
+        for good in ["a", "a-b", "A1", &"x".repeat(63)] {
+            assert!(is_dns1123_label(good), "{good}");
+        }
+        for bad in ["", "-a", "a-", "a.b", "a_b", &"x".repeat(64), "*"] {
+            assert!(!is_dns1123_label(bad), "{bad}");
+        }
+        for good in ["*", "*a", "*-a", "a"] {
+            assert!(is_wildcard_dns1123_label(good), "{good}");
+        }
+        for bad in ["**", "a*", "*-", "*.a"] {
+            assert!(!is_wildcard_dns1123_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn label_maps_are_checked_like_kubernetes() {
+        let labels: BTreeMap<String, String> = [
+            ("app".to_owned(), "reviews".to_owned()),
+            ("example.com/tier".to_owned(), "".to_owned()),
+            ("bad key".to_owned(), "ok".to_owned()),
+            ("k".to_owned(), "-bad".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(label_problems(&labels), ["invalid tag key: \"bad key\"", "invalid tag value: \"-bad\""]);
     }
 }

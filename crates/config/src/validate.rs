@@ -1,7 +1,8 @@
-//! Per-kind validation: the rules Istio's validating webhook applies (weights sum to 100,
+//! Per-kind validation: the rules Istio's validating webhook applies (non-negative weights,
 //! durations of at least 1 ms, DNS-1123 subset names, …), each failure a [`FieldError`]
 //! naming the field, so messages point at file:line.
 
+use crate::networking;
 use crate::path::FieldPath;
 use crate::resource::{FieldError, Resource, Spec};
 use crate::security::check_dry_run;
@@ -11,8 +12,9 @@ pub trait Validate {
     fn validate(&self, at: &FieldPath, errors: &mut Vec<FieldError>);
 }
 
-/// Every rule `resource` breaks: the typed (webhook) rules, then the CRD schema's findings
-/// that the typed rules did not already report (same field or same text), so one mistake gives one message.
+/// Every rule `resource` breaks. The typed (webhook) rules speak first, in Istio's words;
+/// only when they find nothing does the CRD schema (OpenAPI + CEL) get its say, so one
+/// mistake gives one message, and untyped kinds are still checked.
 pub fn validate(resource: &Resource) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let spec = FieldPath::root().key("spec");
@@ -43,16 +45,15 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
             s.validate(&spec, &mut errors);
             check_dry_run(resource, &mut errors);
         }
+        Spec::VirtualService(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
+        Spec::DestinationRule(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
+        Spec::Gateway(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
+        Spec::ServiceEntry(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
+        Spec::Sidecar(s) => networking::validate(s.as_ref(), resource, &spec, &mut errors),
     }
     errors.dedup();
-    let schema_errors = crate::schema::validate(resource);
-    let typed = errors.len();
-    for error in schema_errors {
-        let already =
-            errors[..typed].iter().any(|t| t.path == error.path || error.message.contains(&t.message));
-        if !already {
-            errors.push(error);
-        }
+    if errors.is_empty() {
+        errors = crate::schema::validate(resource);
     }
     errors
 }
