@@ -186,7 +186,13 @@ fn load_resource(file: &Arc<Path>, tree: Arc<Node>, doc: Value, loaded: &mut Loa
     };
     let meta = match metadata(object.get("metadata")) {
         Ok(meta) => meta,
-        Err(problem) => return loaded.errors.push(error(location, Some(kind), problem)),
+        Err(problem) => {
+            let at = match &problem {
+                Problem::Schema(e) => Location { line: tree.line_of(&e.path), ..location },
+                _ => location,
+            };
+            return loaded.errors.push(error(at, Some(kind), problem));
+        }
     };
     let origin = Origin { location, tree };
     let name = match &meta.namespace {
