@@ -100,6 +100,10 @@ pub fn load_file(path: &Path, loaded: &mut Loaded) {
     let file: Arc<Path> = Arc::from(path);
     let at_start = Location::new(file.clone(), 1, 1);
     let bytes = match fs::metadata(path) {
+        // Reading a FIFO or a device could block or never end.
+        Ok(meta) if !meta.is_file() => {
+            return loaded.errors.push(error(at_start, None, Problem::Io("not a regular file".into())));
+        }
         Ok(meta) if meta.len() > MAX_FILE_BYTES => {
             return loaded.errors.push(error(at_start, None, Problem::TooLarge { bytes: meta.len() }));
         }
@@ -118,7 +122,14 @@ pub fn load_bytes(file: Arc<Path>, bytes: &[u8], loaded: &mut Loaded) {
         Ok(text) => text,
         Err(e) => {
             let byte = e.valid_up_to();
-            let line = 1 + bytes[..byte].iter().filter(|b| **b == b'\n').count() as u32;
+            let before = &bytes[..byte];
+            // Lines end at LF, CRLF or a lone CR, as YAML counts them.
+            let breaks = before
+                .iter()
+                .enumerate()
+                .filter(|&(i, b)| *b == b'\n' || (*b == b'\r' && before.get(i + 1) != Some(&b'\n')))
+                .count();
+            let line = 1 + u32::try_from(breaks).unwrap_or(u32::MAX);
             return loaded.errors.push(error(
                 Location::new(file, line, 1),
                 None,
@@ -175,7 +186,13 @@ fn load_resource(file: &Arc<Path>, tree: Arc<Node>, doc: Value, loaded: &mut Loa
     };
     let meta = match metadata(object.get("metadata")) {
         Ok(meta) => meta,
-        Err(problem) => return loaded.errors.push(error(location, Some(kind), problem)),
+        Err(problem) => {
+            let at = match &problem {
+                Problem::Schema(e) => Location { line: tree.line_of(&e.path), ..location },
+                _ => location,
+            };
+            return loaded.errors.push(error(at, Some(kind), problem));
+        }
     };
     let origin = Origin { location, tree };
     let name = match &meta.namespace {
@@ -280,7 +297,7 @@ mod tests {
         let messages: Vec<_> = loaded.errors.iter().map(ToString::to_string).collect();
         assert_eq!(messages.len(), 3, "{messages:?}");
         assert_eq!(messages[0], "t.yaml:1: missing required field \"apiVersion\"");
-        assert!(messages[1].starts_with("t.yaml:5: invalid YAML"), "{}", messages[1]);
+        assert!(messages[1].starts_with("t.yaml:4: invalid YAML"), "{}", messages[1]);
         assert!(messages[2].starts_with("t.yaml:14: Service s: spec.ports: invalid type"), "{}", messages[2]);
         assert_eq!(loaded.resources.len(), 1);
     }

@@ -7,6 +7,7 @@
 //! deserialization and analyzers work on, and [`Node::line_of`] maps a [`FieldPath`] back
 //! to its line for messages.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
@@ -66,7 +67,8 @@ pub struct SyntaxError {
 
 /// Splits a YAML stream into documents and parses each one independently.
 pub fn parse_stream(text: &str) -> Vec<Result<Document, SyntaxError>> {
-    split_documents(text)
+    let text = unix_line_breaks(text);
+    split_documents(&text)
         .into_iter()
         .filter(|(_, chunk)| !chunk.trim().is_empty())
         .map(|(offset, chunk)| {
@@ -74,6 +76,16 @@ pub fn parse_stream(text: &str) -> Vec<Result<Document, SyntaxError>> {
                 .map(|root| Document { first_line: root.as_ref().map_or(offset + 1, |n| n.line), root })
         })
         .collect()
+}
+
+/// YAML breaks lines at CR, LF and CRLF alike and reads every break as LF; doing that first
+/// makes the document splitter count lines the way the parser does.
+fn unix_line_breaks(text: &str) -> Cow<'_, str> {
+    if text.contains('\r') {
+        Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// Cuts at lines that are exactly `---` (optionally followed by a space and content) or `...`,
@@ -102,12 +114,14 @@ fn split_documents(text: &str) -> Vec<(u32, &str)> {
 }
 
 fn parse_document(chunk: &str, line_offset: u32) -> Result<Option<Node>, SyntaxError> {
+    let last_line =
+        line_offset.saturating_add(u32::try_from(chunk.lines().count().max(1)).unwrap_or(u32::MAX));
     let mut builder =
-        Builder { line_offset, stack: Vec::new(), anchors: HashMap::new(), nodes: 0, root: None };
+        Builder { line_offset, last_line, stack: Vec::new(), anchors: HashMap::new(), nodes: 0, root: None };
     let mut parser = Parser::new_from_str(chunk);
     loop {
         let (event, mark) = parser.next_token().map_err(|e| SyntaxError {
-            line: line_offset + e.marker().line() as u32,
+            line: builder.line(e.marker()),
             column: e.marker().col() as u32 + 1,
             message: e.info().to_owned(),
         })?;
@@ -135,6 +149,9 @@ enum Open {
 
 struct Builder {
     line_offset: u32,
+    /// The document's last line: what the parser marks past it (the end of input after a
+    /// final newline) is reported there.
+    last_line: u32,
     stack: Vec<Open>,
     anchors: HashMap<usize, Node>,
     nodes: usize,
@@ -142,12 +159,18 @@ struct Builder {
 }
 
 impl Builder {
+    /// The line of `mark` in the whole file.
+    fn line(&self, mark: &Marker) -> u32 {
+        let line = u32::try_from(mark.line()).unwrap_or(u32::MAX);
+        self.line_offset.saturating_add(line).min(self.last_line)
+    }
+
     fn error(&self, mark: &Marker, message: String) -> SyntaxError {
-        SyntaxError { line: self.line_offset + mark.line() as u32, column: mark.col() as u32 + 1, message }
+        SyntaxError { line: self.line(mark), column: mark.col() as u32 + 1, message }
     }
 
     fn node(&self, mark: &Marker, value: NodeValue) -> Node {
-        Node { line: self.line_offset + mark.line() as u32, column: mark.col() as u32 + 1, value }
+        Node { line: self.line(mark), column: mark.col() as u32 + 1, value }
     }
 
     fn event(&mut self, event: Event, mark: &Marker) -> Result<(), SyntaxError> {
@@ -427,7 +450,7 @@ mod tests {
         assert_eq!(docs.len(), 3);
         assert!(docs[0].is_ok());
         let err = docs[1].as_ref().expect_err("unclosed flow sequence");
-        assert_eq!(err.line, 4, "reported where the parser gave up");
+        assert_eq!(err.line, 3, "the last line of the document, not the separator after it");
         let third = docs[2].as_ref().expect("third parses");
         assert_eq!(third.first_line, 6);
     }
