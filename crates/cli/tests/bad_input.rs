@@ -147,7 +147,7 @@ fn malformed_yaml_names_its_line_and_the_rest_is_analyzed() {
 fn a_bad_document_costs_only_itself() {
     let case = Case::new("multi-document").with(
         "bad.yaml",
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: first}\n---\nkey: [1, 2\n---\n\
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: first, labels: {istio-injection: enabled}}\n---\nkey: [1, 2\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {name: third, namespace: payments}\nspec: {ports: 7}\n",
     );
     let outcome = case.analyze();

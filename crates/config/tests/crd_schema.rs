@@ -179,7 +179,6 @@ fn ten_thousand_validations() {
 }
 
 #[test]
-#[ignore = "enabled when k8s/istio lands"]
 fn repository_istio_config_fits_the_crds() {
     // The mesh configuration shipped in this repository must apply to a real Istio cluster.
     let dir = paymesh_test_util::workspace_root().join("k8s/istio");
