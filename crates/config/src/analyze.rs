@@ -17,8 +17,12 @@ use crate::source::Location;
 use crate::store::Store;
 
 pub mod annotations;
+pub mod auth;
+pub mod authn;
 pub mod conditions;
 pub mod deployment;
+pub mod deprecation;
+pub mod destinationrule;
 pub mod envoyfilter;
 pub mod externalcontrolplane;
 pub mod injection;
@@ -30,6 +34,8 @@ pub mod messages;
 pub mod output;
 pub mod schema;
 pub mod service;
+pub mod serviceentry;
+pub mod sidecar;
 pub mod telemetry;
 pub mod webhook;
 
@@ -182,6 +188,16 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
         &telemetry::DefaultSelectorAnalyzer,
         &telemetry::LightstepAnalyzer,
         &webhook::WebhookAnalyzer,
+    ]);
+    all.extend([
+        &auth::AuthorizationPoliciesAnalyzer as &dyn Analyzer,
+        &authn::BlockedCIDRsAnalyzer,
+        &deprecation::DeprecationAnalyzer,
+        &destinationrule::CaCertificateAnalyzer,
+        &destinationrule::SubsetSelectPodAnalyzer,
+        &serviceentry::ProtocolAddressesAnalyzer,
+        &serviceentry::ConflictingServiceEntryProtocolAnalyzer,
+        &sidecar::SelectorAnalyzer,
     ]);
     all
 }

@@ -6,13 +6,17 @@
 //! keeps the line of every value; [`Node::to_json`] gives the plain value that typed
 //! deserialization and analyzers work on, and [`Node::line_of`] maps a [`FieldPath`] back
 //! to its line for messages.
+//!
+//! One deliberate departure from YAML 1.2, to read what Kubernetes reads: go-yaml ends a
+//! plain scalar at `:` only before a blank, so in flow context `[a, 001:db8::]` holds the
+//! string `001:db8::` where YAML 1.2 sees a one-entry mapping (see [`go_yaml_flow_colons`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, Parser};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use yaml_rust2::scanner::{Marker, Scanner, TScalarStyle, Token, TokenType};
 
 use crate::path::{FieldPath, Segment};
 
@@ -118,7 +122,8 @@ fn parse_document(chunk: &str, line_offset: u32) -> Result<Option<Node>, SyntaxE
         line_offset.saturating_add(u32::try_from(chunk.lines().count().max(1)).unwrap_or(u32::MAX));
     let mut builder =
         Builder { line_offset, last_line, stack: Vec::new(), anchors: HashMap::new(), nodes: 0, root: None };
-    let mut parser = Parser::new_from_str(chunk);
+    let chunk = go_yaml_flow_colons(chunk);
+    let mut parser = Parser::new_from_str(&chunk);
     loop {
         let (event, mark) = parser.next_token().map_err(|e| SyntaxError {
             line: builder.line(e.marker()),
@@ -134,6 +139,87 @@ fn parse_document(chunk: &str, line_offset: u32) -> Result<Option<Node>, SyntaxE
         }
     }
     Ok(builder.root)
+}
+
+/// Rewrites `chunk` so yaml-rust2 reads flow-context plain scalars as go-yaml does.
+///
+/// YAML 1.2 ends a plain scalar in a flow collection at a `:` followed by `,`, `[`, `]`, `{`
+/// or `}`, and reads that `:` as a value indicator; go-yaml (Kubernetes' reader) keeps the `:`
+/// in the scalar. Each such scalar (`001:db8:` before `:]`) is double-quoted with its colon
+/// (`"001:db8::"]`), so the parser sees go-yaml's string. Lines are unchanged; columns after a
+/// rewritten scalar on its line shift by two. Scanning repeats (a bounded number of times)
+/// while it finds more, since the first reading may stop at an error that a rewrite removes.
+fn go_yaml_flow_colons(chunk: &str) -> Cow<'_, str> {
+    const MAX_PASSES: usize = 16;
+    let mut text = Cow::Borrowed(chunk);
+    for _ in 0..MAX_PASSES {
+        if !has_colon_before_flow_indicator(&text) {
+            break;
+        }
+        let rewrites = flow_colon_scalars(&text);
+        if rewrites.is_empty() {
+            break;
+        }
+        text = Cow::Owned(quote_ranges(&text, &rewrites));
+    }
+    text
+}
+
+fn is_flow_indicator(c: char) -> bool {
+    matches!(c, ',' | '[' | ']' | '{' | '}')
+}
+
+fn has_colon_before_flow_indicator(text: &str) -> bool {
+    text.as_bytes().windows(2).any(|w| w[0] == b':' && is_flow_indicator(char::from(w[1])))
+}
+
+/// Byte ranges of plain scalars immediately followed by `:` and a flow indicator (the range
+/// includes the colon), as yaml-rust2 tokenizes `text` up to its first error.
+fn flow_colon_scalars(text: &str) -> Vec<(usize, usize)> {
+    // Scanner marks count characters; map them to byte offsets (one past the end included).
+    let offsets: Vec<usize> = text.char_indices().map(|(i, _)| i).chain([text.len()]).collect();
+    let byte = |index: usize| offsets.get(index).copied();
+    let mut ranges = Vec::new();
+    let mut previous: Option<Token> = None;
+    for token in Scanner::new(text.chars()) {
+        if let (Some(Token(start, TokenType::Scalar(TScalarStyle::Plain, value))), TokenType::Value) =
+            (&previous, &token.1)
+        {
+            let colon = token.0.index();
+            let adjacent = start.index() + value.chars().count() == colon;
+            let after =
+                text.get(byte(colon + 1).unwrap_or(text.len())..).and_then(|rest| rest.chars().next());
+            if let (true, Some(from), Some(to), Some(c)) =
+                (adjacent, byte(start.index()), byte(colon + 1), after)
+                && is_flow_indicator(c)
+                && text.get(from..to).is_some_and(|s| s.ends_with(':'))
+            {
+                ranges.push((from, to));
+            }
+        }
+        previous = Some(token);
+    }
+    ranges
+}
+
+/// `text` with each (ordered, disjoint) byte range replaced by its double-quoted form.
+fn quote_ranges(text: &str, ranges: &[(usize, usize)]) -> String {
+    let mut out = String::with_capacity(text.len() + 2 * ranges.len());
+    let mut last = 0;
+    for &(from, to) in ranges {
+        out.push_str(&text[last..from]);
+        out.push('"');
+        for c in text[from..to].chars() {
+            if matches!(c, '"' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        last = to;
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 enum Open {
@@ -480,6 +566,24 @@ mod tests {
         }
         let err = parse_stream(&laughs).remove(0).expect_err("billion laughs");
         assert!(err.message.contains("expands to more than"), "{err}");
+    }
+
+    #[test]
+    fn flow_scalars_keep_a_colon_before_a_flow_indicator_as_go_yaml_does() {
+        let v = one("addresses: [1.2.3.4, 001:db8::]\nm: {a:, b: c}\nn: [x: y, \"q\":[1], p:1]\n").to_json();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "addresses": ["1.2.3.4", "001:db8::"],
+                "m": {"a:": null, "b": "c"},
+                "n": [{"x": "y"}, {"q": [1]}, "p:1"],
+            })
+        );
+        let block = one("a: b:]\n").to_json();
+        assert_eq!(block, serde_json::json!({"a": "b:]"}), "block context is untouched");
+        let root = one("x:\n  - [a\"b\\c:]\n  - after\n");
+        assert_eq!(root.to_json(), serde_json::json!({"x": [["a\"b\\c:"], "after"]}));
+        assert_eq!(root.line_of(&FieldPath::parse("x[1]")), 3, "lines are unchanged");
     }
 
     #[test]
