@@ -108,10 +108,11 @@ impl Analyzer for AuthorizationPoliciesAnalyzer {
         // Namespace → labels of its pods in the mesh (a namespace with pods but none in the
         // mesh has an empty list).
         let mut mesh_pods: BTreeMap<&str, Vec<&BTreeMap<String, String>>> = BTreeMap::new();
-        for pod in kube::analyzed(ctx.store, "Pod") {
-            let pods = mesh_pods.entry(pod.namespace()).or_default();
-            if kube::in_mesh(ctx.store, pod) || pod_in_ambient(pod) {
-                pods.push(&pod.meta.labels);
+        for workload in kube::workloads(ctx.store) {
+            let Some(labels) = kube::workload_labels(workload) else { continue };
+            let pods = mesh_pods.entry(workload.namespace()).or_default();
+            if kube::in_mesh(ctx.store, workload) || pod_in_ambient(workload) {
+                pods.push(labels);
             }
         }
         let namespaces: Vec<&str> =
@@ -156,6 +157,27 @@ mod tests {
                 "IST0127 AuthorizationPolicy pay/nopods",
                 "IST0127 AuthorizationPolicy plain/outside",
             ]
+        );
+    }
+
+    #[test]
+    fn deployment_templates_count_as_workloads() {
+        let deployment = |name: &str, replicas: u32| {
+            format!(
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: pay}}\nspec: {{replicas: {replicas}, selector: {{matchLabels: {{app: {name}}}}}, template: {{metadata: {{labels: {{app: {name}}}}}, spec: {{containers: [{{name: c}}]}}}}}}\n"
+            )
+        };
+        let yaml = format!(
+            "{MESH}{}{}{}{}",
+            deployment("running", 2),
+            deployment("stopped", 0),
+            policy("to-running", "pay", "{selector: {matchLabels: {app: running}}}"),
+            policy("to-stopped", "pay", "{selector: {matchLabels: {app: stopped}}}"),
+        );
+        assert_eq!(
+            analyze(&AuthorizationPoliciesAnalyzer, &yaml),
+            ["IST0127 AuthorizationPolicy pay/to-stopped"],
+            "a Deployment's pods are workloads unless it is scaled to zero"
         );
     }
 

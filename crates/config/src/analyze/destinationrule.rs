@@ -91,7 +91,7 @@ pub struct SubsetSelectPodAnalyzer;
 /// The labels the registry gives a pod's endpoints: its own, plus its node's topology labels
 /// and name. Empty topology labels are not copied (Istio ignores empty locality labels).
 fn endpoint_labels(pod: &Resource, nodes: &BTreeMap<&str, &Resource>) -> BTreeMap<String, String> {
-    let mut labels = pod.meta.labels.clone();
+    let mut labels = kube::workload_labels(pod).cloned().unwrap_or_default();
     let node_name = match &pod.spec {
         Spec::Pod(p) => p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default(),
         _ => "",
@@ -116,9 +116,10 @@ impl Analyzer for SubsetSelectPodAnalyzer {
         let registry = Registry::new(ctx);
         let nodes: BTreeMap<&str, &Resource> =
             ctx.store.of_kind("Node").map(|n| (n.meta.name.as_str(), n)).collect();
-        // Upstream matches subsets against every pod, whatever its namespace.
+        // Upstream matches subsets against every pod, whatever its namespace (paymesh: and
+        // every Deployment's pod template, see `kube::workload_labels`).
         let pods: Vec<BTreeMap<String, String>> =
-            kube::analyzed(ctx.store, "Pod").map(|p| endpoint_labels(p, &nodes)).collect();
+            kube::workloads(ctx.store).map(|p| endpoint_labels(p, &nodes)).collect();
         let mut report = Unique::new(report);
         for (resource, rule) in destination_rules(ctx) {
             let Some(target) = registry.lookup(resource.namespace(), &rule.export_to, rule.host.as_str())

@@ -122,6 +122,28 @@ pub fn in_mesh(store: &Store, resource: &Resource) -> bool {
         .is_some_and(|ns| ns.meta.labels.get(INJECTION_LABEL).is_some_and(|v| v == INJECTION_ENABLED))
 }
 
+/// The labels of the pods `resource` stands for: a Pod's own, or a Deployment's pod template
+/// (unless scaled to zero). Istio's analyzers see only Pods, because they read a cluster;
+/// files hold Deployments, and `paymesh up` makes pods from them, so paymesh matches both.
+pub fn workload_labels(resource: &Resource) -> Option<&BTreeMap<String, String>> {
+    match &resource.spec {
+        Spec::Pod(_) => Some(&resource.meta.labels),
+        Spec::Deployment(deployment) => {
+            let spec = deployment.spec.as_ref()?;
+            if spec.replicas == Some(0) {
+                return None;
+            }
+            spec.template.metadata.as_ref()?.labels.as_ref()
+        }
+        _ => None,
+    }
+}
+
+/// Every Pod and Deployment analyzed, the resources that stand for workloads.
+pub fn workloads(store: &Store) -> impl Iterator<Item = &Resource> {
+    analyzed(store, "Pod").chain(analyzed(store, "Deployment"))
+}
+
 /// Whether a container named `istio-proxy` with an image is present.
 fn has_istio_proxy<'a>(mut containers: impl Iterator<Item = &'a Container>) -> bool {
     containers.find(|c| c.name == ISTIO_PROXY).and_then(|c| c.image.as_deref()).is_some_and(|i| !i.is_empty())
