@@ -21,6 +21,7 @@ pub mod conditions;
 pub mod deployment;
 pub mod envoyfilter;
 pub mod externalcontrolplane;
+pub mod gateway;
 pub mod injection;
 pub mod k8sgateway;
 pub mod kube;
@@ -170,6 +171,10 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
         &deployment::ApplicationUidAnalyzer,
         &envoyfilter::EnvoyPatchAnalyzer,
         &externalcontrolplane::ExternalControlPlaneAnalyzer,
+        &gateway::IngressGatewayPortAnalyzer,
+        &gateway::ConflictingGatewayAnalyzer,
+        &gateway::SecretAnalyzer,
+        &gateway::CertificateAnalyzer,
         &injection::InjectionAnalyzer,
         &injection::ImageAnalyzer,
         &injection::ImageAutoAnalyzer,
