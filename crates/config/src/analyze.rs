@@ -32,6 +32,7 @@ pub mod output;
 pub mod schema;
 pub mod service;
 pub mod telemetry;
+pub mod virtualservice;
 pub mod webhook;
 
 pub use mesh::MeshConfig;
@@ -175,6 +176,11 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
         &gateway::ConflictingGatewayAnalyzer,
         &gateway::SecretAnalyzer,
         &gateway::CertificateAnalyzer,
+        &virtualservice::GatewayAnalyzer,
+        &virtualservice::ConflictingMeshGatewayHostsAnalyzer,
+        &virtualservice::DestinationHostAnalyzer,
+        &virtualservice::DestinationRuleAnalyzer,
+        &virtualservice::JwtClaimRouteAnalyzer,
         &injection::InjectionAnalyzer,
         &injection::ImageAnalyzer,
         &injection::ImageAutoAnalyzer,
