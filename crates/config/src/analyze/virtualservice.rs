@@ -144,3 +144,12 @@ fn mirror_destinations(vs: &VirtualService) -> Vec<RoutedDestination<'_>> {
 fn short_or_full_name<'a>(namespace: &'a str, name: &'a str) -> (&'a str, &'a str) {
     name.split_once('/').unwrap_or((namespace, name))
 }
+
+/// A gateway reference of `vs` as upstream prints it: qualified with the VirtualService's
+/// namespace when the file gives one.
+fn reference_name(vs: &Resource, name: &str) -> String {
+    match &vs.meta.namespace {
+        Some(namespace) if !name.contains('/') => format!("{namespace}/{name}"),
+        _ => name.to_owned(),
+    }
+}

@@ -2,7 +2,9 @@
 //! or whose server listens on a port that no Service of its Pods exposes (IST0162).
 //!
 //! A Service "exposes" a port when it lists it as `port` or as `targetPort`: the gateway
-//! proxy listens on the target port, and Istio translates a Service port to it.
+//! proxy listens on the target port, and Istio translates a Service port to it. Only TCP
+//! ports count; a port without `protocol` is TCP, as Kubernetes defaults it (istioctl reads
+//! files without defaulting, so there such a port counts for nothing).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{full_name, gateways, pods, selector_field, selector_string, set_matches};
 use crate::analyze::kube::{self, Unique};
 use crate::analyze::{Analyzer, Context, Report, messages};
-use crate::resource::Resource;
+use crate::resource::{Resource, Spec};
 
 /// `gateway.IngressGatewayPortAnalyzer`.
 pub struct IngressGatewayPortAnalyzer;
@@ -26,7 +28,7 @@ impl Analyzer for IngressGatewayPortAnalyzer {
         let mut report = Unique::new(report);
         let services: Vec<(&Resource, &Service)> = kube::analyzed(ctx.store, "Service")
             .filter_map(|r| match &r.spec {
-                crate::resource::Spec::Service(s) => Some((r, s.as_ref())),
+                Spec::Service(s) => Some((r, s.as_ref())),
                 _ => None,
             })
             .collect();

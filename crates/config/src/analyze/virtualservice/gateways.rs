@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::{short_or_full_name, virtual_services};
+use super::{reference_name, short_or_full_name, virtual_services};
 use crate::analyze::gateway::full_name;
 use crate::analyze::kube::{self, Unique};
 use crate::analyze::{Analyzer, Context, Report, messages};
@@ -66,7 +66,7 @@ impl Analyzer for GatewayAnalyzer {
                 };
                 if !served {
                     let hosts: Vec<String> = spec.hosts.iter().map(ToString::to_string).collect();
-                    let gateway = format!("{gw_namespace}/{gw_name}");
+                    let gateway = reference_name(vs, name);
                     let message =
                         messages::virtual_service_host_not_found_in_gateway(&hosts, full_name(vs), gateway);
                     report.add(vs, Some(&at), message);

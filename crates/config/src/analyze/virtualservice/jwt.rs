@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{short_or_full_name, virtual_services};
+use super::{reference_name, short_or_full_name, virtual_services};
 use crate::analyze::gateway::set_matches;
 use crate::analyze::kube::{self, Unique};
 use crate::analyze::{Analyzer, Context, Report, messages};
@@ -62,7 +62,7 @@ impl Analyzer for JwtClaimRouteAnalyzer {
                     if !selectors.any(|s| set_matches(s, &pod.meta.labels)) {
                         let message = messages::jwt_claim_based_routing_without_request_auth_n(
                             key,
-                            format!("{namespace}/{gateway_name}"),
+                            reference_name(vs, name),
                             &pod.meta.name,
                         );
                         report.add(vs, None, message);
