@@ -107,6 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.mesh_networks_file {
         resources.push(analyze::meshnetworks::load(path, ISTIO_NAMESPACE)?);
     }
+    // Istio's ingress gateway, which files rarely contain and paymesh always runs.
+    analyze::gateway::builtin::add_missing(&mut resources, &mesh, ISTIO_NAMESPACE);
     let (store, duplicates) = Store::new(resources);
     errors.extend(duplicates);
 

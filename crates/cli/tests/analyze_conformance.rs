@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 
 /// Cases that must pass; raise it whenever more pass, never lower it.
-const MIN_PASSING: usize = 73;
+const MIN_PASSING: usize = 104;
 
 /// One case of the table, as the harness runs it.
 struct Case {

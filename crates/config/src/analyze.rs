@@ -25,6 +25,7 @@ pub mod deprecation;
 pub mod destinationrule;
 pub mod envoyfilter;
 pub mod externalcontrolplane;
+pub mod gateway;
 pub mod injection;
 pub mod k8sgateway;
 pub mod kube;
@@ -37,6 +38,7 @@ pub mod service;
 pub mod serviceentry;
 pub mod sidecar;
 pub mod telemetry;
+pub mod virtualservice;
 pub mod webhook;
 
 pub use mesh::MeshConfig;
@@ -176,6 +178,15 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
         &deployment::ApplicationUidAnalyzer,
         &envoyfilter::EnvoyPatchAnalyzer,
         &externalcontrolplane::ExternalControlPlaneAnalyzer,
+        &gateway::IngressGatewayPortAnalyzer,
+        &gateway::ConflictingGatewayAnalyzer,
+        &gateway::SecretAnalyzer,
+        &gateway::CertificateAnalyzer,
+        &virtualservice::GatewayAnalyzer,
+        &virtualservice::ConflictingMeshGatewayHostsAnalyzer,
+        &virtualservice::DestinationHostAnalyzer,
+        &virtualservice::DestinationRuleAnalyzer,
+        &virtualservice::JwtClaimRouteAnalyzer,
         &injection::InjectionAnalyzer,
         &injection::ImageAnalyzer,
         &injection::ImageAutoAnalyzer,
@@ -202,19 +213,55 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
     all
 }
 
-/// Runs `analyzers` over `ctx` and returns their messages, worst first, then by origin.
+/// Runs `analyzers` over `ctx` and returns their messages, worst first, then by origin;
+/// a message two analyzers both report (same code, resource and text) is kept once, as
+/// istioctl's `SortedDedupedCopy` does.
 pub fn run(ctx: &Context<'_>, analyzers: &[&dyn Analyzer]) -> Vec<Message> {
     let mut report = Report::default();
     for analyzer in analyzers {
         analyzer.analyze(ctx, &mut report);
     }
     let mut messages = report.into_messages();
-    messages.sort_by(|a, b| {
-        (a.kind.level, a.origin.as_ref().map(|o| &o.resource), a.kind.code).cmp(&(
-            b.kind.level,
-            b.origin.as_ref().map(|o| &o.resource),
-            b.kind.code,
-        ))
-    });
+    let key = |m: &Message| {
+        (m.kind.level, m.origin.as_ref().map(|o| o.resource.clone()), m.kind.code, m.text.clone())
+    };
+    messages.sort_by_key(key);
+    messages.dedup_by(|a, b| key(a) == key(b));
     messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reports every Namespace as not injected, at its `metadata.name` line.
+    struct EveryNamespace;
+
+    impl Analyzer for EveryNamespace {
+        fn name(&self) -> &'static str {
+            "test.EveryNamespace"
+        }
+
+        fn analyze(&self, ctx: &Context<'_>, report: &mut Report) {
+            for ns in ctx.store.of_kind("Namespace") {
+                let at = FieldPath::parse("metadata.name");
+                report.add(ns, Some(&at), messages::namespace_not_injected(&ns.meta.name, &ns.meta.name));
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_reported_twice_is_printed_once_with_its_line() {
+        let resources = kube::testing::resources("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n");
+        let (store, _) = Store::new(resources);
+        let mesh = MeshConfig::default();
+        let ctx = Context { store: &store, mesh: &mesh, istio_namespace: "istio-system" };
+        let messages = run(&ctx, &[&EveryNamespace, &EveryNamespace]);
+        assert_eq!(
+            output::log(&messages),
+            "Info [IST0102] (Namespace b test.yaml:4) The namespace is not enabled for Istio injection. \
+             Run 'kubectl label namespace b istio-injection=enabled' to enable it, or 'kubectl label \
+             namespace b istio-injection=disabled' to explicitly mark it as not needing injection.\n"
+        );
+    }
 }

@@ -1,7 +1,12 @@
 //! `schema.ValidationAnalyzer.<Kind>`: every per-kind validation failure as IST0106
-//! (SchemaValidationError), pointing at the offending field.
+//! (SchemaValidationError), pointing at the offending field. For VirtualServices it also
+//! reports the rule-order warnings Istio's validation raises (IST0130 unreachable rule,
+//! IST0131 ineffective match; see [`virtualservice::matches`]).
 
+use super::kube::Unique;
+use super::virtualservice;
 use super::{Analyzer, Context, Report, messages};
+use crate::resource::Spec;
 use crate::validate;
 
 /// Validates the resources of one kind, as istioctl's per-kind schema analyzers do.
@@ -38,9 +43,15 @@ impl Analyzer for ValidationAnalyzer {
     }
 
     fn analyze(&self, ctx: &Context<'_>, report: &mut Report) {
+        let mut report = Unique::new(report);
         for resource in ctx.store.of_kind(self.kind) {
             for error in validate::validate(resource) {
                 report.add(resource, Some(&error.path), messages::schema_validation_error(&error));
+            }
+            if let Spec::VirtualService(vs) = &resource.spec {
+                for (at, message) in virtualservice::matches::check(vs) {
+                    report.add(resource, Some(&at), message);
+                }
             }
         }
     }
