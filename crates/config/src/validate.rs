@@ -57,3 +57,25 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
     }
     errors
 }
+
+/// Decoding and validating a bare `spec` in unit tests, as the loader would.
+#[cfg(test)]
+pub(crate) mod testing {
+    use serde::de::DeserializeOwned;
+
+    use super::Validate;
+    use crate::path::FieldPath;
+    use crate::resource::decode_value;
+
+    /// Decodes `spec` as the `spec` of a resource, errors printed with their path.
+    pub fn decode<T: DeserializeOwned>(spec: serde_json::Value) -> Result<T, String> {
+        decode_value(&spec, &FieldPath::root().key("spec")).map_err(|e| e.to_string())
+    }
+
+    /// The validation errors of a `spec` that decodes, printed with their paths.
+    pub fn errors<T: DeserializeOwned + Validate>(spec: serde_json::Value) -> Vec<String> {
+        let mut errors = Vec::new();
+        decode::<T>(spec).expect("decodes").validate(&FieldPath::root().key("spec"), &mut errors);
+        errors.iter().map(ToString::to_string).collect()
+    }
+}

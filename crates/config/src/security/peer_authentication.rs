@@ -118,16 +118,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::resource::decode_value;
 
     fn decode(spec: serde_json::Value) -> Result<PeerAuthentication, String> {
-        decode_value(&spec, &FieldPath::root().key("spec")).map_err(|e| e.to_string())
+        crate::validate::testing::decode(spec)
     }
 
     fn errors(spec: serde_json::Value) -> Vec<String> {
-        let mut errors = Vec::new();
-        decode(spec).expect("decodes").validate(&FieldPath::root().key("spec"), &mut errors);
-        errors.iter().map(ToString::to_string).collect()
+        crate::validate::testing::errors::<PeerAuthentication>(spec)
     }
 
     #[test]
