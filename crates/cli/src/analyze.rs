@@ -115,17 +115,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ctx = Context { store: &store, mesh: &mesh, istio_namespace: ISTIO_NAMESPACE };
     let mut found = analyze::run(&ctx, &selected);
     // A resource that does not fit its kind's schema is istioctl's IST0106, not a parse failure.
-    let (schema_errors, read_errors): (Vec<_>, Vec<_>) =
-        errors.into_iter().partition(|e| matches!(e.problem, Problem::Schema(_)) && e.resource.is_some());
-    found.extend(schema_errors.into_iter().map(|e| {
-        let Problem::Schema(field) = &e.problem else { unreachable!("partitioned on Schema") };
-        let mut message = messages::schema_validation_error(field.to_string());
-        message.origin = Some(analyze::Origin {
-            resource: e.resource.clone().unwrap_or_default(),
-            location: Some(e.location.clone()),
-        });
-        message
-    }));
+    let mut read_errors = Vec::new();
+    for error in errors {
+        match (&error.problem, &error.resource) {
+            (Problem::Schema(field), Some(resource)) => {
+                let mut message = messages::schema_validation_error(field);
+                message.origin = Some(analyze::Origin {
+                    resource: resource.clone(),
+                    location: Some(error.location.clone()),
+                });
+                found.push(message);
+            }
+            _ => read_errors.push(error),
+        }
+    }
+    found.sort_by_key(|m| m.kind.level);
     found.retain(|m| in_scope(m, &args) && !suppressed(m, &args.suppress));
 
     let shown: Vec<Message> =
