@@ -1,0 +1,49 @@
+//! The `payments` binary: one subcommand per service, plus the load generator.
+//!
+//! `payments account-service` etc. read their settings from the environment (see `--help`);
+//! logs go to stderr (text, or JSON with `LOG_FORMAT=json`; filter with `RUST_LOG`), and the
+//! one stdout line `<service> listening on <addr>` tells supervisors and tests the real port.
+
+use std::io::IsTerminal as _;
+
+use clap::{Parser, Subcommand};
+use paymesh_payments::{account, server::Shutdown};
+
+#[derive(Debug, Parser)]
+#[command(name = "payments", version, about = "The Payments Engine reference services")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// account-service: accounts, balances and transfer steps on a double-entry ledger (port 8083).
+    AccountService(account::Config),
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(&cli.log_format);
+    match cli.command {
+        Command::AccountService(config) => account::run(config, Shutdown::on_signals()?).await,
+    }
+}
