@@ -29,8 +29,8 @@ use self::ledger::{Step, TransferSpec};
 use self::store::{Store, StoreError};
 use crate::db::{Db, DbConfig};
 use crate::error::{ApiError, ApiJson};
-use crate::money::{AccountId, Amount, Currency, TenantId, TransferId};
-use crate::propagation::TENANT_ID;
+use crate::money::{AccountId, Amount, Currency, TransferId};
+use crate::propagation::{TENANT_ID, require_tenant};
 use crate::server::{self, ListenConfig, Readiness, Service, Shutdown};
 
 /// The service's default port.
@@ -82,19 +82,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The tenant of a request (required header).
-pub fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
-    let raw = headers
-        .get(TENANT_ID)
-        .ok_or_else(|| ApiError::bad_request("missing_tenant", "the x-tenant-id header is required"))?;
-    raw.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_tenant",
-            "x-tenant-id must be 1 to 64 letters, digits, '_', '-' or '.'",
-        )
-    })
-}
-
 fn parse_id<T: std::str::FromStr<Err = crate::money::MoneyError>>(raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|e: crate::money::MoneyError| ApiError::bad_request("invalid_id", e.to_string()))
 }
@@ -113,7 +100,7 @@ async fn create_account(
     headers: HeaderMap,
     ApiJson(body): ApiJson<NewAccount>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tenant = tenant(&headers)?;
+    let tenant = require_tenant(&headers)?;
     let id: AccountId = match body.id {
         Some(id) => parse_id(&id)?,
         None => parse_id(&uuid::Uuid::new_v4().to_string())?,
@@ -152,7 +139,7 @@ async fn close_account(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tenant = tenant(&headers)?;
+    let tenant = require_tenant(&headers)?;
     Ok(Json(store.close_account(&tenant, &parse_id(&id)?).await?))
 }
 

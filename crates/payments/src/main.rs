@@ -7,7 +7,8 @@
 use std::io::IsTerminal as _;
 
 use clap::{Parser, Subcommand};
-use paymesh_payments::{account, server::Shutdown};
+use paymesh_payments::server::Shutdown;
+use paymesh_payments::{account, load, payment, saga, validation};
 
 #[derive(Debug, Parser)]
 #[command(name = "payments", version, about = "The Payments Engine reference services")]
@@ -21,8 +22,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// payment-service: the public payments API (port 8081).
+    PaymentService(payment::Config),
+    /// validation-service: payment rules, limits and blocked accounts (port 8082).
+    ValidationService(validation::Config),
     /// account-service: accounts, balances and transfer steps on a double-entry ledger (port 8083).
     AccountService(account::Config),
+    /// saga-service: runs payments as sagas over the ledger, with compensation and recovery (port 8084).
+    SagaService(saga::Config),
+    /// Open-loop load generator with a money check at the end.
+    Load(load::Args),
 }
 
 fn init_logs(format: &str) {
@@ -44,6 +53,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
     match cli.command {
+        Command::PaymentService(config) => payment::run(config, Shutdown::on_signals()?).await,
+        Command::ValidationService(config) => validation::run(config, Shutdown::on_signals()?).await,
         Command::AccountService(config) => account::run(config, Shutdown::on_signals()?).await,
+        Command::SagaService(config) => saga::run(config, Shutdown::on_signals()?).await,
+        Command::Load(args) => load::run(args).await,
     }
 }

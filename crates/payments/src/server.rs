@@ -268,7 +268,10 @@ mod tests {
 
     #[test]
     fn listen_address_precedence() {
-        assert_eq!(listen(None, None, None).addr(8081).expect("valid in test"), "0.0.0.0:8081".parse().expect("valid in test"));
+        assert_eq!(
+            listen(None, None, None).addr(8081).expect("valid in test"),
+            "0.0.0.0:8081".parse().expect("valid in test")
+        );
         assert_eq!(
             listen(None, Some("127.0.0.7"), None).addr(8081).expect("valid in test"),
             "127.0.0.7:8081".parse().expect("valid in test")
