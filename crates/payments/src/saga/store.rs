@@ -176,11 +176,12 @@ impl Store {
         row.map(parse).transpose()
     }
 
-    /// The steps of one saga, in the order they were first attempted.
+    /// The steps of one saga, in the order a saga runs them (reserve, credit, release, commit:
+    /// commit follows release only when release found the transfer credited).
     pub async fn steps(&self, id: &str) -> Result<Vec<StepRecord>, sqlx::Error> {
         let rows: Vec<(String, String, i64, Option<String>, i64)> = sqlx::query_as(
-            "SELECT step, status, attempts, last_error, updated_at FROM saga_steps
-             WHERE saga_id = $1 ORDER BY updated_at, step",
+            "SELECT step, status, attempts, last_error, updated_at FROM saga_steps WHERE saga_id = $1
+             ORDER BY CASE step WHEN 'reserve' THEN 1 WHEN 'credit' THEN 2 WHEN 'release' THEN 3 ELSE 4 END",
         )
         .bind(id)
         .fetch_all(self.db.pool())

@@ -20,6 +20,9 @@ pub enum Fault {
     Delay(Duration),
     /// Answer this status without forwarding.
     Status(u16),
+    /// Forward (the request applies), then answer this status instead of the real answer:
+    /// the caller cannot know that its request succeeded.
+    ForwardThenStatus(u16),
 }
 
 /// One request the proxy saw.
@@ -114,13 +117,16 @@ async fn forward(
         .iter()
         .find(|(p, _)| path.contains(p.as_str()))
         .map(|(_, f)| f.clone());
+    let injected = |code: u16| {
+        let status = StatusCode::from_u16(code).expect("valid status");
+        let body =
+            serde_json::json!({"code": "injected_fault", "message": "fault injected by the test proxy"});
+        (status, axum::Json(body)).into_response()
+    };
     match fault {
-        Some(Fault::Status(code)) => {
-            let status = StatusCode::from_u16(code).expect("valid status");
-            return (status, axum::Json(serde_json::json!({"code": "injected_fault", "message": "fault injected by the test proxy"}))).into_response();
-        }
+        Some(Fault::Status(code)) => return injected(code),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-        None => {}
+        Some(Fault::ForwardThenStatus(_)) | None => {}
     }
     let mut request = shared.http.request(method, format!("http://{target}{path}")).body(body);
     for (name, value) in &headers {
@@ -128,7 +134,11 @@ async fn forward(
             request = request.header(name, value);
         }
     }
-    match request.send().await {
+    let answer = request.send().await;
+    if let (Ok(_), Some(Fault::ForwardThenStatus(code))) = (&answer, &fault) {
+        return injected(*code);
+    }
+    match answer {
         Ok(response) => {
             let status = response.status();
             let content_type = response.headers().get("content-type").cloned();

@@ -150,10 +150,27 @@ pub async fn failed_credit_is_compensated(backend: Backend) {
     assert_eq!(stack.balance("alice").await, 10_000);
     assert_eq!(stack.balance("bob").await, 0);
 
+    // The credit lands but its answer is lost: compensation finds it credited and commits.
+    proxy.set_fault("/credit", Fault::ForwardThenStatus(503));
+    let (status, body) = stack.pay("acme", "k-lost", "alice", "bob", 1_000).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let saga = stack.saga(body["id"].as_str().expect("id")).await;
+    assert_eq!(saga["state"], "committed");
+    assert_eq!(
+        step_names(&saga),
+        [
+            pair("reserve", "done"),
+            pair("credit", "failed"),
+            pair("release", "failed"),
+            pair("commit", "done")
+        ]
+    );
+    assert_eq!((stack.balance("alice").await, stack.balance("bob").await), (9_000, 1_000));
+
     proxy.clear_faults();
     let (status, body) = stack.pay("acme", "k-ok", "alice", "bob", 1_000).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!((stack.balance("alice").await, stack.balance("bob").await), (9_000, 1_000));
+    assert_eq!((stack.balance("alice").await, stack.balance("bob").await), (8_000, 2_000));
     assert_ledger_settled(&stack).await;
 }
 
@@ -221,6 +238,21 @@ pub async fn saga_killed_mid_flight_ends_every_saga(backend: Backend) {
             .any(|s| *s != Some(StatusCode::CREATED) && *s != Some(StatusCode::UNPROCESSABLE_ENTITY)),
         "the kill should have cut some payments short: {first_answers:?}"
     );
+
+    // The restarted saga-service finishes every saga by itself (nobody calls it meanwhile).
+    let tenant = "acme".parse().expect("tenant");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (key, _) in &payments {
+        let id = paymesh_payments::payment::payment_id(&tenant, key).to_string();
+        loop {
+            let state = stack.saga(&id).await["state"].clone();
+            if state == "committed" || state == "compensated" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "saga {id} still {state} after restart");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     let mut completed = 0;
     for (key, to) in &payments {
