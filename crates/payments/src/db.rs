@@ -80,13 +80,16 @@ impl Db {
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
-                let pragmas = format!(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
-                );
+                let pragmas = [
+                    "PRAGMA journal_mode = WAL".to_owned(),
+                    format!("PRAGMA synchronous = {synchronous}"),
+                    "PRAGMA busy_timeout = 5000".to_owned(),
+                ];
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
-                        conn.execute(pragmas.as_str()).await?;
+                        for pragma in &pragmas {
+                            conn.execute(pragma.as_str()).await?;
+                        }
                     }
                     Ok(())
                 })
@@ -130,13 +133,13 @@ impl Db {
         }
     }
 
-    /// Readiness: the database answers a trivial query within a second.
+    /// Readiness: the database answers a trivial query within two seconds.
     pub async fn ping(&self) -> Result<(), String> {
-        match tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(&self.pool)).await
+        match tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool)).await
         {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("database: {e}")),
-            Err(_) => Err("database: no answer within 1s".to_owned()),
+            Err(_) => Err("database: no answer within 2s".to_owned()),
         }
     }
 }

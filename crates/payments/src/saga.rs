@@ -57,8 +57,9 @@ pub struct Config {
     /// account-service base URL.
     #[arg(long, env = "ACCOUNT_SERVICE_URL", default_value = "http://account-service:8083")]
     pub account_service_url: String,
-    /// How long `POST /v1/sagas` waits for the saga to finish before answering.
-    #[arg(long, env = "SAGA_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long `POST /v1/sagas` waits for the saga to finish before answering with its
+    /// current state; keep it below the callers' timeout (the payment-service's is 5s).
+    #[arg(long, env = "SAGA_WAIT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub saga_wait: Duration,
     /// How often open sagas that nobody drives are picked up again.
     #[arg(long, env = "RECOVERY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
