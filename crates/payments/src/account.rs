@@ -13,8 +13,11 @@
 //! GET  /v1/ledger/check                                                               → invariants
 //! ```
 //!
-//! The rules live in [`ledger`], the SQL in [`store`]; this file maps HTTP to them.
+//! The rules live in [`ledger`] and [`engine`], the SQL in [`store`], group commit in
+//! [`batcher`]; this file maps HTTP to them.
 
+pub mod batcher;
+pub mod engine;
 pub mod ledger;
 pub mod store;
 
@@ -25,6 +28,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use self::batcher::Batcher;
+use self::engine::Op;
 use self::ledger::{Step, TransferSpec};
 use self::store::{Store, StoreError};
 use crate::db::{Db, DbConfig};
@@ -61,8 +66,15 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     server::serve(service, config.listen.addr(DEFAULT_PORT)?, shutdown, config.listen.shutdown_grace).await
 }
 
-/// The service's routes.
+#[derive(Debug, Clone)]
+struct App {
+    store: Store,
+    batcher: Batcher,
+}
+
+/// The service's routes (and the group-commit writer behind them).
 pub fn router(store: Store) -> Router {
+    let app = App { batcher: Batcher::spawn(store.clone()), store };
     Router::new()
         .route("/v1/accounts", post(create_account))
         .route("/v1/accounts/{id}", get(get_account))
@@ -70,7 +82,7 @@ pub fn router(store: Store) -> Router {
         .route("/v1/transfers/{id}", get(get_transfer))
         .route("/v1/transfers/{id}/{step}", post(transfer_step))
         .route("/v1/ledger/check", get(check))
-        .with_state(store)
+        .with_state(app)
 }
 
 impl From<StoreError> for ApiError {
@@ -78,6 +90,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Ledger(e) => e.to_api(),
             StoreError::Db(e) => e.into(),
+            StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "ledger unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ledger_unavailable",
+                    "the ledger could not apply the step",
+                )
+            }
         }
     }
 }
@@ -96,7 +116,7 @@ struct NewAccount {
 }
 
 async fn create_account(
-    State(store): State<Store>,
+    State(App { store, .. }): State<App>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<NewAccount>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -120,7 +140,7 @@ async fn create_account(
 }
 
 async fn get_account(
-    State(store): State<Store>,
+    State(App { store, .. }): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -135,7 +155,7 @@ async fn get_account(
 }
 
 async fn close_account(
-    State(store): State<Store>,
+    State(App { store, .. }): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -144,7 +164,7 @@ async fn close_account(
 }
 
 async fn transfer_step(
-    State(store): State<Store>,
+    State(App { batcher, .. }): State<App>,
     Path((id, step)): Path<(String, String)>,
     ApiJson(spec): ApiJson<TransferSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -156,13 +176,13 @@ async fn transfer_step(
         _ => return Err(ApiError::not_found("not_found", "no such transfer step")),
     };
     let id: TransferId = parse_id(&id)?;
-    let transfer = store.apply(&id, step, &spec).await?;
+    let transfer = batcher.apply(Op { id: id.clone(), step, spec }).await?;
     tracing::debug!(transfer = %id, step = step.as_str(), state = transfer.state.as_str(), "step");
     Ok(Json(transfer))
 }
 
 async fn get_transfer(
-    State(store): State<Store>,
+    State(App { store, .. }): State<App>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     match store.transfer(&id).await? {
@@ -171,6 +191,6 @@ async fn get_transfer(
     }
 }
 
-async fn check(State(store): State<Store>) -> Result<impl IntoResponse, ApiError> {
+async fn check(State(App { store, .. }): State<App>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(store.check().await?))
 }

@@ -1,21 +1,25 @@
 //! The ledger's storage: accounts with cached balances, transfers with their state, and the
 //! append-only double-entry journal, in one database (SQLite or PostgreSQL).
 //!
-//! Every step is one write transaction ([`Db::begin_write`]): claim or lock the transfer
-//! row, decide with [`ledger::decide`], lock and change the one customer account the step
-//! touches (checked arithmetic in Rust, `CHECK (balance_minor >= 0)` in the schema as the
-//! last guard), append the step's two journal legs (their ids are unique per transfer and
-//! step, so a leg can exist once), set the new state, commit. Locks are taken in one order
-//! (transfer, then account) and each step locks one account, so steps cannot deadlock.
-//! Clearing and external accounts are not rows: their balances are sums of the journal, so
-//! no row is shared by every transfer.
+//! Transfer steps are applied in batches ([`Store::run_batch`], fed by the group-commit
+//! writer in [`super::batcher`]): one write transaction ([`Db::begin_write`]) loads the rows
+//! the batch touches (transfers, then accounts, each in id order and locked), lets the pure
+//! [`engine`] apply the steps in order, and writes the result back in a few set-based
+//! statements (multi-row `INSERT`, `UPDATE ... FROM (VALUES ...)`). The schema's
+//! `CHECK (balance_minor >= 0)` is the last guard behind the engine's checked arithmetic, and
+//! journal leg ids are unique per transfer and step, so a leg can exist once. Clearing and
+//! external accounts are not rows: their balances are sums of the journal, so no row is shared
+//! by every transfer.
+
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 use sqlx::{Any, Transaction};
 
-use super::ledger::{self, Decision, LedgerError, Step, TransferSpec, TransferState};
+use super::engine::{self, AccountRow, Op, Snapshot, Transfer, Writes};
+use super::ledger::{self, LedgerError, TransferSpec, TransferState};
 use crate::db::{Db, Dialect, now_ms};
-use crate::money::{AccountId, Amount, Balance, Currency, TenantId, TransferId};
+use crate::money::{AccountId, Amount, Currency, TenantId};
 
 /// The schema (idempotent; the same text on SQLite and PostgreSQL).
 pub const SCHEMA: &[&str] = &[
@@ -57,6 +61,9 @@ pub enum StoreError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    /// The batch holding this step failed in the database (the step did not apply).
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A customer account.
@@ -74,18 +81,6 @@ pub struct Account {
     pub status: String,
     /// Creation time, ms since the epoch.
     pub created_at: i64,
-}
-
-/// A transfer and its state.
-#[derive(Debug, Clone, Serialize)]
-pub struct Transfer {
-    /// Transfer id.
-    pub id: String,
-    /// Accounts, amount and currency.
-    #[serde(flatten)]
-    pub spec: TransferSpec,
-    /// Current state.
-    pub state: TransferState,
 }
 
 /// One journal leg.
@@ -235,136 +230,50 @@ impl Store {
         self.account(id.as_str()).await?.ok_or_else(|| LedgerError::AccountNotFound(id.to_string()).into())
     }
 
-    /// Applies one step of a transfer, idempotently (see the module doc).
-    pub async fn apply(
-        &self,
-        id: &TransferId,
-        step: Step,
-        spec: &TransferSpec,
-    ) -> Result<Transfer, StoreError> {
+    /// Applies a batch of steps in one transaction; each step's answer in order. An `Err` means
+    /// the transaction failed and no step applied.
+    pub async fn run_batch(&self, ops: &[Op]) -> Result<Vec<Result<Transfer, LedgerError>>, sqlx::Error> {
         let now = now_ms();
         let mut tx = self.db.begin_write().await?;
-        let claimed = match step {
-            // Reserve and release may meet a transfer never seen: claim the id with the state
-            // the step leads to (rolled back if the step then fails).
-            Step::Reserve | Step::Release => sqlx::query(
-                "INSERT INTO transfers
-                   (id, tenant_id, from_account, to_account, amount_minor, currency, state, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(id.as_str())
-            .bind(spec.tenant_id.as_str())
-            .bind(spec.from_account.as_str())
-            .bind(spec.to_account.as_str())
-            .bind(spec.amount_minor.minor())
-            .bind(spec.currency.as_str())
-            .bind(step.target().as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1,
-            Step::Credit | Step::Commit => false,
-        };
-        let current = if claimed {
-            None
-        } else {
-            let sql = format!(
-                "SELECT tenant_id, from_account, to_account, amount_minor, currency, state
-                 FROM transfers WHERE id = $1{}",
-                self.db.for_update()
-            );
-            let row: Option<TransferRow> =
-                sqlx::query_as(&sql).bind(id.as_str()).fetch_optional(&mut *tx).await?;
-            match row.map(parse_transfer).transpose()? {
-                Some((existing, _)) if existing != *spec => return Err(LedgerError::TransferConflict.into()),
-                Some((_, state)) => Some(state),
-                None => None,
-            }
-        };
-        let transfer = |state| Transfer { id: id.to_string(), spec: spec.clone(), state };
-        match ledger::decide(step, current) {
-            Decision::Refuse(e) => Err(e.into()),
-            Decision::AlreadyDone => Ok(transfer(current.unwrap_or(step.target()))),
-            Decision::Tombstone => {
-                tx.commit().await?;
-                Ok(transfer(TransferState::Released))
-            }
-            Decision::Apply => {
-                self.move_money(&mut tx, step, spec).await?;
-                let legs: Vec<_> = ledger::legs(step, spec)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, leg)| (format!("{id}/{}/{i}", step.as_str()), leg.account, leg.amount_minor))
-                    .collect();
-                insert_legs(&mut tx, id.as_str(), spec.currency, &legs, now).await?;
-                if !claimed {
-                    sqlx::query("UPDATE transfers SET state = $1, updated_at = $2 WHERE id = $3")
-                        .bind(step.target().as_str())
-                        .bind(now)
-                        .bind(id.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(transfer(step.target()))
-            }
-        }
-    }
+        let ids: BTreeSet<&str> = ops.iter().map(|op| op.id.as_str()).collect();
+        let accounts: BTreeSet<&str> =
+            ops.iter().flat_map(|op| [op.spec.from_account.as_str(), op.spec.to_account.as_str()]).collect();
+        let mut snapshot = Snapshot::default();
 
-    /// Changes the one customer balance a step touches, after checking the account.
-    async fn move_money(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        step: Step,
-        spec: &TransferSpec,
-    ) -> Result<(), StoreError> {
-        let (account, credit, require_open) = match step {
-            Step::Reserve => (&spec.from_account, false, true),
-            Step::Credit => (&spec.to_account, true, true),
-            // Money held for a source goes back even if the source closed meanwhile.
-            Step::Release => (&spec.from_account, true, false),
-            Step::Commit => return Ok(()),
-        };
         let sql = format!(
-            "SELECT tenant_id, currency, balance_minor, status FROM accounts WHERE id = $1{}",
+            "SELECT id, tenant_id, from_account, to_account, amount_minor, currency, state FROM transfers
+             WHERE id IN ({}) ORDER BY id{}",
+            placeholders(0, ids.len(), 1),
             self.db.for_update()
         );
-        let row: Option<(String, String, i64, String)> =
-            sqlx::query_as(&sql).bind(account.as_str()).fetch_optional(&mut **tx).await?;
-        let not_found = || LedgerError::AccountNotFound(account.to_string());
-        let (tenant, currency, balance, status) = row.ok_or_else(not_found)?;
-        if tenant != spec.tenant_id.as_str() {
-            return Err(not_found().into());
+        let mut query = sqlx::query_as::<_, (String, String, String, String, i64, String, String)>(&sql);
+        for id in &ids {
+            query = query.bind(*id);
         }
-        if require_open && status != "open" {
-            return Err(LedgerError::AccountClosed(account.to_string()).into());
+        for (id, tenant, from, to, amount, currency, state) in query.fetch_all(&mut *tx).await? {
+            let transfer = parse_transfer((tenant, from, to, amount, currency, state))?;
+            snapshot.transfers.insert(id, transfer);
         }
-        if currency != spec.currency.as_str() {
-            return Err(LedgerError::CurrencyMismatch {
-                account: account.to_string(),
-                account_currency: currency,
-                currency: spec.currency.to_string(),
-            }
-            .into());
+
+        let sql = format!(
+            "SELECT id, tenant_id, currency, balance_minor, status FROM accounts WHERE id IN ({}) ORDER BY id{}",
+            placeholders(0, accounts.len(), 1),
+            self.db.for_update()
+        );
+        let mut query = sqlx::query_as::<_, (String, String, String, i64, String)>(&sql);
+        for id in &accounts {
+            query = query.bind(*id);
         }
-        let balance = Balance::new(balance);
-        let next = if credit {
-            balance
-                .credit(spec.amount_minor)
-                .map_err(|_| LedgerError::BalanceOverflow(account.to_string()))?
-        } else {
-            balance
-                .debit(spec.amount_minor)
-                .ok_or_else(|| LedgerError::InsufficientFunds(account.to_string()))?
-        };
-        sqlx::query("UPDATE accounts SET balance_minor = $1, updated_at = $2 WHERE id = $3")
-            .bind(next.minor())
-            .bind(now_ms())
-            .bind(account.as_str())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        for (id, tenant_id, currency, balance_minor, status) in query.fetch_all(&mut *tx).await? {
+            snapshot.accounts.insert(id, AccountRow { tenant_id, currency, balance_minor, status });
+        }
+
+        let (results, writes) = engine::apply_batch(&mut snapshot, ops);
+        if !writes.is_empty() {
+            write(&mut tx, &writes, now).await?;
+            tx.commit().await?;
+        }
+        Ok(results)
     }
 
     /// A transfer and its journal legs.
@@ -495,4 +404,112 @@ async fn insert_legs(
         .await?;
     }
     Ok(())
+}
+
+/// `$a, $b, ...`: `n` groups of `width` consecutive placeholders starting after `$start`,
+/// each group in parentheses when `width > 1`.
+fn placeholders(start: usize, n: usize, width: usize) -> String {
+    (0..n)
+        .map(|row| {
+            let cols: Vec<String> = (1..=width).map(|c| format!("${}", start + row * width + c)).collect();
+            if width == 1 { cols.join(", ") } else { format!("({})", cols.join(", ")) }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes a batch's changes with one statement per kind of change.
+async fn write(tx: &mut Transaction<'static, Any>, writes: &Writes, now: i64) -> Result<(), sqlx::Error> {
+    if !writes.new_transfers.is_empty() {
+        let n = writes.new_transfers.len();
+        let now_param = n * 7 + 1;
+        let rows: Vec<String> = (0..n)
+            .map(|i| {
+                let cols: Vec<String> = (1..=7).map(|c| format!("${}", i * 7 + c)).collect();
+                format!("({}, ${now_param}, ${now_param})", cols.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO transfers
+               (id, tenant_id, from_account, to_account, amount_minor, currency, state, created_at, updated_at)
+             VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, spec, state) in &writes.new_transfers {
+            query = query
+                .bind(id.as_str())
+                .bind(spec.tenant_id.as_str())
+                .bind(spec.from_account.as_str())
+                .bind(spec.to_account.as_str())
+                .bind(spec.amount_minor.minor())
+                .bind(spec.currency.as_str())
+                .bind(state.as_str());
+        }
+        query.bind(now).execute(&mut **tx).await?;
+    }
+    if !writes.states.is_empty() {
+        let n = writes.states.len();
+        let sql = format!(
+            "UPDATE transfers SET state = v.column2, updated_at = ${} FROM (VALUES {}) AS v WHERE transfers.id = v.column1",
+            n * 2 + 1,
+            placeholders(0, n, 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, state) in &writes.states {
+            query = query.bind(id.as_str()).bind(state.as_str());
+        }
+        query.bind(now).execute(&mut **tx).await?;
+    }
+    if !writes.balances.is_empty() {
+        let n = writes.balances.len();
+        let sql = format!(
+            "UPDATE accounts SET balance_minor = v.column2, updated_at = ${} FROM (VALUES {}) AS v
+             WHERE accounts.id = v.column1",
+            n * 2 + 1,
+            placeholders(0, n, 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, balance) in &writes.balances {
+            query = query.bind(id.as_str()).bind(*balance);
+        }
+        query.bind(now).execute(&mut **tx).await?;
+    }
+    if !writes.entries.is_empty() {
+        let n = writes.entries.len();
+        let now_param = n * 5 + 1;
+        let rows: Vec<String> = (0..n)
+            .map(|i| {
+                let cols: Vec<String> = (1..=5).map(|c| format!("${}", i * 5 + c)).collect();
+                format!("({}, ${now_param})", cols.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO entries (id, transfer_id, account_id, amount_minor, currency, created_at) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, transfer, account, amount, currency) in &writes.entries {
+            query = query
+                .bind(id.as_str())
+                .bind(transfer.as_str())
+                .bind(account.as_str())
+                .bind(*amount)
+                .bind(currency.as_str());
+        }
+        query.bind(now).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_number_groups() {
+        assert_eq!(placeholders(0, 3, 1), "$1, $2, $3");
+        assert_eq!(placeholders(0, 2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(placeholders(4, 1, 3), "($5, $6, $7)");
+    }
 }
