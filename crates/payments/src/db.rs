@@ -144,6 +144,44 @@ impl Db {
     }
 }
 
+/// Placeholders for statements built at run time with many parameters, handed out in textual
+/// order (bind the values in the same order).
+///
+/// PostgreSQL gets `$1, $2, ...`; SQLite gets anonymous `?`, because it resolves every named or
+/// numbered parameter with a linear search over those already seen, which makes a statement
+/// with thousands of them quadratic to prepare and to bind.
+#[derive(Debug)]
+pub struct Params {
+    dialect: Dialect,
+    count: usize,
+}
+
+impl Params {
+    /// Placeholders for one statement.
+    pub fn new(dialect: Dialect) -> Self {
+        Self { dialect, count: 0 }
+    }
+
+    /// One more placeholder.
+    pub fn one(&mut self) -> String {
+        self.count += 1;
+        match self.dialect {
+            Dialect::Sqlite => "?".to_owned(),
+            Dialect::Postgres => format!("${}", self.count),
+        }
+    }
+
+    /// `n` placeholders separated by commas.
+    pub fn list(&mut self, n: usize) -> String {
+        (0..n).map(|_| self.one()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `rows` parenthesised groups of `width` placeholders, separated by commas.
+    pub fn rows(&mut self, rows: usize, width: usize) -> String {
+        (0..rows).map(|_| format!("({})", self.list(width))).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// True when `e` is a unique-constraint violation (a duplicate key).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.kind() == ErrorKind::UniqueViolation)
@@ -159,6 +197,16 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_follow_the_dialect() {
+        let mut pg = Params::new(Dialect::Postgres);
+        assert_eq!(pg.one(), "$1");
+        assert_eq!(pg.rows(2, 2), "($2, $3), ($4, $5)");
+        assert_eq!(pg.list(2), "$6, $7");
+        let mut lite = Params::new(Dialect::Sqlite);
+        assert_eq!(lite.rows(2, 2), "(?, ?), (?, ?)");
+    }
 
     #[test]
     fn dialect_from_url() {

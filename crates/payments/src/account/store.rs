@@ -18,7 +18,7 @@ use sqlx::{Any, Transaction};
 
 use super::engine::{self, AccountRow, Op, Snapshot, Transfer, Writes};
 use super::ledger::{self, LedgerError, TransferSpec, TransferState};
-use crate::db::{Db, Dialect, now_ms};
+use crate::db::{Db, Dialect, Params, now_ms};
 use crate::money::{AccountId, Amount, Currency, TenantId};
 
 /// The schema (idempotent; the same text on SQLite and PostgreSQL).
@@ -243,7 +243,7 @@ impl Store {
         let sql = format!(
             "SELECT id, tenant_id, from_account, to_account, amount_minor, currency, state FROM transfers
              WHERE id IN ({}) ORDER BY id{}",
-            placeholders(0, ids.len(), 1),
+            Params::new(self.db.dialect()).list(ids.len()),
             self.db.for_update()
         );
         let mut query = sqlx::query_as::<_, (String, String, String, String, i64, String, String)>(&sql);
@@ -257,7 +257,7 @@ impl Store {
 
         let sql = format!(
             "SELECT id, tenant_id, currency, balance_minor, status FROM accounts WHERE id IN ({}) ORDER BY id{}",
-            placeholders(0, accounts.len(), 1),
+            Params::new(self.db.dialect()).list(accounts.len()),
             self.db.for_update()
         );
         let mut query = sqlx::query_as::<_, (String, String, String, i64, String)>(&sql);
@@ -270,7 +270,7 @@ impl Store {
 
         let (results, writes) = engine::apply_batch(&mut snapshot, ops);
         if !writes.is_empty() {
-            write(&mut tx, &writes, now).await?;
+            write(&mut tx, self.db.dialect(), &writes, now).await?;
             tx.commit().await?;
         }
         Ok(results)
@@ -406,34 +406,19 @@ async fn insert_legs(
     Ok(())
 }
 
-/// `$a, $b, ...`: `n` groups of `width` consecutive placeholders starting after `$start`,
-/// each group in parentheses when `width > 1`.
-fn placeholders(start: usize, n: usize, width: usize) -> String {
-    (0..n)
-        .map(|row| {
-            let cols: Vec<String> = (1..=width).map(|c| format!("${}", start + row * width + c)).collect();
-            if width == 1 { cols.join(", ") } else { format!("({})", cols.join(", ")) }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Writes a batch's changes with one statement per kind of change.
-async fn write(tx: &mut Transaction<'static, Any>, writes: &Writes, now: i64) -> Result<(), sqlx::Error> {
+/// Writes a batch's changes with one statement per kind of change (values bound in textual order).
+async fn write(
+    tx: &mut Transaction<'static, Any>,
+    dialect: Dialect,
+    writes: &Writes,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     if !writes.new_transfers.is_empty() {
-        let n = writes.new_transfers.len();
-        let now_param = n * 7 + 1;
-        let rows: Vec<String> = (0..n)
-            .map(|i| {
-                let cols: Vec<String> = (1..=7).map(|c| format!("${}", i * 7 + c)).collect();
-                format!("({}, ${now_param}, ${now_param})", cols.join(", "))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO transfers
                (id, tenant_id, from_account, to_account, amount_minor, currency, state, created_at, updated_at)
              VALUES {}",
-            rows.join(", ")
+            Params::new(dialect).rows(writes.new_transfers.len(), 9)
         );
         let mut query = sqlx::query(&sql);
         for (id, spec, state) in &writes.new_transfers {
@@ -444,49 +429,43 @@ async fn write(tx: &mut Transaction<'static, Any>, writes: &Writes, now: i64) ->
                 .bind(spec.to_account.as_str())
                 .bind(spec.amount_minor.minor())
                 .bind(spec.currency.as_str())
-                .bind(state.as_str());
+                .bind(state.as_str())
+                .bind(now)
+                .bind(now);
         }
-        query.bind(now).execute(&mut **tx).await?;
+        query.execute(&mut **tx).await?;
     }
     if !writes.states.is_empty() {
-        let n = writes.states.len();
+        let mut params = Params::new(dialect);
         let sql = format!(
-            "UPDATE transfers SET state = v.column2, updated_at = ${} FROM (VALUES {}) AS v WHERE transfers.id = v.column1",
-            n * 2 + 1,
-            placeholders(0, n, 2)
+            "UPDATE transfers SET state = v.column2, updated_at = {} FROM (VALUES {}) AS v WHERE transfers.id = v.column1",
+            params.one(),
+            params.rows(writes.states.len(), 2)
         );
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(&sql).bind(now);
         for (id, state) in &writes.states {
             query = query.bind(id.as_str()).bind(state.as_str());
         }
-        query.bind(now).execute(&mut **tx).await?;
+        query.execute(&mut **tx).await?;
     }
     if !writes.balances.is_empty() {
-        let n = writes.balances.len();
+        let mut params = Params::new(dialect);
         let sql = format!(
-            "UPDATE accounts SET balance_minor = v.column2, updated_at = ${} FROM (VALUES {}) AS v
+            "UPDATE accounts SET balance_minor = v.column2, updated_at = {} FROM (VALUES {}) AS v
              WHERE accounts.id = v.column1",
-            n * 2 + 1,
-            placeholders(0, n, 2)
+            params.one(),
+            params.rows(writes.balances.len(), 2)
         );
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(&sql).bind(now);
         for (id, balance) in &writes.balances {
             query = query.bind(id.as_str()).bind(*balance);
         }
-        query.bind(now).execute(&mut **tx).await?;
+        query.execute(&mut **tx).await?;
     }
     if !writes.entries.is_empty() {
-        let n = writes.entries.len();
-        let now_param = n * 5 + 1;
-        let rows: Vec<String> = (0..n)
-            .map(|i| {
-                let cols: Vec<String> = (1..=5).map(|c| format!("${}", i * 5 + c)).collect();
-                format!("({}, ${now_param})", cols.join(", "))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO entries (id, transfer_id, account_id, amount_minor, currency, created_at) VALUES {}",
-            rows.join(", ")
+            Params::new(dialect).rows(writes.entries.len(), 6)
         );
         let mut query = sqlx::query(&sql);
         for (id, transfer, account, amount, currency) in &writes.entries {
@@ -495,21 +474,10 @@ async fn write(tx: &mut Transaction<'static, Any>, writes: &Writes, now: i64) ->
                 .bind(transfer.as_str())
                 .bind(account.as_str())
                 .bind(*amount)
-                .bind(currency.as_str());
+                .bind(currency.as_str())
+                .bind(now);
         }
-        query.bind(now).execute(&mut **tx).await?;
+        query.execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::placeholders;
-
-    #[test]
-    fn placeholders_number_groups() {
-        assert_eq!(placeholders(0, 3, 1), "$1, $2, $3");
-        assert_eq!(placeholders(0, 2, 2), "($1, $2), ($3, $4)");
-        assert_eq!(placeholders(4, 1, 3), "($5, $6, $7)");
-    }
 }
