@@ -19,10 +19,11 @@
 //! Money safety is layered: amounts are positive `i64` minor units with checked arithmetic
 //! ([`money`]); the ledger's transfer state machine makes every step idempotent by transfer
 //! id and refuses the moves that would apply money twice (`credit` after `release`,
-//! `release` after `credit`) ([`account::ledger`]); the saga persists its state before and
-//! after every step, so a restart resumes or compensates it ([`saga`]); and the payment id
-//! is derived from `(tenant, Idempotency-Key)`, so a retried request names the same saga
-//! ([`payment`]).
+//! `release` after `credit`) ([`account::ledger`]), applied by a pure engine that is tested
+//! without a database ([`account::engine`]) inside one locked write transaction per batch of
+//! steps ([`account::batcher`], group commit); the saga persists its state after every step,
+//! so a restart resumes or compensates it ([`saga`]); and the payment id is derived from
+//! `(tenant, Idempotency-Key)`, so a retried request names the same saga ([`payment`]).
 //!
 //! Modules:
 //! - [`payment`], [`validation`], [`account`], [`saga`]: one per service, each with a
