@@ -70,8 +70,8 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     let mut stack = Stack::start(Backend::Sqlite, Options { proxy: true, ..Options::default() }).await;
     stack.open_account("acme", "alice", "EUR", 1_000).await;
     stack.open_account("acme", "bob", "EUR", 0).await;
-    // The saga call takes a second: the payment is in flight when SIGTERM arrives.
-    stack.proxy.as_ref().expect("proxy").set_fault("/v1/sagas", Fault::Delay(Duration::from_secs(1)));
+    // The saga call takes two seconds: the payment is in flight when SIGTERM arrives.
+    stack.proxy.as_ref().expect("proxy").set_fault("/v1/sagas", Fault::Delay(Duration::from_secs(2)));
     let (http, url) = (stack.http.clone(), stack.payment.url());
     let in_flight = tokio::spawn(async move {
         http.post(format!("{url}/v1/payments"))
@@ -82,7 +82,13 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
             .await
             .map(|r| r.status())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM once the payment is inside the payment-service, waiting on the saga call.
+    let proxy = stack.proxy.as_ref().expect("proxy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !proxy.seen().iter().any(|s| s.uri.ends_with("/v1/sagas")) {
+        assert!(std::time::Instant::now() < deadline, "the payment never reached the saga call");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let pid = Pid::from_raw(i32::try_from(stack.payment.pid()).expect("pid fits"));
     kill(pid, Signal::SIGTERM).expect("send SIGTERM");
     let status = in_flight.await.expect("task").expect("the in-flight payment is answered");

@@ -196,7 +196,7 @@ pub async fn saga_killed_mid_flight_ends_every_saga(backend: Backend) {
     stack.open_account("acme", "shut", "EUR", 0).await;
     stack.close_account("acme", "shut").await;
     // Credits hang in the network for a while: sagas pile up between reserve and credit.
-    stack.proxy.as_ref().expect("proxy").set_fault("/credit", Fault::Delay(Duration::from_millis(1500)));
+    stack.proxy.as_ref().expect("proxy").set_fault("/credit", Fault::Delay(Duration::from_secs(3)));
 
     let payments: Vec<(String, &str)> =
         (0..20).map(|i| (format!("k-{i}"), if i % 5 == 4 { "shut" } else { "bob" })).collect();
@@ -216,14 +216,15 @@ pub async fn saga_killed_mid_flight_ends_every_saga(backend: Backend) {
             response.map(|r| r.status()).ok()
         });
     }
-    // Wait until every payment is reserved (20 x 1,000 in clearing), then kill the saga-service.
+    // Wait until at least half the payments are reserved and waiting for their credit (in
+    // clearing), then kill the saga-service.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let check = stack.ledger_check().await;
-        if check["currencies"][0]["clearing_minor"] == 20_000 {
+        if check["currencies"][0]["clearing_minor"].as_i64().is_some_and(|c| c >= 10_000) {
             break;
         }
-        assert!(Instant::now() < deadline, "sagas never all reserved: {check}");
+        assert!(Instant::now() < deadline, "sagas never reserved: {check}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stack.restart_saga_after_kill();
@@ -297,16 +298,22 @@ pub async fn concurrent_payments_never_overdraw(backend: Backend) {
                 .expect("payment-service answers");
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            (status, body["code"].as_str().unwrap_or("").to_owned())
+            (i, status, body["code"].as_str().unwrap_or("").to_owned())
         });
     }
     let mut outcomes: BTreeMap<(u16, String), u32> = BTreeMap::new();
     let all = async {
         while let Some(result) = tasks.join_next().await {
-            *outcomes.entry(result.expect("task")).or_default() += 1;
+            let (i, mut status, mut code) = result.expect("task");
+            // A slow machine may answer 202 (still processing): ask again with the same key.
+            if status != 201 && status != 422 {
+                let got = settle(&stack, &format!("burst-{i}"), &format!("dest-{}", i % 10), 1_000).await;
+                (status, code) = (got.0.as_u16(), got.1["code"].as_str().unwrap_or("").to_owned());
+            }
+            *outcomes.entry((status, code)).or_default() += 1;
         }
     };
-    tokio::time::timeout(Duration::from_secs(180), all).await.expect("1,000 payments within 180 s");
+    tokio::time::timeout(Duration::from_secs(240), all).await.expect("1,000 payments within 240 s");
     eprintln!("1,000 concurrent payments in {:?}: {outcomes:?}", started.elapsed());
     assert_eq!(
         outcomes,
