@@ -7,6 +7,7 @@
 //! then it returns anyway. A second signal exits at once.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -165,7 +166,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("{} binds {addr}", service.name))?;
     let local = listener.local_addr().context("read the bound address")?;
-    println!("{} listening on {local}", service.name);
+    // Supervisors and tests read the port from this line; a closed stdout is not an error.
+    let _ = writeln!(std::io::stdout(), "{} listening on {local}", service.name);
     tracing::info!(service = service.name, addr = %local, "listening");
     let readiness = service.readiness.clone();
     let app = app(service);
