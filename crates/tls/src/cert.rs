@@ -130,9 +130,10 @@ pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, CertErr
     Ok(certs)
 }
 
-/// One DER certificate as a PEM block.
+/// One DER certificate as a PEM block (LF line endings, trailing newline).
 pub fn cert_to_pem(der: &CertificateDer<'_>) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.as_ref()))
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("CERTIFICATE", der.as_ref()), config)
 }
 
 /// The mesh's root certificates: what every workload trusts, and nothing else.
