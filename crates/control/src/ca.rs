@@ -16,7 +16,7 @@ pub mod token;
 
 /// Istio's CA API (`istio.v1.auth.IstioCertificateService`), generated from the vendored
 /// `proto/security/v1alpha1/ca.proto`.
-#[allow(missing_docs, unused_qualifications, clippy::all)]
+#[allow(unused_qualifications, clippy::all)]
 pub mod pb {
     tonic::include_proto!("istio.v1.auth");
 }

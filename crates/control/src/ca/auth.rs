@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use paymesh_tls::{CertError, Identity, LeafInfo, TrustDomain};
 use rustls_pki_types::CertificateDer;
 
-use super::token::{Redeemed, TokenError, TokenRegistry};
+use super::token::{Redeemed, TokenError, TokenRegistry, hex};
 
 /// The `authorization` metadata key Istio's CA clients send their bearer token in.
 pub const AUTHORIZATION: &str = "authorization";
@@ -128,10 +128,6 @@ fn bearer(value: &[u8]) -> Option<&str> {
 
 fn unix(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
