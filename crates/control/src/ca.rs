@@ -1,0 +1,253 @@
+//! The mesh certificate authority (Istio's Citadel role): signs workload certificates for
+//! authenticated proxies, over Istio's own CA API.
+//!
+//! Flow of one request: [`server`] terminates TLS on the CA port and hands the gRPC call to
+//! [`auth`], which names the caller (a client certificate for rotation, else a single-use
+//! [`token`]); [`sign`] checks the CSR asks for exactly that identity and writes the leaf with
+//! the key material [`root`] loaded. Proxies use [`client`] to make their key, send the CSR and
+//! verify what comes back.
+
+pub mod auth;
+pub mod client;
+pub mod root;
+pub mod server;
+pub mod sign;
+pub mod token;
+
+/// Istio's CA API (`istio.v1.auth.IstioCertificateService`), generated from the vendored
+/// `proto/security/v1alpha1/ca.proto`.
+#[allow(unused_qualifications, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("istio.v1.auth");
+}
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use paymesh_tls::{Credential, Identity, PrivateKey, TrustBundle, TrustDomain, cert_to_pem};
+use rustls_pki_types::CertificateDer;
+use tracing::info;
+
+pub use auth::{AuthError, Caller};
+pub use client::{CaClient, CaClientConfig, CaClientError};
+pub use root::{RootError, RootSource};
+pub use server::{CaServer, CaServerConfig, ServeError};
+pub use sign::{MAX_CSR_BYTES, SignError};
+pub use token::{BootstrapToken, PodName, Redeemed, TokenError};
+
+use root::Authority;
+use sign::LeafTerms;
+use token::TokenRegistry;
+
+/// Workload certificate lifetime when the request names none: 24 hours, as Istio.
+pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest lifetime a request may ask for: 90 days, Istio's `MAX_WORKLOAD_CERT_TTL`.
+pub const DEFAULT_MAX_CERT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// How far a leaf's `notBefore` is set in the past, so a workload whose clock is a little
+/// behind the CA's accepts its fresh certificate.
+pub const DEFAULT_BACKDATE: Duration = Duration::from_secs(60);
+
+/// How long a bootstrap token can wait for its one use: enough for a sidecar to start.
+pub const DEFAULT_BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The shortest certificate lifetime the CA accepts (tests rotate every few seconds).
+pub const MIN_CERT_TTL: Duration = Duration::from_secs(1);
+
+/// The CA's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaConfig {
+    /// The only trust domain the CA signs for.
+    pub trust_domain: TrustDomain,
+    /// Where the signing key comes from.
+    pub root: RootSource,
+    /// Lifetime of a certificate when the request asks for none ([`DEFAULT_CERT_TTL`]).
+    pub default_ttl: Duration,
+    /// Longest lifetime a request may ask for ([`DEFAULT_MAX_CERT_TTL`]).
+    pub max_ttl: Duration,
+    /// Clock-skew allowance subtracted from `notBefore` ([`DEFAULT_BACKDATE`]).
+    pub backdate: Duration,
+    /// Lifetime of an unused bootstrap token ([`DEFAULT_BOOTSTRAP_TOKEN_TTL`]).
+    pub bootstrap_token_ttl: Duration,
+}
+
+impl CaConfig {
+    /// The defaults above for `trust_domain`, keys from `root`.
+    pub fn new(trust_domain: TrustDomain, root: RootSource) -> Self {
+        CaConfig {
+            trust_domain,
+            root,
+            default_ttl: DEFAULT_CERT_TTL,
+            max_ttl: DEFAULT_MAX_CERT_TTL,
+            backdate: DEFAULT_BACKDATE,
+            bootstrap_token_ttl: DEFAULT_BOOTSTRAP_TOKEN_TTL,
+        }
+    }
+}
+
+/// Why the CA could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// The key material could not be loaded or generated.
+    #[error("CA key material: {0}")]
+    Root(#[from] RootError),
+    /// A TTL setting is out of range.
+    #[error("CA configuration: {0}")]
+    Config(String),
+    /// The loaded authority cannot issue a certificate that verifies against its own roots
+    /// (wrong `cert-chain.pem`, mismatched files).
+    #[error("CA self-check failed: a probe certificate does not verify against root-cert.pem: {0}")]
+    SelfCheck(String),
+}
+
+/// A signed workload certificate with what a workload needs to use it.
+#[derive(Debug, Clone)]
+pub struct IssuedChain {
+    /// The new leaf.
+    pub leaf: CertificateDer<'static>,
+    /// Intermediates between the leaf and a root (empty with a self-signed root).
+    pub intermediates: Vec<CertificateDer<'static>>,
+    /// The mesh roots.
+    pub roots: Vec<CertificateDer<'static>>,
+}
+
+impl IssuedChain {
+    /// `IstioCertificateResponse.cert_chain`: leaf, intermediates, then roots, one PEM
+    /// certificate per entry, as Istio's CA answers.
+    pub fn to_cert_chain_pems(&self) -> Vec<String> {
+        std::iter::once(&self.leaf).chain(&self.intermediates).chain(&self.roots).map(cert_to_pem).collect()
+    }
+}
+
+/// The certificate authority: key material, settings and the bootstrap token registry.
+pub struct Ca {
+    config: CaConfig,
+    authority: Authority,
+    tokens: TokenRegistry,
+}
+
+impl Ca {
+    /// Loads or creates the key material and checks that a probe certificate verifies
+    /// against the roots before anything is served.
+    pub fn new(config: CaConfig) -> Result<Self, CaError> {
+        if config.default_ttl < MIN_CERT_TTL || config.default_ttl > config.max_ttl {
+            return Err(CaError::Config(format!(
+                "default TTL {}s must be at least {}s and at most the maximum {}s",
+                config.default_ttl.as_secs_f64(),
+                MIN_CERT_TTL.as_secs(),
+                config.max_ttl.as_secs()
+            )));
+        }
+        let authority = Authority::load(&config.root, &config.trust_domain)?;
+        let tokens = TokenRegistry::new(config.trust_domain.clone(), config.bootstrap_token_ttl);
+        let ca = Ca { config, authority, tokens };
+        ca.self_check()?;
+        info!(trust_domain = %ca.config.trust_domain, default_ttl_s = ca.config.default_ttl.as_secs(), "CA ready");
+        Ok(ca)
+    }
+
+    fn self_check(&self) -> Result<(), CaError> {
+        let probe = Identity::new(self.config.trust_domain.clone(), "istio-system", "paymesh-ca-self-check")
+            .map_err(|e| CaError::SelfCheck(e.to_string()))?;
+        let key = PrivateKey::generate().map_err(|e| CaError::SelfCheck(e.to_string()))?;
+        let credential = self
+            .issue_local(&probe, &[], key, MIN_CERT_TTL * 60)
+            .map_err(|e| CaError::SelfCheck(e.to_string()))?;
+        let found = self
+            .authority
+            .trust
+            .verify(credential.chain(), SystemTime::now())
+            .map_err(|e| CaError::SelfCheck(e.to_string()))?;
+        if found != probe {
+            return Err(CaError::SelfCheck(format!("probe came back as {found}")));
+        }
+        Ok(())
+    }
+
+    /// The only trust domain this CA signs for.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.config.trust_domain
+    }
+
+    /// The roots every workload must trust.
+    pub fn trust_bundle(&self) -> &TrustBundle {
+        &self.authority.trust
+    }
+
+    /// A single-use token with which `pod`'s sidecar can get its first certificate for
+    /// `identity` (local mode: the supervisor calls this before starting the sidecar).
+    pub fn issue_bootstrap_token(
+        &self,
+        identity: &Identity,
+        pod: &PodName,
+    ) -> Result<BootstrapToken, TokenError> {
+        let token = self.tokens.issue(identity, pod)?;
+        info!(%identity, %pod, "CA issued a bootstrap token");
+        Ok(token)
+    }
+
+    pub(crate) fn tokens(&self) -> &TokenRegistry {
+        &self.tokens
+    }
+
+    /// Signs `csr_pem` for the authenticated `caller`, valid `requested_ttl` (the default when
+    /// `None`), after the checks of [`sign`].
+    pub fn sign(
+        &self,
+        caller: &Identity,
+        csr_pem: &str,
+        requested_ttl: Option<Duration>,
+    ) -> Result<IssuedChain, SignError> {
+        let ttl = self.ttl(requested_ttl)?;
+        let public_key = sign::check_csr(csr_pem, caller)?;
+        let leaf = sign::sign_leaf(&self.authority.issuer, &public_key, caller, &[], &self.terms(ttl))?;
+        Ok(IssuedChain {
+            leaf,
+            intermediates: self.authority.intermediates.clone(),
+            roots: self.authority.trust.certs().to_vec(),
+        })
+    }
+
+    /// A credential for the control plane's own use (its serving certificate), signed over a
+    /// key made in this process, with extra DNS names.
+    pub fn issue_local(
+        &self,
+        identity: &Identity,
+        dns_names: &[String],
+        key: PrivateKey,
+        ttl: Duration,
+    ) -> Result<Credential, SignError> {
+        let leaf =
+            sign::sign_leaf(&self.authority.issuer, key.key_pair(), identity, dns_names, &self.terms(ttl))?;
+        let mut chain = vec![leaf];
+        chain.extend(self.authority.intermediates.iter().cloned());
+        Credential::new(key, chain).map_err(SignError::Credential)
+    }
+
+    fn ttl(&self, requested: Option<Duration>) -> Result<Duration, SignError> {
+        match requested {
+            None => Ok(self.config.default_ttl),
+            Some(requested) if requested > self.config.max_ttl => {
+                Err(SignError::TtlTooLong { requested, max: self.config.max_ttl })
+            }
+            Some(requested) => Ok(requested.max(MIN_CERT_TTL)),
+        }
+    }
+
+    fn terms(&self, ttl: Duration) -> LeafTerms {
+        let now = SystemTime::now();
+        LeafTerms { not_before: now - self.config.backdate, not_after: now + ttl }
+    }
+}
+
+impl fmt::Debug for Ca {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ca")
+            .field("config", &self.config)
+            .field("intermediates", &self.authority.intermediates.len())
+            .field("trust", &self.authority.trust)
+            .field("tokens", &self.tokens)
+            .finish()
+    }
+}
