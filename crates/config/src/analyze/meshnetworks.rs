@@ -123,9 +123,8 @@ mod tests {
     use crate::store::Store;
 
     fn analyze(test: &str, networks: &str, extra: &str) -> Vec<String> {
-        let dir = std::env::temp_dir().join(format!("paymesh-meshnetworks-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join(format!("{test}.yaml"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join(format!("{test}.yaml"));
         std::fs::write(&file, networks).expect("write");
         let mut all = resources(extra);
         all.push(load(&file, "istio-system").expect("loads"));

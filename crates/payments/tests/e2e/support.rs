@@ -330,6 +330,18 @@ impl Stack {
         get_json(&self.http, &format!("{}/v1/sagas/{id}", self.saga.url())).await
     }
 
+    /// A saga's state, or `None` when the saga-service never recorded it (404).
+    pub async fn saga_state(&self, id: &str) -> Option<Value> {
+        let url = format!("{}/v1/sagas/{id}", self.saga.url());
+        let response = self.http.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        if response.status() == StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert_eq!(response.status(), StatusCode::OK, "GET {url}");
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        Some(body["state"].clone())
+    }
+
     /// SIGKILLs the saga-service and starts it again on the same port and database.
     pub fn restart_saga_after_kill(&mut self) {
         self.saga.kill();
