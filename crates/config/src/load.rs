@@ -205,7 +205,7 @@ fn load_resource(file: &Arc<Path>, tree: Arc<Node>, doc: Value, loaded: &mut Loa
     let Some(kind) = object.get("kind").and_then(Value::as_str).map(str::to_owned) else {
         return loaded.errors.push(error(location, None, Problem::MissingField("kind")));
     };
-    let meta = match metadata(object.get("metadata")) {
+    let meta = match metadata(&kind, object.get("metadata")) {
         Ok(meta) => meta,
         Err(problem) => {
             let at = match &problem {
@@ -235,10 +235,18 @@ fn load_resource(file: &Arc<Path>, tree: Arc<Node>, doc: Value, loaded: &mut Loa
     loaded.resources.push(Resource { api_version, kind, meta, spec, raw: doc, origin });
 }
 
-fn metadata(value: Option<&Value>) -> Result<Metadata, Problem> {
-    let Some(Value::Object(meta)) = value else {
-        return Err(Problem::MissingField("metadata"));
+/// The name istioctl gives an IstioOperator that has none: it is an install option file,
+/// never applied as a cluster object, so Istio's own samples often omit its metadata.
+const ISTIO_OPERATOR_DEFAULT_NAME: &str = "installed-state";
+
+fn metadata(kind: &str, value: Option<&Value>) -> Result<Metadata, Problem> {
+    let empty = serde_json::Map::new();
+    let meta = match value {
+        Some(Value::Object(meta)) => meta,
+        None if kind == "IstioOperator" => &empty,
+        _ => return Err(Problem::MissingField("metadata")),
     };
+    let default_name = (kind == "IstioOperator").then(|| ISTIO_OPERATOR_DEFAULT_NAME.to_owned());
     let text = |key: &str| meta.get(key).and_then(Value::as_str).map(str::to_owned);
     let map = |key: &str| -> Result<_, Problem> {
         match meta.get(key) {
@@ -248,7 +256,10 @@ fn metadata(value: Option<&Value>) -> Result<Metadata, Problem> {
         }
     };
     Ok(Metadata {
-        name: text("name").or_else(|| text("generateName")).ok_or(Problem::MissingField("metadata.name"))?,
+        name: text("name")
+            .or_else(|| text("generateName"))
+            .or(default_name)
+            .ok_or(Problem::MissingField("metadata.name"))?,
         namespace: text("namespace"),
         labels: map("labels")?,
         annotations: map("annotations")?,

@@ -77,9 +77,36 @@ pub fn parse_stream(text: &str) -> Vec<Result<Document, SyntaxError>> {
         .filter(|(_, chunk)| !chunk.trim().is_empty())
         .map(|(offset, chunk)| {
             parse_document(chunk, offset)
+                .or_else(|error| match indent_flow_closers(chunk) {
+                    Some(lenient) => parse_document(&lenient, offset).map_err(|_| error),
+                    None => Err(error),
+                })
                 .map(|root| Document { first_line: root.as_ref().map_or(offset + 1, |n| n.line), root })
         })
         .collect()
+}
+
+/// go-yaml (which Kubernetes uses) accepts a flow collection whose closing `]` or `}` sits on
+/// its own line at the indentation of the key that opened it; YAML, and our parser, want it
+/// indented further. For a document that failed to parse, this indents such lines by one
+/// space (whitespace is insignificant inside a flow collection) so it can be tried again;
+/// `None` when there is no such line. Lines and columns of everything else are unchanged.
+fn indent_flow_closers(chunk: &str) -> Option<String> {
+    let is_closer = |line: &str| {
+        let bare = line.trim();
+        !bare.is_empty() && bare.trim_end_matches(',').chars().all(|c| c == ']' || c == '}')
+    };
+    if !chunk.lines().any(is_closer) {
+        return None;
+    }
+    let mut out = String::with_capacity(chunk.len() + 16);
+    for line in chunk.split_inclusive('\n') {
+        if is_closer(line) {
+            out.push(' ');
+        }
+        out.push_str(line);
+    }
+    Some(out)
 }
 
 /// YAML breaks lines at CR, LF and CRLF alike and reads every break as LF; doing that first
@@ -584,6 +611,12 @@ mod tests {
         let root = one("x:\n  - [a\"b\\c:]\n  - after\n");
         assert_eq!(root.to_json(), serde_json::json!({"x": [["a\"b\\c:"], "after"]}));
         assert_eq!(root.line_of(&FieldPath::parse("x[1]")), 3, "lines are unchanged");
+    }
+
+    #[test]
+    fn flow_closer_at_the_key_indentation_is_read_as_go_yaml_reads_it() {
+        let v = one("spec:\n  args: [\n      \"-a\", \"b\",\n  ]\n  env: 1\n").to_json();
+        assert_eq!(v, serde_json::json!({"spec": {"args": ["-a", "b"], "env": 1}}));
     }
 
     #[test]
