@@ -149,11 +149,6 @@ impl Report {
         self.messages.push(message);
     }
 
-    /// Reports a message that is not about one resource.
-    pub fn add_global(&mut self, message: Message) {
-        self.messages.push(message);
-    }
-
     pub fn into_messages(self) -> Vec<Message> {
         self.messages
     }

@@ -271,8 +271,11 @@ fn error(location: Location, resource: Option<String>, problem: Problem) -> Load
 }
 
 /// The config files under `path` (the path itself when it is a file), sorted by name.
+/// A directory reached twice (through a symlink loop, or two links to one place) is walked
+/// once, so a loop costs nothing and no file is loaded twice.
 fn collect_files(path: &Path, errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
     let mut files = Vec::new();
+    let mut seen_dirs = std::collections::HashSet::new();
     let mut todo = vec![path.to_path_buf()];
     while let Some(next) = todo.pop() {
         let unreadable = |e: std::io::Error| {
@@ -280,6 +283,8 @@ fn collect_files(path: &Path, errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
         };
         match fs::metadata(&next) {
             Err(e) => errors.push(unreadable(e)),
+            Ok(meta)
+                if meta.is_dir() && !seen_dirs.insert(fs::canonicalize(&next).unwrap_or(next.clone())) => {}
             Ok(meta) if meta.is_dir() => match fs::read_dir(&next) {
                 Err(e) => errors.push(unreadable(e)),
                 Ok(entries) => {
@@ -339,6 +344,19 @@ mod tests {
         let mut loaded = Loaded::default();
         load_bytes(Arc::from(Path::new("u.yaml")), b"a: 1\nb: \xff\n", &mut loaded);
         assert_eq!(loaded.errors[0].to_string(), "u.yaml:2: invalid UTF-8 at byte 8");
+    }
+
+    #[test]
+    fn symlink_loops_are_walked_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        fs::write(root.join("ns.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n")
+            .expect("write");
+        std::os::unix::fs::symlink(root, root.join("loop")).expect("symlink");
+        std::os::unix::fs::symlink(root, root.join("again")).expect("symlink");
+        let loaded = load_paths(&[root]);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        assert_eq!(loaded.resources.len(), 1, "the namespace is loaded once");
     }
 
     #[test]

@@ -40,10 +40,6 @@ impl ApiVersion {
             None => Self { group: String::new(), version: s.to_owned() },
         }
     }
-
-    pub fn is_istio(&self) -> bool {
-        self.group.ends_with(".istio.io")
-    }
 }
 
 impl fmt::Display for ApiVersion {

@@ -75,7 +75,7 @@ impl FromStr for Duration {
             let mut scale = unit_nanos;
             for digit in fraction.bytes().take(18) {
                 scale /= 10;
-                nanos += u128::from(digit - b'0') * scale;
+                nanos = nanos.checked_add(u128::from(digit - b'0') * scale).ok_or(err("number too large"))?;
             }
             total_nanos = total_nanos.checked_add(nanos).ok_or(err("number too large"))?;
             rest = tail;
@@ -330,7 +330,16 @@ mod tests {
         assert_eq!(d("1.5s"), StdDuration::from_millis(1500));
         assert_eq!(d(".5s"), StdDuration::from_millis(500));
         assert_eq!(d("0"), StdDuration::ZERO);
-        for bad in ["", "1", "-1s", "1x", "s", "1..5s", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "1",
+            "-1s",
+            "1x",
+            "s",
+            "1..5s",
+            "99999999999999999999h",
+            "340282366920938463463374607431768211.999us",
+        ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad:?} should not parse");
         }
     }

@@ -12,7 +12,7 @@
 //! string `001:db8::` where YAML 1.2 sees a one-entry mapping (see [`go_yaml_flow_colons`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, Parser};
@@ -251,12 +251,14 @@ fn quote_ranges(text: &str, ranges: &[(usize, usize)]) -> String {
 
 enum Open {
     Seq(Node, usize),
-    /// A mapping, its anchor, the key waiting for its value, and `<<` merges to apply at its end.
+    /// A mapping, its anchor, the key waiting for its value, `<<` merges to apply at its end,
+    /// and the keys seen so far (a set, so a 200,000-key mapping is not quadratic).
     Map {
         node: Node,
         anchor: usize,
         key: Option<(String, u32, u32)>,
         merges: Vec<Node>,
+        keys: HashSet<String>,
     },
 }
 
@@ -308,11 +310,12 @@ impl Builder {
             }
             Event::MappingStart(anchor, _) => {
                 let node = self.node(mark, NodeValue::Map(Vec::new()));
-                self.open(Open::Map { node, anchor, key: None, merges: Vec::new() }, mark)
+                let open = Open::Map { node, anchor, key: None, merges: Vec::new(), keys: HashSet::new() };
+                self.open(open, mark)
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
                 Some(Open::Seq(node, anchor)) => self.complete(node, anchor, mark),
-                Some(Open::Map { mut node, anchor, key: None, merges }) => {
+                Some(Open::Map { mut node, anchor, key: None, merges, .. }) => {
                     if let NodeValue::Map(entries) = &mut node.value {
                         merges.into_iter().for_each(|m| merge_into(entries, m));
                     }
@@ -359,7 +362,7 @@ impl Builder {
                     items.push(node);
                 }
             }
-            Some(Open::Map { node: parent, key: pending, merges, .. }) => match pending.take() {
+            Some(Open::Map { node: parent, key: pending, merges, keys, .. }) => match pending.take() {
                 None => {
                     let key = match node.value {
                         NodeValue::String(s) => s,
@@ -376,7 +379,7 @@ impl Builder {
                 Some((key, _, _)) if key == "<<" => merges.push(node),
                 Some((key, line, column)) => {
                     if let NodeValue::Map(entries) = &mut parent.value {
-                        if entries.iter().any(|e| e.key == key) {
+                        if !keys.insert(key.clone()) {
                             return Err(SyntaxError {
                                 line,
                                 column,
@@ -617,6 +620,14 @@ mod tests {
     fn flow_closer_at_the_key_indentation_is_read_as_go_yaml_reads_it() {
         let v = one("spec:\n  args: [\n      \"-a\", \"b\",\n  ]\n  env: 1\n").to_json();
         assert_eq!(v, serde_json::json!({"spec": {"args": ["-a", "b"], "env": 1}}));
+    }
+
+    #[test]
+    fn a_mapping_with_many_keys_parses_in_linear_time() {
+        let text: String = (0..50_000).map(|i| format!("k{i}: {i}\n")).collect();
+        let root = one(&text);
+        let NodeValue::Map(entries) = &root.value else { panic!("a mapping") };
+        assert_eq!(entries.len(), 50_000);
     }
 
     #[test]

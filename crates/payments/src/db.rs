@@ -14,8 +14,9 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyPool, Executor as _, Transaction};
 
-/// Database settings (clap args, read from the environment).
-#[derive(Debug, Clone, clap::Args)]
+/// Database settings (clap args, read from the environment). `Debug` hides the URL's
+/// credentials.
+#[derive(Clone, clap::Args)]
 pub struct DbConfig {
     /// `sqlite://FILE?mode=rwc` (embedded default) or `postgres://USER@HOST:PORT/DB`.
     #[arg(long, env = "DATABASE_URL")]
@@ -27,6 +28,25 @@ pub struct DbConfig {
     /// SQLite `synchronous` pragma: NORMAL survives a process crash (WAL), FULL also a power loss.
     #[arg(long, env = "SQLITE_SYNCHRONOUS", default_value = "NORMAL", value_parser = ["OFF", "NORMAL", "FULL", "EXTRA"])]
     pub sqlite_synchronous: String,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("database_url", &self.database_url.as_deref().map(redact_credentials))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host/db` → `scheme://...@host/db`: URLs are logged and echoed in
+/// errors, passwords must not be.
+fn redact_credentials(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://...{}", &url[at..]),
+        _ => url.to_owned(),
+    }
 }
 
 /// Which database the pool talks to.
@@ -47,7 +67,8 @@ impl Dialect {
             Ok(Self::Postgres)
         } else {
             Err(sqlx::Error::Configuration(
-                format!("DATABASE_URL must be sqlite: or postgres:, got {url:?}").into(),
+                format!("DATABASE_URL must be sqlite: or postgres:, got {:?}", redact_credentials(url))
+                    .into(),
             ))
         }
     }
@@ -197,6 +218,22 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_reach_debug_output_or_errors() {
+        let config = DbConfig {
+            database_url: Some("postgres://pay:s3cret@db:5432/ledger".into()),
+            db_max_connections: None,
+            sqlite_synchronous: "NORMAL".into(),
+        };
+        let printed = format!("{config:?}");
+        assert!(
+            printed.contains("postgres://...@db:5432/ledger") && !printed.contains("s3cret"),
+            "{printed}"
+        );
+        let error = Dialect::of("postgress://pay:s3cret@db/ledger").expect_err("unknown scheme").to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
 
     #[test]
     fn params_follow_the_dialect() {

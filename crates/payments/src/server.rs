@@ -90,12 +90,6 @@ impl Shutdown {
         Ok(Self(rx))
     }
 
-    /// A handle that never fires on its own, and its trigger (for in-process use and tests).
-    pub fn manual() -> (watch::Sender<bool>, Self) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Self(rx))
-    }
-
     /// Waits until shutdown is requested.
     pub async fn requested(&self) {
         let mut rx = self.0.clone();

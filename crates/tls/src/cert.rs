@@ -237,11 +237,6 @@ impl Credential {
         &self.chain
     }
 
-    /// The chain as PEM.
-    pub fn chain_pem(&self) -> String {
-        self.chain.iter().map(cert_to_pem).collect()
-    }
-
     /// When to ask for the next certificate: half-way through the validity window, as Istio's
     /// agents rotate.
     pub fn refresh_at(&self) -> SystemTime {

@@ -139,11 +139,6 @@ impl CaServer {
         self.local_addr
     }
 
-    /// The serving certificate's store (what clients see).
-    pub fn serving_credentials(&self) -> Arc<CredentialStore> {
-        Arc::clone(&self.serving)
-    }
-
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let (streams, incoming) = mpsc::channel(ACCEPT_QUEUE);

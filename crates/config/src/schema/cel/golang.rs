@@ -163,7 +163,9 @@ fn unescape(s: &str, mode: Mode) -> Result<(), String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let escape = &s[i..(i + 3).min(s.len())];
+                // Up to three characters (not bytes: the text after `%` may be multi-byte).
+                let escape_len = s[i..].char_indices().nth(3).map_or(s.len() - i, |(at, _)| at);
+                let escape = &s[i..i + escape_len];
                 let hex = |j: usize| bytes.get(j).copied().and_then(|b| (b as char).to_digit(16));
                 let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) else {
                     return Err(format!("invalid URL escape {}", go_quote(escape)));
@@ -211,6 +213,12 @@ mod tests {
         for bad in ["", "1", "s", "1x", ".s", "1.5", "-", "9999999999h"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_multi_byte_character_after_percent_is_an_error_not_a_panic() {
+        let got = parse_request_uri("http://x/%\u{20ac}");
+        assert!(got.as_ref().is_err_and(|e| e.contains("invalid URL escape")), "{got:?}");
     }
 
     #[test]
