@@ -217,10 +217,11 @@ pub fn run(ctx: &Context<'_>, analyzers: &[&dyn Analyzer]) -> Vec<Message> {
         analyzer.analyze(ctx, &mut report);
     }
     let mut messages = report.into_messages();
-    let key = |m: &Message| {
-        (m.kind.level, m.origin.as_ref().map(|o| o.resource.clone()), m.kind.code, m.text.clone())
-    };
-    messages.sort_by_key(key);
+    // Borrowed keys: sorting thousands of messages must not clone their strings per comparison.
+    fn key(m: &Message) -> (Level, Option<&str>, &str, &str) {
+        (m.kind.level, m.origin.as_ref().map(|o| o.resource.as_str()), m.kind.code, &m.text)
+    }
+    messages.sort_by(|a, b| key(a).cmp(&key(b)));
     messages.dedup_by(|a, b| key(a) == key(b));
     messages
 }
