@@ -1,0 +1,371 @@
+//! The compiled, proxy-facing config: what one proxy needs, as pure data.
+//!
+//! The control plane compiles Istio resources and the service registry into one [`ProxyConfig`]
+//! per proxy; the proxy indexes it once per snapshot and swaps it in atomically. The shape
+//! follows Envoy's (listeners → route configs → virtual hosts → routes → clusters → endpoints)
+//! and Istio's names for them (`outbound|8083||account-service.payments.svc.cluster.local`),
+//! so `paymesh proxy-config` reads like `istioctl proxy-config`, and traffic management
+//! (matches, weights, subsets, retries, faults) slots into [`Route`] and [`Cluster`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one proxy runs with, at one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    /// The config version: increases with every change the control plane accepts.
+    pub version: String,
+    /// The proxy this config was compiled for.
+    pub node: Node,
+    /// Mesh-wide settings.
+    pub mesh: MeshSettings,
+    /// Where the proxy accepts traffic.
+    pub listeners: Vec<Listener>,
+    /// HTTP route tables, referenced by name from listeners.
+    pub routes: Vec<RouteConfig>,
+    /// Upstream clusters, referenced by name from routes and TCP listeners.
+    pub clusters: Vec<Cluster>,
+    /// The endpoints of each cluster.
+    pub endpoints: Vec<ClusterEndpoints>,
+}
+
+/// The proxy a config is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    /// Pod name.
+    pub pod: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod IP (locally: its own loopback address).
+    pub ip: IpAddr,
+    /// Sidecar or gateway.
+    pub kind: ProxyKind,
+    /// The SPIFFE identity the proxy's certificate carries.
+    pub identity: String,
+}
+
+/// What a proxy is deployed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    /// Beside one workload: outbound 15001, inbound 15006.
+    Sidecar,
+    /// An ingress gateway: Istio `Gateway` servers.
+    Gateway,
+}
+
+impl ProxyKind {
+    /// The name on the wire (`Hello.kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyKind::Sidecar => "sidecar",
+            ProxyKind::Gateway => "gateway",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sidecar" => Some(ProxyKind::Sidecar),
+            "gateway" => Some(ProxyKind::Gateway),
+            _ => None,
+        }
+    }
+}
+
+/// Mesh-wide settings (Istio's MeshConfig subset the proxy needs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshSettings {
+    /// The SPIFFE trust domain (`cluster.local`).
+    pub trust_domain: String,
+    /// Lifetime of workload certificates, in seconds; proxies renew at half-life.
+    pub cert_ttl_secs: u64,
+}
+
+/// A listener: a port the proxy accepts on and what it does with a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    /// Istio-style name: `virtualOutbound`, `virtualInbound`, `0.0.0.0_8080`.
+    pub name: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// What it does.
+    pub kind: ListenerKind,
+}
+
+/// The kinds of listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum ListenerKind {
+    /// The app's HTTP proxy (sidecar, 15001): absolute-form HTTP/1.1, h2c, CONNECT. The
+    /// authority names the service; HTTP goes through the route config named after the port
+    /// (`"8083"`), TCP (CONNECT, or a Service port whose protocol is tcp) through [`TcpRoute`].
+    Outbound {
+        /// Ports whose Service port protocol is TCP, and the cluster for each `host:port`.
+        tcp: Vec<TcpRoute>,
+    },
+    /// Traffic from other proxies (sidecar, 15006): one chain per workload port.
+    Inbound {
+        /// The workload's ports and how each is secured.
+        chains: Vec<InboundChain>,
+    },
+    /// An ingress gateway server port (Istio `Gateway.servers`).
+    Gateway {
+        /// The servers bound to this port.
+        servers: Vec<GatewayServer>,
+    },
+}
+
+/// A TCP service the outbound listener can tunnel to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRoute {
+    /// The host names the authority may use (`db`, `db.ns`, `db.ns.svc.cluster.local`).
+    pub hosts: Vec<String>,
+    /// The Service port.
+    pub port: u16,
+    /// Where the bytes go.
+    pub cluster: String,
+}
+
+/// One port of the workload behind an inbound listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundChain {
+    /// The container port the app listens on (on the pod IP).
+    pub target_port: u16,
+    /// The Service ports that map to it (requests name these in their authority).
+    pub service_ports: Vec<u16>,
+    /// How bytes are carried.
+    pub protocol: Protocol,
+    /// What peer authentication requires.
+    pub mtls: MtlsMode,
+    /// The policy that decided `mtls` (`payments/default`, or `mesh default`), for tls-check.
+    pub mtls_policy: String,
+    /// The inbound cluster (`inbound|8083||`), for stats and config dumps.
+    pub cluster: String,
+}
+
+/// Peer authentication mode of a port (Istio `PeerAuthentication.MutualTLS.Mode`, resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    /// Only mutual TLS with a mesh certificate.
+    Strict,
+    /// Mutual TLS or plaintext, told apart from the first bytes.
+    Permissive,
+    /// Plaintext only.
+    Disable,
+}
+
+/// How a port's bytes are carried, as Istio selects it: the Service port's `appProtocol`, else
+/// its name prefix (`http`, `http2`, `grpc`, `tcp`, ...); unnamed ports are HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP; the app is spoken to in HTTP/1.1.
+    Http,
+    /// HTTP/2 (also gRPC); the app is spoken to in h2c.
+    Http2,
+    /// Opaque bytes.
+    Tcp,
+}
+
+/// One server of an ingress gateway listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayServer {
+    /// The `Gateway` resource (`namespace/name`).
+    pub gateway: String,
+    /// Hosts this server accepts (`*`, `payments.example.com`).
+    pub hosts: Vec<String>,
+    /// TLS termination, when the server is HTTPS.
+    pub tls: Option<ServerTls>,
+    /// The route config for its requests.
+    pub route: String,
+}
+
+/// TLS termination at the gateway (`SIMPLE` mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTls {
+    /// The `credentialName` it came from.
+    pub credential_name: String,
+    /// PEM certificate chain file (locally `.paymesh/credentials/<name>/tls.crt`).
+    pub cert_file: String,
+    /// PEM private key file.
+    pub key_file: String,
+}
+
+/// A named HTTP route table (Envoy RouteConfiguration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteConfig {
+    /// The port number for outbound (`"8083"`), `http.8080` for a gateway.
+    pub name: String,
+    /// Virtual hosts, matched on the request's authority.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// Requests for a set of domains (Envoy VirtualHost).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualHost {
+    /// `account-service.payments.svc.cluster.local:8083`.
+    pub name: String,
+    /// Authorities that select it, with and without port: `account-service`,
+    /// `account-service.payments`, ..., `*` for a catch-all.
+    pub domains: Vec<String>,
+    /// Routes, first match wins.
+    pub routes: Vec<Route>,
+}
+
+/// One route: where matching requests go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// `default`, or the VirtualService route's name.
+    pub name: String,
+    /// What happens to the request.
+    pub action: RouteAction,
+}
+
+/// What a route does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum RouteAction {
+    /// Forward to clusters, split by weight (one entry: all traffic).
+    Forward {
+        /// Clusters and their weights (weights sum to 100 when more than one).
+        clusters: Vec<WeightedCluster>,
+    },
+    /// Answer directly.
+    DirectResponse {
+        /// HTTP status.
+        status: u16,
+        /// Body.
+        body: String,
+    },
+}
+
+/// A cluster and its share of a route's traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedCluster {
+    /// Cluster name.
+    pub cluster: String,
+    /// Share, 0–100.
+    pub weight: u32,
+}
+
+/// An upstream: a service port (and subset) with its connection policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    /// `outbound|8083||account-service.payments.svc.cluster.local`, with the subset between
+    /// the bars.
+    pub name: String,
+    /// The service's fully qualified host.
+    pub service: String,
+    /// The Service port.
+    pub port: u16,
+    /// The subset (DestinationRule), if any.
+    pub subset: Option<String>,
+    /// How requests are carried.
+    pub protocol: Protocol,
+    /// How connections to endpoints are secured.
+    pub tls: UpstreamTls,
+    /// How an endpoint is chosen.
+    pub lb: LbPolicy,
+}
+
+/// Transport security towards a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "mode")]
+pub enum UpstreamTls {
+    /// Istio mutual TLS: present the proxy's certificate, accept only these identities.
+    IstioMutual {
+        /// SPIFFE identities of the endpoints (their service accounts).
+        subject_alt_names: Vec<String>,
+    },
+    /// Plaintext (DestinationRule `DISABLE`, or endpoints without a sidecar).
+    Disable,
+}
+
+/// Endpoint selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LbPolicy {
+    /// Each endpoint in turn.
+    RoundRobin,
+}
+
+/// The endpoints of one cluster (Envoy ClusterLoadAssignment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterEndpoints {
+    /// The cluster.
+    pub cluster: String,
+    /// Its endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One pod serving a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// Pod IP and container (target) port.
+    pub address: SocketAddr,
+    /// The pod's sidecar inbound port (15006) when it has one: mutual TLS goes there, with
+    /// the original authority. `None`: plaintext straight to `address`.
+    pub tunnel_port: Option<u16>,
+    /// The pod's SPIFFE identity.
+    pub identity: String,
+    /// Pod name.
+    pub pod: String,
+    /// Pod labels (subsets and locality select on these).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Why a config could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("config snapshot is not valid JSON for the model: {0}")]
+pub struct CodecError(#[from] serde_json::Error);
+
+impl ProxyConfig {
+    /// The wire form (`Snapshot.config_json`).
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        Ok(serde_json::to_vec(self)?)
+    }
+
+    /// Parses the wire form.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// The cluster named `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|cluster| cluster.name == name)
+    }
+
+    /// The endpoints of cluster `name` (empty when it has none).
+    pub fn endpoints_of(&self, name: &str) -> &[Endpoint] {
+        self.endpoints.iter().find(|set| set.cluster == name).map_or(&[], |set| &set.endpoints)
+    }
+}
+
+/// Istio's cluster name: `outbound|PORT|SUBSET|HOST`.
+pub fn outbound_cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}
+
+/// Istio's inbound cluster name: `inbound|PORT||`.
+pub fn inbound_cluster_name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
