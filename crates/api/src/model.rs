@@ -232,8 +232,53 @@ pub struct VirtualHost {
 pub struct Route {
     /// `default`, or the VirtualService route's name.
     pub name: String,
+    /// Alternatives, any of which selects the route (Istio `HTTPRoute.match`); empty: every
+    /// request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RouteMatch>,
     /// What happens to the request.
     pub action: RouteAction,
+}
+
+/// One alternative of a route's conditions (Istio `HTTPMatchRequest`): every part must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// The request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<StringMatch>,
+    /// The request method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    /// Header conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// A condition on one request header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderMatch {
+    /// Header name, lower case.
+    pub name: String,
+    /// The value condition; `None`: the header is present with any value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<StringMatch>,
+    /// The condition must *not* hold (Istio `withoutHeaders`).
+    #[serde(default)]
+    pub invert: bool,
+}
+
+/// How a string is compared (Istio `StringMatch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StringMatch {
+    /// Equal.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// Matches the whole string (RE2 syntax).
+    Regex(String),
 }
 
 /// What a route does.

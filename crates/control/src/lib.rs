@@ -1,10 +1,14 @@
 //! paymesh's control plane (`paymesh-control`, istiod's role in Istio).
 //!
-//! Today it holds the mesh certificate authority, [`ca`]: the root (self-signed or Istio's
-//! plug-in CA files), bootstrap tokens, CSR signing, and Istio's CA gRPC API with a client for
-//! proxies. The control plane will grow beside it, one module per concern: the service
-//! registry (workloads and endpoints from Kubernetes manifests or the API server), the config
-//! store and compiler (Istio resources into per-proxy snapshots), the push server proxies
-//! subscribe to, the telemetry store, and the dashboard API.
+//! Data flows one way: [`config_store`] watches the config and pods files, validates each
+//! change with `paymesh analyze`'s analyzers and publishes accepted versions; [`registry`]
+//! turns Services and Pods into endpoints and identities; [`compile`] makes one
+//! `ProxyConfig` per proxy; [`discovery`] pushes it to subscribed proxies over the same TLS
+//! port as the [`ca`], served by [`grpc`]; [`monitoring`] answers `/ready`, `/metrics` and
+//! `/debug/*`. [`app`] binds everything, then spawns it, in one readable order.
 
 pub mod ca;
+pub mod compile;
+pub mod config_store;
+
+pub mod registry;

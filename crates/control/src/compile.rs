@@ -1,0 +1,141 @@
+//! The compiler: Istio resources and the registry into one [`ProxyConfig`] per proxy.
+//!
+//! [`compile`] is a pure function of the accepted config and the proxy: the push server calls
+//! it for every connected proxy on each accepted change and sends the result only when it
+//! differs from what that proxy has ([`same_content`]). Sidecars and gateways have their own
+//! module; [`cluster`] builds upstreams for both, [`routes`] turns VirtualService rules into
+//! routes, [`peer_authn`] resolves inbound mTLS, [`naming`] holds Istio's names.
+
+pub mod cluster;
+pub mod gateway;
+pub mod naming;
+pub mod peer_authn;
+pub mod routes;
+pub mod sidecar;
+
+use std::path::PathBuf;
+
+use paymesh_api::model::{
+    Cluster, ClusterEndpoints, Listener, MeshSettings, Node, ProxyConfig, ProxyKind, RouteConfig,
+};
+use paymesh_config::Store;
+
+use crate::registry::{Registry, Workload};
+
+/// Control-plane settings the compiler needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The SPIFFE trust domain.
+    pub trust_domain: String,
+    /// Workload certificate lifetime, seconds.
+    pub cert_ttl_secs: u64,
+    /// Local mode: a Gateway server port P listens on P + offset.
+    pub gateway_port_offset: u16,
+    /// Where a Gateway's `credentialName` files live (`<dir>/<name>/tls.crt`).
+    pub credentials_dir: PathBuf,
+    /// Istio's root namespace (mesh-wide policy).
+    pub root_namespace: String,
+}
+
+/// Everything one compilation reads.
+pub struct Inputs<'a> {
+    /// The resources.
+    pub store: &'a Store,
+    /// Services and pods.
+    pub registry: &'a Registry,
+    /// Istio's root namespace.
+    pub root_namespace: &'a str,
+    /// See [`Settings::gateway_port_offset`].
+    pub gateway_port_offset: u16,
+    /// See [`Settings::credentials_dir`].
+    pub credentials_dir: &'a std::path::Path,
+}
+
+/// The parts a sidecar or gateway compilation produces.
+pub struct Compiled {
+    /// Listeners.
+    pub listeners: Vec<Listener>,
+    /// Route configs.
+    pub routes: Vec<RouteConfig>,
+    /// Clusters, sorted by name.
+    pub clusters: Vec<Cluster>,
+    /// Their endpoints, in the same order.
+    pub endpoints: Vec<ClusterEndpoints>,
+}
+
+/// Why no config could be compiled for a proxy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// The pod is in no pods file.
+    #[error("pod {namespace}/{pod} is not in the registry")]
+    UnknownPod {
+        /// Namespace.
+        namespace: String,
+        /// Pod.
+        pod: String,
+    },
+    /// The pod has no IP yet.
+    #[error("pod {namespace}/{pod} has no status.podIP")]
+    NoIp {
+        /// Namespace.
+        namespace: String,
+        /// Pod.
+        pod: String,
+    },
+}
+
+/// The config of the proxy of pod `namespace/pod`, as `kind`, at `version`.
+pub fn compile(
+    store: &Store,
+    registry: &Registry,
+    settings: &Settings,
+    namespace: &str,
+    pod: &str,
+    kind: ProxyKind,
+    version: u64,
+) -> Result<ProxyConfig, CompileError> {
+    let unknown = || CompileError::UnknownPod { namespace: namespace.to_owned(), pod: pod.to_owned() };
+    let proxy: &Workload = registry.workload(namespace, pod).ok_or_else(unknown)?;
+    let ip = proxy
+        .ip
+        .ok_or_else(|| CompileError::NoIp { namespace: namespace.to_owned(), pod: pod.to_owned() })?;
+    let inputs = Inputs {
+        store,
+        registry,
+        root_namespace: &settings.root_namespace,
+        gateway_port_offset: settings.gateway_port_offset,
+        credentials_dir: &settings.credentials_dir,
+    };
+    let Compiled { listeners, routes, clusters, endpoints } = match kind {
+        ProxyKind::Sidecar => sidecar::compile(&inputs, proxy, ip),
+        ProxyKind::Gateway => gateway::compile(&inputs, proxy, ip),
+    };
+    Ok(ProxyConfig {
+        version: version.to_string(),
+        node: Node {
+            pod: pod.to_owned(),
+            namespace: namespace.to_owned(),
+            ip,
+            kind,
+            identity: proxy.identity.clone(),
+        },
+        mesh: MeshSettings {
+            trust_domain: settings.trust_domain.clone(),
+            cert_ttl_secs: settings.cert_ttl_secs,
+        },
+        listeners,
+        routes,
+        clusters,
+        endpoints,
+    })
+}
+
+/// Whether two configs differ only in their version.
+pub fn same_content(a: &ProxyConfig, b: &ProxyConfig) -> bool {
+    a.node == b.node
+        && a.mesh == b.mesh
+        && a.listeners == b.listeners
+        && a.routes == b.routes
+        && a.clusters == b.clusters
+        && a.endpoints == b.endpoints
+}

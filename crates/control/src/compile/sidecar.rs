@@ -1,0 +1,175 @@
+//! A sidecar's config: `virtualOutbound` (the app's HTTP proxy, POD_IP:15001) with one route
+//! config per service port and TCP routes, and `virtualInbound` (POD_IP:15006) with one chain
+//! per container port that a Service targets, its mTLS mode resolved from PeerAuthentication.
+//!
+//! The services a sidecar sees are every Service of the mesh, narrowed by the `Sidecar`
+//! resource that applies to it (its egress hosts, `ns/host` with `*`, `.` and `~`), as Istio
+//! scopes a proxy's config.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use paymesh_api::model::Protocol;
+use paymesh_api::model::{
+    InboundChain, Listener, ListenerKind, Route, RouteAction, RouteConfig, TcpRoute, VirtualHost,
+    WeightedCluster, inbound_cluster_name,
+};
+use paymesh_api::ports::{PROXY_INBOUND, PROXY_OUTBOUND};
+use paymesh_config::networking::Host;
+use paymesh_config::networking::Sidecar;
+use paymesh_config::networking::virtual_service::MESH_GATEWAY;
+use paymesh_config::resource::Spec;
+
+use super::cluster::{ClusterInput, ClusterSet};
+use super::naming::{domains, host_names, resolve_host};
+use super::{Compiled, Inputs, peer_authn, routes};
+use crate::registry::{Service, Workload};
+
+/// Compiles the listeners, routes and clusters of the sidecar of `proxy`.
+pub fn compile(inputs: &Inputs<'_>, proxy: &Workload, ip: std::net::IpAddr) -> Compiled {
+    let input = ClusterInput {
+        store: inputs.store,
+        registry: inputs.registry,
+        root_namespace: inputs.root_namespace,
+        client_namespace: &proxy.namespace,
+    };
+    let mut clusters = ClusterSet::default();
+    let mut route_configs: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
+    let mut tcp = Vec::new();
+    let scope = egress_scope(inputs, proxy);
+    for service in inputs.registry.services().iter().filter(|s| visible(&scope, s)) {
+        for port in &service.ports {
+            let default_cluster = clusters.add(&input, service, port, None);
+            if port.protocol == Protocol::Tcp {
+                tcp.push(TcpRoute {
+                    hosts: host_names(service, &proxy.namespace),
+                    port: port.port,
+                    cluster: default_cluster,
+                });
+                continue;
+            }
+            let mut vs_routes = mesh_routes(inputs, &input, &mut clusters, service, port.port);
+            if vs_routes.is_empty() {
+                vs_routes.push(Route {
+                    name: "default".to_owned(),
+                    matches: Vec::new(),
+                    action: RouteAction::Forward {
+                        clusters: vec![WeightedCluster { cluster: default_cluster, weight: 100 }],
+                    },
+                });
+            }
+            route_configs.entry(port.port).or_default().push(VirtualHost {
+                name: format!("{}:{}", service.hostname, port.port),
+                domains: domains(service, port.port, &proxy.namespace),
+                routes: vs_routes,
+            });
+        }
+    }
+    let listeners = vec![
+        Listener {
+            name: "virtualOutbound".to_owned(),
+            address: SocketAddr::new(ip, PROXY_OUTBOUND),
+            kind: ListenerKind::Outbound { tcp },
+        },
+        Listener {
+            name: "virtualInbound".to_owned(),
+            address: SocketAddr::new(ip, PROXY_INBOUND),
+            kind: ListenerKind::Inbound { chains: inbound_chains(inputs, proxy) },
+        },
+    ];
+    let routes = route_configs
+        .into_iter()
+        .map(|(port, virtual_hosts)| RouteConfig { name: port.to_string(), virtual_hosts })
+        .collect();
+    let (clusters, endpoints) = clusters.into_parts();
+    Compiled { listeners, routes, clusters, endpoints }
+}
+
+/// The routes of the mesh-bound VirtualService for `service` (the first one, as Istio takes
+/// one per host), or none.
+fn mesh_routes(
+    inputs: &Inputs<'_>,
+    input: &ClusterInput<'_>,
+    clusters: &mut ClusterSet,
+    service: &Service,
+    port: u16,
+) -> Vec<Route> {
+    inputs
+        .store
+        .typed("VirtualService", Spec::virtual_service)
+        .filter(|(_, vs)| vs.applies_to_mesh())
+        .find(|(r, vs)| vs.hosts.iter().any(|h| resolve_host(h.as_str(), r.namespace()) == service.hostname))
+        .map(|(r, vs)| routes::http_routes(input, clusters, vs, r.namespace(), MESH_GATEWAY, Some(port)))
+        .unwrap_or_default()
+}
+
+/// Egress hosts of the Sidecar resource applying to `proxy` (`None`: no Sidecar, all services).
+fn egress_scope(inputs: &Inputs<'_>, proxy: &Workload) -> Option<Vec<(String, Host)>> {
+    let sidecars: Vec<_> = inputs.store.typed("Sidecar", Spec::sidecar).collect();
+    let pick = |pred: &dyn Fn(&paymesh_config::resource::Resource, &Sidecar) -> bool| {
+        sidecars.iter().find(|(r, s)| pred(r, s)).map(|(_, s)| *s)
+    };
+    let sidecar = pick(&|r, s| {
+        r.namespace() == proxy.namespace
+            && s.workload_selector
+                .as_ref()
+                .is_some_and(|sel| !sel.labels.is_empty() && sel.matches(&proxy.labels))
+    })
+    .or_else(|| pick(&|r, s| r.namespace() == proxy.namespace && s.workload_selector.is_none()))
+    .or_else(|| pick(&|r, s| r.namespace() == inputs.root_namespace && s.workload_selector.is_none()))?;
+    let hosts = sidecar
+        .egress
+        .iter()
+        .flat_map(|e| &e.hosts)
+        .filter_map(|h| {
+            let ns = match h.namespace()? {
+                "." => proxy.namespace.clone(),
+                other => other.to_owned(),
+            };
+            Some((ns, h.host()))
+        })
+        .collect();
+    Some(hosts)
+}
+
+fn visible(scope: &Option<Vec<(String, Host)>>, service: &Service) -> bool {
+    let Some(hosts) = scope else { return true };
+    hosts.iter().any(|(ns, host)| {
+        (ns == "*" || *ns == service.namespace) && host.matches(&Host::new(service.hostname.as_str()))
+    })
+}
+
+/// One chain per container port of `proxy` that some Service targets.
+fn inbound_chains(inputs: &Inputs<'_>, proxy: &Workload) -> Vec<InboundChain> {
+    let mut by_port: BTreeMap<u16, (Vec<u16>, Protocol)> = BTreeMap::new();
+    for service in inputs.registry.services().iter().filter(|s| s.selects(proxy)) {
+        for port in &service.ports {
+            if let Some(target) = proxy.resolve(&port.target) {
+                let entry = by_port.entry(target).or_insert_with(|| (Vec::new(), port.protocol));
+                entry.0.push(port.port);
+            }
+        }
+    }
+    by_port
+        .into_iter()
+        .map(|(target_port, (mut service_ports, protocol))| {
+            service_ports.sort_unstable();
+            service_ports.dedup();
+            let decision = peer_authn::resolve(
+                inputs.store,
+                inputs.root_namespace,
+                &proxy.namespace,
+                &proxy.labels,
+                target_port,
+            );
+            InboundChain {
+                target_port,
+                service_ports,
+                protocol,
+                mtls: decision.mode,
+                mtls_policy: decision.policy,
+                cluster: inbound_cluster_name(target_port),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,2 @@
+//! `paymesh-control`: placeholder until the binary lands.
+fn main() {}
