@@ -7,8 +7,11 @@
 //! port as the [`ca`], served by [`grpc`]; [`monitoring`] answers `/ready`, `/metrics` and
 //! `/debug/*`. [`app`] binds everything, then spawns it, in one readable order.
 
+pub mod app;
 pub mod ca;
 pub mod compile;
 pub mod config_store;
-
+pub mod discovery;
+pub mod grpc;
+pub mod monitoring;
 pub mod registry;

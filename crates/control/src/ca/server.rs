@@ -1,10 +1,8 @@
 //! The CA's gRPC endpoint: Istio's `IstioCertificateService/CreateCertificate` over TLS.
 //!
-//! [`CaServer::bind`] issues the control plane's own serving certificate and binds the socket
-//! (so callers learn the real port before anything runs); [`CaServer::serve`] accepts
-//! connections, finishes each TLS handshake in its own task with a deadline (a stalled or
-//! garbage client delays nobody), and hands finished streams to tonic. A client certificate is
-//! optional at the TLS layer: a proxy's first call has none and brings a bootstrap token.
+//! The listener, TLS and serving certificate live in the shared [`GrpcServer`] (the control
+//! plane serves discovery on the same port); [`CaServer`] is that server with only the CA, and
+//! [`CertificateService`] authenticates the caller ([`auth`]) and signs ([`super::sign`]).
 //! Every refusal is logged with its reason and returned as a gRPC status carrying it.
 
 use std::future::Future;
@@ -12,25 +10,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use paymesh_tls::{
-    ALPN_H2, CertError, ClientAuth, ConfigError, CredentialStore, Identity, IdentityError, PrivateKey,
-    TrustDomain, server_config,
-};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Server;
+use paymesh_tls::{CertError, ConfigError, Identity, IdentityError, TrustDomain};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::auth::{self, AUTHORIZATION};
 use super::pb::istio_certificate_service_server::{IstioCertificateService, IstioCertificateServiceServer};
 use super::pb::{IstioCertificateRequest, IstioCertificateResponse};
 use super::{Ca, DEFAULT_CERT_TTL, SignError};
+use crate::grpc::GrpcServer;
 
 /// The CA's port in production (Istio's istiod TLS gRPC port).
 pub const DEFAULT_CA_PORT: u16 = 15012;
@@ -42,18 +31,6 @@ pub const CONTROL_PLANE_SERVICE_ACCOUNT: &str = "istiod";
 
 /// The largest gRPC message accepted; tonic refuses larger ones with OUT_OF_RANGE.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-
-/// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Pause after a failed `accept` (out of file descriptors) or a failed serving-certificate renewal.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
-
-/// Finished handshakes waiting for tonic.
-const ACCEPT_QUEUE: usize = 64;
 
 /// The CA endpoint's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,112 +87,35 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A bound, not yet serving, CA endpoint.
+/// A bound, not yet serving, CA endpoint: the shared [`GrpcServer`] serving only the CA.
 pub struct CaServer {
-    ca: Arc<Ca>,
-    config: CaServerConfig,
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    serving: Arc<CredentialStore>,
-    acceptor: TlsAcceptor,
+    inner: GrpcServer,
 }
 
 impl CaServer {
     /// Issues the serving certificate and binds `config.addr`.
     pub async fn bind(ca: Arc<Ca>, config: CaServerConfig) -> Result<Self, ServeError> {
-        let serving = CredentialStore::new(config.identity.clone());
-        renew_serving(&ca, &serving, &config)?;
-        let mut tls = server_config(Arc::clone(&serving), ca.trust_bundle(), ClientAuth::Optional)?;
-        tls.alpn_protocols = vec![ALPN_H2.to_vec()];
-        let bind_error = |source| ServeError::Bind { addr: config.addr, source };
-        let listener = TcpListener::bind(config.addr).await.map_err(bind_error)?;
-        let local_addr = listener.local_addr().map_err(bind_error)?;
-        info!(addr = %local_addr, identity = %config.identity, "CA endpoint bound");
-        Ok(CaServer { ca, config, listener, local_addr, serving, acceptor: TlsAcceptor::from(Arc::new(tls)) })
+        Ok(CaServer { inner: GrpcServer::bind(ca, config).await? })
     }
 
     /// The bound address (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.inner.local_addr()
     }
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let (streams, incoming) = mpsc::channel(ACCEPT_QUEUE);
-        let _tasks = AbortOnDrop(vec![
-            tokio::spawn(accept_loop(self.listener, self.acceptor, streams)),
-            tokio::spawn(renew_loop(Arc::clone(&self.ca), self.serving, self.config)),
-        ]);
-        let service = IstioCertificateServiceServer::new(CertificateService { ca: self.ca })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        Server::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .add_service(service)
-            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
-            .await?;
-        Ok(())
+        self.inner.serve(None, shutdown).await
     }
 }
 
-/// Aborts the background tasks when `serve` returns.
-struct AbortOnDrop(Vec<JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.iter().for_each(JoinHandle::abort);
-    }
+/// The CA's tonic service, for the shared gRPC server.
+pub(crate) fn certificate_service(ca: Arc<Ca>) -> IstioCertificateServiceServer<CertificateService> {
+    IstioCertificateServiceServer::new(CertificateService { ca }).max_decoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-type Incoming = Result<TlsStream<TcpStream>, std::io::Error>;
-
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, streams: mpsc::Sender<Incoming>) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                warn!(%error, "CA endpoint accept failed");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-        };
-        let (acceptor, streams) = (acceptor.clone(), streams.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    if streams.send(Ok(tls)).await.is_err() {
-                        debug!(%peer, "CA endpoint is shutting down; connection dropped");
-                    }
-                }
-                Ok(Err(error)) => warn!(%peer, %error, "CA endpoint refused a TLS handshake"),
-                Err(_) => warn!(%peer, "CA endpoint TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-fn renew_serving(ca: &Ca, serving: &CredentialStore, config: &CaServerConfig) -> Result<(), ServeError> {
-    let key = PrivateKey::generate()?;
-    let credential = ca.issue_local(&config.identity, &config.dns_names, key, config.serving_cert_ttl)?;
-    serving.install(credential)?;
-    Ok(())
-}
-
-async fn renew_loop(ca: Arc<Ca>, serving: Arc<CredentialStore>, config: CaServerConfig) {
-    loop {
-        let refresh_at = serving.current().map(|c| c.refresh_at()).unwrap_or_else(SystemTime::now);
-        let wait = refresh_at.duration_since(SystemTime::now()).unwrap_or_default();
-        tokio::time::sleep(wait).await;
-        match renew_serving(&ca, &serving, &config) {
-            Ok(()) => info!(identity = %config.identity, "CA renewed its serving certificate"),
-            Err(error) => {
-                warn!(%error, "CA could not renew its serving certificate; retrying");
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-        }
-    }
-}
-
-struct CertificateService {
+/// `IstioCertificateService` over the CA.
+pub(crate) struct CertificateService {
     ca: Arc<Ca>,
 }
 
