@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod tls_check;
 
 /// Loading a large configuration is allocation-bound (a quarter of `paymesh analyze`'s time
 /// went to glibc's malloc/free, see bench/RESULTS.md); mimalloc cuts that.
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Check Istio configuration files the way `istioctl analyze` does.
     Analyze(analyze::Args),
+    /// Check, offline from config, that clients and servers agree on mutual TLS per service port.
+    TlsCheck(tls_check::Args),
 }
 
 /// sysexits' EX_USAGE, which istioctl returns for a command line it cannot parse.
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::TlsCheck(args) => tls_check::run(args),
     };
     match result {
         Ok(code) => code,
