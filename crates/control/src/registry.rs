@@ -265,8 +265,8 @@ fn deployment(store: &Store, resource: &Resource, trust_domain: &str) -> Option<
         Some("true") => true,
         Some(_) => false,
         None => store
-            .get("Namespace", "", namespace)
-            .or_else(|| store.of_kind("Namespace").find(|ns| ns.meta.name == namespace))
+            .of_kind("Namespace")
+            .find(|ns| ns.meta.name == namespace)
             .is_some_and(|ns| ns.meta.labels.get(INJECTION_LABEL).is_some_and(|v| v == "enabled")),
     };
     Some(workload(
