@@ -314,12 +314,12 @@ mod tests {
         );
         assert_eq!(
             render(Section::Endpoints, &dump).expect("endpoints"),
-            "ENDPOINT         STATUS   CLUSTER                                                  POD\n\
+            "ENDPOINT         STATUS   CLUSTER                                                      POD\n\
              127.0.10.7:8083  HEALTHY  outbound|8083|v1|account-service.payments.svc.cluster.local  account-service-x-1\n"
         );
         assert_eq!(
             render(Section::Secret, &dump).expect("secret"),
-            "RESOURCE NAME  IDENTITY                                              VALID CERT  SERIAL NUMBER  NOT AFTER             ROTATIONS\n\
+            "RESOURCE NAME  IDENTITY                                               VALID CERT  SERIAL NUMBER  NOT AFTER             ROTATIONS\n\
              default        spiffe://cluster.local/ns/payments/sa/payment-service  true        1f             2999-01-01T00:00:00Z  2\n"
         );
         assert_eq!(mtls_summary(&dump), "STRICT");
