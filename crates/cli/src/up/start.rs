@@ -84,8 +84,20 @@ async fn run_async(plan: Plan) -> anyhow::Result<ExitCode> {
             Ok(())
         }
     };
-    println!("paymesh up: stopping");
-    shut_down(&running).await;
+    println!("paymesh up: stopping (again to kill everything now)");
+    let stopping = shut_down(&running);
+    tokio::pin!(stopping);
+    tokio::select! {
+        () = &mut stopping => {}
+        _ = interrupt.recv() => {
+            kill_everything(&shared);
+            stopping.await;
+        }
+        _ = terminate.recv() => {
+            kill_everything(&shared);
+            stopping.await;
+        }
+    }
     let _ = std::fs::remove_file(State::path(&state_dir));
     result.map(|()| {
         println!("paymesh up: stopped");
@@ -225,6 +237,20 @@ async fn shut_down(running: &SharedRunning) {
             stopping.spawn(handle.stop());
         }
         while stopping.join_next().await.is_some() {}
+    }
+}
+
+/// The second signal: SIGKILL every process group state.json records, now.
+fn kill_everything(shared: &Shared) {
+    eprintln!("paymesh up: killing everything");
+    let state = shared.snapshot();
+    let processes = state
+        .control
+        .iter()
+        .map(|c| &c.process)
+        .chain(state.pods.iter().flat_map(|p| p.app.iter().chain(p.proxy.iter())));
+    for pid in processes.filter_map(|p| p.pid) {
+        supervise::kill_group(pid);
     }
 }
 

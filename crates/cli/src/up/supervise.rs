@@ -287,6 +287,13 @@ async fn terminate(child: &mut Child, deadline: Duration, label: &str) {
     }
 }
 
+/// SIGKILL to the process group led by `pid`.
+pub fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
 /// Whether a process with this PID exists.
 pub fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
