@@ -6,6 +6,14 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod tls_check;
+mod exec;
+mod logs;
+mod mesh_http;
+mod proxy_config;
+mod proxy_status;
+mod state;
+mod table;
+mod up;
 
 /// Loading a large configuration is allocation-bound (a quarter of `paymesh analyze`'s time
 /// went to glibc's malloc/free, see bench/RESULTS.md); mimalloc cuts that.
@@ -26,6 +34,16 @@ enum Command {
     Analyze(analyze::Args),
     /// Check, offline from config, that clients and servers agree on mutual TLS per service port.
     TlsCheck(tls_check::Args),
+    /// Run the mesh on this machine: control plane, sidecars, apps, ingress gateway.
+    Up(up::Args),
+    /// Print a pod's app or proxy log.
+    Logs(logs::Args),
+    /// Run a command with a pod's environment (its sidecar as HTTP proxy).
+    Exec(exec::Args),
+    /// Show whether every proxy runs the config last sent to it.
+    ProxyStatus(proxy_status::Args),
+    /// Show a proxy's listeners, routes, clusters, endpoints or certificate.
+    ProxyConfig(proxy_config::Args),
 }
 
 /// sysexits' EX_USAGE, which istioctl returns for a command line it cannot parse.
@@ -43,6 +61,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::TlsCheck(args) => tls_check::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Exec(args) => exec::run(args),
+        Command::ProxyStatus(args) => proxy_status::run(args),
+        Command::ProxyConfig(args) => proxy_config::run(args),
     };
     match result {
         Ok(code) => code,
