@@ -101,7 +101,7 @@ pub struct Listener {
 
 /// The kinds of listener.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "type")]
 pub enum ListenerKind {
     /// The app's HTTP proxy (sidecar, 15001): absolute-form HTTP/1.1, h2c, CONNECT. The
     /// authority names the service; HTTP goes through the route config named after the port
@@ -283,7 +283,7 @@ pub enum StringMatch {
 
 /// What a route does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "type")]
 pub enum RouteAction {
     /// Forward to clusters, split by weight (one entry: all traffic).
     Forward {
@@ -332,7 +332,7 @@ pub struct Cluster {
 
 /// Transport security towards a cluster's endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "mode")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "mode")]
 pub enum UpstreamTls {
     /// Istio mutual TLS: present the proxy's certificate, accept only these identities.
     IstioMutual {

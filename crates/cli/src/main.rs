@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
-mod tls_check;
 mod exec;
 mod logs;
 mod mesh_http;
@@ -13,6 +12,7 @@ mod proxy_config;
 mod proxy_status;
 mod state;
 mod table;
+mod tls_check;
 mod up;
 
 /// Loading a large configuration is allocation-bound (a quarter of `paymesh analyze`'s time

@@ -285,7 +285,7 @@ mod tests {
                     {"cluster": "outbound|8083||account-service.payments.svc.cluster.local", "weight": 100}]}}]}]}],
             "clusters": [{"name": "outbound|8083|v1|account-service.payments.svc.cluster.local",
                 "service": "account-service.payments.svc.cluster.local", "port": 8083, "subset": "v1",
-                "protocol": "http", "tls": {"mode": "istioMutual", "subject_alt_names": []}, "lb": "ROUND_ROBIN"}],
+                "protocol": "http", "tls": {"mode": "istioMutual", "subjectAltNames": []}, "lb": "ROUND_ROBIN"}],
             "endpoints": [{"cluster": "outbound|8083|v1|account-service.payments.svc.cluster.local", "endpoints": [
                 {"address": "127.0.10.7:8083", "tunnelPort": 15006, "identity": "spiffe://cluster.local/ns/payments/sa/account-service",
                  "pod": "account-service-x-1", "labels": {}}]}],
