@@ -175,7 +175,7 @@ impl Authority {
         }
         let port = match authority.port() {
             Some(port) => port.as_u16(),
-            None if text.ends_with(':') => return None,
+            None if authority.as_str().len() > authority.host().len() => return None,
             None => default_port,
         };
         let text = authority.as_str().to_ascii_lowercase();
