@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use hyper_util::rt::TokioIo;
@@ -29,6 +30,13 @@ use crate::identity::CertStatus;
 use crate::index::Index;
 use crate::readiness::BlockReady;
 use crate::upstream::pool::{CONNECT_TIMEOUT, Pools};
+
+/// HTTP/2 pings on the discovery stream, so a control plane that vanished without closing
+/// the connection (host gone, cable pulled) is noticed and the proxy reconnects.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a ping may go unanswered.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who this proxy is, as the Hello says.
 #[derive(Debug, Clone)]
@@ -200,7 +208,10 @@ impl Discovery {
         let source = self.config.node.ip;
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|source| DiscoveryError::Connect { addr, source })?
-            .connect_timeout(CONNECT_TIMEOUT);
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         endpoint
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let connector = connector.clone();

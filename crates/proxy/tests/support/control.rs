@@ -44,6 +44,8 @@ struct Shared {
     configs: Mutex<HashMap<String, watch::Sender<Option<ProxyConfig>>>>,
     answers: Mutex<Vec<Answer>>,
     hellos: Mutex<Vec<(String, String)>>,
+    /// Bumped by `stop`: every open subscription ends, as when the process dies.
+    generation: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -64,7 +66,7 @@ pub struct ControlPlane {
     pub dir: TempDir,
     tokens: Arc<TokenRegistry>,
     shared: Arc<Shared>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>, JoinHandle<()>)>,
 }
 
 impl ControlPlane {
@@ -113,9 +115,12 @@ impl ControlPlane {
 
     /// Stops serving (open streams end).
     pub async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
+        if let Some((stop, task, accept)) = self.running.take() {
             let _ = stop.send(());
+            self.shared.generation.send_modify(|g| *g += 1);
+            accept.abort();
             task.abort();
+            let _ = accept.await;
             let _ = task.await;
         }
     }
@@ -155,15 +160,15 @@ impl ControlPlane {
                     let _ = stopped.await;
                 })
                 .await;
-            accept.abort();
         });
-        self.running = Some((stop, task));
+        self.running = Some((stop, task, accept));
     }
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        if let Some((_, task)) = self.running.take() {
+        if let Some((_, task, accept)) = self.running.take() {
+            accept.abort();
             task.abort();
         }
     }
@@ -248,6 +253,7 @@ impl MeshDiscovery for DiscoveryService {
         let (tx, rx) = mpsc::channel(4);
         let shared = Arc::clone(&self.shared);
         let pod = hello.pod.clone();
+        let mut generation = self.shared.generation.subscribe();
         tokio::spawn(async move {
             let mut nonce = 0u64;
             let mut current = configs.borrow_and_update().clone();
@@ -264,6 +270,7 @@ impl MeshDiscovery for DiscoveryService {
                     }
                 }
                 tokio::select! {
+                    _ = generation.changed() => return,
                     changed = configs.changed() => {
                         if changed.is_err() { return; }
                         current = configs.borrow_and_update().clone();
