@@ -27,7 +27,7 @@ use crate::http::{Authority, Body, add_forwarding_headers, boxed_request, serve_
 use crate::index::{ChainEntry, Index};
 use crate::outbound::copy;
 use crate::upstream::pool::connect_tcp;
-use crate::upstream::{Upstream, send_h2};
+use crate::upstream::{TARGET_PORT, Upstream, send_h2};
 
 /// Istio's header naming the calling workload to the app.
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -146,12 +146,19 @@ impl Inbound {
             authorize(chain, peer)?;
             return self.tunnel_to_app(chain, req).await;
         }
-        let port = authority.as_ref().map(|a| a.port).filter(|port| *port != 0);
-        let chain = index.inbound().for_request(port).ok_or_else(|| ProxyError::NoRoute {
-            authority: authority.as_ref().map_or_else(String::new, |a| a.text.clone()),
-        })?;
-        authorize(chain, peer)?;
         let mut req = boxed_request(req);
+        let target = req.headers_mut().remove(TARGET_PORT).and_then(|v| v.to_str().ok()?.parse::<u16>().ok());
+        let no_route = || ProxyError::NoRoute {
+            authority: authority.as_ref().map_or_else(String::new, |a| a.text.clone()),
+        };
+        let chain = match (peer, target) {
+            (Peer::Mtls(_), Some(target)) => index.inbound().for_target(target).ok_or_else(no_route)?,
+            _ => {
+                let port = authority.as_ref().map(|a| a.port).filter(|port| *port != 0);
+                index.inbound().for_request(port).ok_or_else(no_route)?
+            }
+        };
+        authorize(chain, peer)?;
         let headers = req.headers_mut();
         headers.remove(XFCC);
         if let Peer::Mtls(identity) = peer

@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use http::header::HOST;
 use http::uri::{Authority as UriAuthority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,6 +24,12 @@ use crate::error::ProxyError;
 use crate::http::{Authority, Body, boxed_response, empty, full, strip_hop_by_hop};
 use crate::index::{Action, ClusterEntry, EndpointEntry, RouteTable, Transport};
 use pool::{H2Pool, connect_tcp};
+
+/// Proxy-to-proxy header naming the endpoint's target (container) port, so the peer's inbound
+/// picks the chain the endpoint was chosen for even when the authority has no port (Istio
+/// carries this as the original destination of the connection). Only trusted over mutual TLS,
+/// and never forwarded to an app.
+pub const TARGET_PORT: HeaderName = HeaderName::from_static("x-paymesh-target-port");
 
 /// A byte stream to an upstream (plain TCP or an HTTP/2 CONNECT stream).
 pub trait Tunnel: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -91,8 +97,14 @@ impl Upstream {
         req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
         let endpoint = pick(cluster)?;
+        let mut req = req;
+        req.headers_mut().remove(TARGET_PORT);
         match &endpoint.transport {
-            Transport::Mesh(pool) | Transport::PlainH2(pool) => send_h2(pool, &authority.text, req).await,
+            Transport::Mesh(pool) => {
+                req.headers_mut().insert(TARGET_PORT, HeaderValue::from(endpoint.address.port()));
+                send_h2(pool, &authority.text, req).await
+            }
+            Transport::PlainH2(pool) => send_h2(pool, &authority.text, req).await,
             Transport::PlainH1 => self.send_h1(endpoint.address, &authority.text, req).await,
         }
     }

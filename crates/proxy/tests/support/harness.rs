@@ -309,15 +309,15 @@ pub const HTTP_PORT: u16 = 8080;
 pub const H2_PORT: u16 = 9090;
 pub const TCP_PORT: u16 = 7070;
 
-fn node(pod: &Pod, kind: ProxyKind) -> Node {
+pub fn node(pod: &Pod, kind: ProxyKind) -> Node {
     Node { pod: pod.name.clone(), namespace: pod.ns.clone(), ip: pod.ip, kind, identity: pod.identity() }
 }
 
-fn mesh() -> MeshSettings {
+pub fn mesh() -> MeshSettings {
     MeshSettings { trust_domain: "cluster.local".to_owned(), cert_ttl_secs: 3600 }
 }
 
-fn cluster(port: u16, host: &str, protocol: Protocol, sans: Vec<String>) -> Cluster {
+pub fn cluster(port: u16, host: &str, protocol: Protocol, sans: Vec<String>) -> Cluster {
     Cluster {
         name: outbound_cluster_name(port, None, host),
         service: host.to_owned(),
@@ -329,7 +329,7 @@ fn cluster(port: u16, host: &str, protocol: Protocol, sans: Vec<String>) -> Clus
     }
 }
 
-fn endpoint(pod: &Pod, port: u16) -> Endpoint {
+pub fn endpoint(pod: &Pod, port: u16) -> Endpoint {
     Endpoint {
         address: pod.at(port),
         tunnel_port: Some(15006),
@@ -339,7 +339,7 @@ fn endpoint(pod: &Pod, port: u16) -> Endpoint {
     }
 }
 
-fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
+pub fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
     RouteConfig {
         name: port.to_string(),
         virtual_hosts: vec![VirtualHost {
