@@ -1,0 +1,224 @@
+//! HTTP plumbing shared by every listener: the body type, the server settings (limits and
+//! timeouts that protect the proxy from slow or hostile clients), hop-by-hop header handling,
+//! request ids, and authorities.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST, TE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+/// Any error a body can carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every request and response the proxy handles.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The largest request header section accepted; larger ones get 431 (hyper's read buffer limit,
+/// which is the header limit because headers must fit in it).
+pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+
+/// How long a client may take to send a complete request header section.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Envoy's and Istio's request id header.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The scheme the client used.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Headers that belong to one connection and never travel further (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body of `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A received body, streamed on.
+pub fn incoming(body: Incoming) -> Body {
+    body.map_err(BoxError::from).boxed_unsync()
+}
+
+/// Maps a received request's body to [`Body`].
+pub fn boxed_request(req: Request<Incoming>) -> Request<Body> {
+    req.map(incoming)
+}
+
+/// Maps a received response's body to [`Body`].
+pub fn boxed_response(res: Response<Incoming>) -> Response<Body> {
+    res.map(incoming)
+}
+
+/// The server every HTTP listener runs: HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on one
+/// port, with the header size limit and the header read timeout.
+pub fn server() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Serves one connection with `handler` (upgrades allowed, for CONNECT), watched by `watcher`
+/// so shutdown can drain it.
+pub async fn serve_connection<I, F, Fut>(io: I, handler: F, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let response = handler(req);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let builder = server();
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(error) = watcher.watch(connection.into_owned()).await {
+        debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Removes hop-by-hop headers, and the headers `Connection` names; `te: trailers` survives, as
+/// gRPC needs it end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let trailers = headers.get(TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(TE);
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Adds `x-request-id` (a random UUID) and `x-forwarded-proto` when the client sent none.
+pub fn add_forwarding_headers(headers: &mut HeaderMap, proto: &'static str) {
+    if !headers.contains_key(X_REQUEST_ID)
+        && let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+    {
+        headers.insert(X_REQUEST_ID, id);
+    }
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+}
+
+/// A request's authority: `host[:port]` as the client wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// The text as received, lowercased (virtual host domains are lowercase).
+    pub text: String,
+    /// The host part, without brackets for IPv6.
+    pub host_len: usize,
+    /// The port, or `default_port` when the authority has none.
+    pub port: u16,
+}
+
+impl Authority {
+    /// The authority of `req`: the URI's (absolute-form, HTTP/2 `:authority`, CONNECT), else
+    /// `Host`. `None` when there is none or it is not `host[:port]`.
+    pub fn of<B>(req: &Request<B>, default_port: u16) -> Option<Self> {
+        let text = match req.uri().authority() {
+            Some(authority) => authority.as_str(),
+            None => req.headers().get(HOST)?.to_str().ok()?,
+        };
+        Self::parse(text, default_port)
+    }
+
+    /// Parses `host[:port]`.
+    pub fn parse(text: &str, default_port: u16) -> Option<Self> {
+        let authority: http::uri::Authority = text.parse().ok()?;
+        if authority.as_str().contains('@') || authority.host().is_empty() {
+            return None;
+        }
+        let port = match authority.port() {
+            Some(port) => port.as_u16(),
+            None if authority.as_str().len() > authority.host().len() => return None,
+            None => default_port,
+        };
+        let text = authority.as_str().to_ascii_lowercase();
+        let host_len = authority.host().len();
+        Some(Authority { text, host_len, port })
+    }
+
+    /// The host part.
+    pub fn host(&self) -> &str {
+        &self.text[..self.host_len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_named_ones_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("close, x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut headers);
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["te", "traceparent"]);
+        headers.insert(TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut headers);
+        assert!(!headers.contains_key(TE));
+    }
+
+    #[test]
+    fn authorities_parse_with_default_ports() {
+        let a = Authority::parse("Account-Service:8083", 80).expect("valid");
+        assert_eq!((a.text.as_str(), a.host(), a.port), ("account-service:8083", "account-service", 8083));
+        let b = Authority::parse("foo", 80).expect("valid");
+        assert_eq!((b.host(), b.port), ("foo", 80));
+        assert!(Authority::parse("user@foo:80", 80).is_none());
+        assert!(Authority::parse("foo:bar", 80).is_none());
+        assert!(Authority::parse("", 80).is_none());
+        assert!(Authority::parse("foo:", 80).is_none());
+    }
+}

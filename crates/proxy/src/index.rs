@@ -1,0 +1,277 @@
+//! The per-snapshot lookup structures: built once from a [`ProxyConfig`] (in [`build`]), then
+//! read by every request without a lock through an `ArcSwap`.
+//!
+//! - route tables by name, and by port for the outbound listener (route config `"8083"`);
+//!   within a table, virtual hosts by the exact domain strings (`host` and `host:port` forms);
+//! - clusters by name, each with its endpoints, their transports (a pooled connection) and a
+//!   round-robin cursor;
+//! - TCP routes by `host:port`; inbound chains by service port and target port; gateway
+//!   listeners by address.
+//!
+//! Names are resolved to `Arc`s at build time, so a request never looks a cluster up by name.
+
+pub mod build;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::StatusCode;
+use paymesh_api::ProxyConfig;
+use paymesh_api::model::{InboundChain, Protocol, ServerTls};
+
+use crate::http::Authority;
+use crate::upstream::pool::H2Pool;
+
+pub use build::IndexError;
+
+/// Everything a request needs, for one config version.
+pub struct Index {
+    config: Arc<ProxyConfig>,
+    port_routes: HashMap<u16, Arc<RouteTable>>,
+    tcp: HashMap<String, Arc<ClusterEntry>>,
+    inbound: InboundIndex,
+    gateways: HashMap<SocketAddr, Arc<GatewayListener>>,
+}
+
+impl Index {
+    /// The config this index was built from (for `/config_dump`).
+    pub fn config(&self) -> &Arc<ProxyConfig> {
+        &self.config
+    }
+
+    /// The config version.
+    pub fn version(&self) -> &str {
+        &self.config.version
+    }
+
+    /// The route table of outbound HTTP on `port` (route config named `"<port>"`).
+    pub fn port_routes(&self, port: u16) -> Option<&Arc<RouteTable>> {
+        self.port_routes.get(&port)
+    }
+
+    /// The TCP route for `host:port` (outbound listener).
+    pub fn tcp_route(&self, authority: &Authority) -> Option<&Arc<ClusterEntry>> {
+        self.tcp.get(&authority.text).or_else(|| {
+            let with_port = format!("{}:{}", authority.host(), authority.port);
+            self.tcp.get(&with_port)
+        })
+    }
+
+    /// The inbound chains.
+    pub fn inbound(&self) -> &InboundIndex {
+        &self.inbound
+    }
+
+    /// The gateway listener bound at `addr`.
+    pub fn gateway(&self, addr: &SocketAddr) -> Option<&Arc<GatewayListener>> {
+        self.gateways.get(addr)
+    }
+
+    /// Every gateway listener.
+    pub fn gateways(&self) -> impl Iterator<Item = (&SocketAddr, &Arc<GatewayListener>)> {
+        self.gateways.iter()
+    }
+}
+
+/// A route config: virtual hosts by domain.
+pub struct RouteTable {
+    name: String,
+    hosts: HashMap<String, Arc<VirtualHostEntry>>,
+}
+
+impl RouteTable {
+    /// The route config's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The virtual host for `authority`: the exact `host:port` text, else the host alone, else
+    /// the `*` catch-all.
+    pub fn virtual_host(&self, authority: &Authority) -> Option<&Arc<VirtualHostEntry>> {
+        self.hosts
+            .get(&authority.text)
+            .or_else(|| self.hosts.get(authority.host()))
+            .or_else(|| self.hosts.get("*"))
+    }
+}
+
+/// A virtual host with its routes resolved.
+pub struct VirtualHostEntry {
+    /// The virtual host's name.
+    pub name: String,
+    /// Routes, first match wins.
+    pub routes: Vec<RouteEntry>,
+}
+
+/// A route with its action resolved.
+pub struct RouteEntry {
+    /// The route's name.
+    pub name: String,
+    /// What it does.
+    pub action: Action,
+}
+
+/// A resolved route action.
+pub enum Action {
+    /// Forward to one of the clusters, by weight.
+    Forward(WeightedClusters),
+    /// Answer directly.
+    Direct {
+        /// The status.
+        status: StatusCode,
+        /// The body.
+        body: Bytes,
+    },
+}
+
+/// Clusters with weights (total > 0).
+pub struct WeightedClusters {
+    clusters: Vec<(Arc<ClusterEntry>, u32)>,
+    total: u32,
+}
+
+impl WeightedClusters {
+    /// Picks a cluster in proportion to its weight.
+    pub fn pick(&self) -> &Arc<ClusterEntry> {
+        let first = &self.clusters[0].0;
+        if self.clusters.len() == 1 {
+            return first;
+        }
+        let mut ticket = fastrand::u32(0..self.total);
+        for (cluster, weight) in &self.clusters {
+            if ticket < *weight {
+                return cluster;
+            }
+            ticket -= weight;
+        }
+        first
+    }
+}
+
+/// A cluster with its endpoints.
+pub struct ClusterEntry {
+    /// The cluster's name.
+    pub name: String,
+    /// How requests are carried to endpoints without a sidecar.
+    pub protocol: Protocol,
+    endpoints: Vec<EndpointEntry>,
+    cursor: AtomicUsize,
+}
+
+impl ClusterEntry {
+    /// The next endpoint, round robin; `None` when the cluster has none.
+    pub fn pick(&self) -> Option<&EndpointEntry> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
+        self.endpoints.get(turn % self.endpoints.len())
+    }
+}
+
+/// One endpoint and how to reach it.
+pub struct EndpointEntry {
+    /// Pod IP and target port.
+    pub address: SocketAddr,
+    /// The connection to use.
+    pub transport: Transport,
+}
+
+/// How requests reach an endpoint.
+pub enum Transport {
+    /// HTTP/2 over mutual TLS to the endpoint's sidecar (its tunnel port), with the original
+    /// authority; CONNECT names `address`.
+    Mesh(Arc<H2Pool>),
+    /// Plaintext h2c to `address` (HTTP/2 and gRPC services).
+    PlainH2(Arc<H2Pool>),
+    /// Plaintext HTTP/1.1 to `address`.
+    PlainH1,
+}
+
+/// The inbound listener's chains.
+pub struct InboundIndex {
+    chains: Vec<ChainEntry>,
+    by_service_port: HashMap<u16, usize>,
+    by_target_port: HashMap<u16, usize>,
+    only_http: Option<usize>,
+}
+
+/// One inbound chain, with the connection to its app port.
+pub struct ChainEntry {
+    /// The chain.
+    pub chain: InboundChain,
+    /// `POD_IP:target_port`.
+    pub app: SocketAddr,
+    /// The h2c pool to the app, for HTTP/2 ports.
+    pub h2: Option<Arc<H2Pool>>,
+}
+
+impl InboundIndex {
+    /// The chain an HTTP request for `port` (its authority's port) goes to: the chain serving
+    /// that Service port, else the one with that target port, else the only HTTP chain.
+    pub fn for_request(&self, port: Option<u16>) -> Option<&ChainEntry> {
+        let by_port =
+            port.and_then(|p| self.by_service_port.get(&p).or_else(|| self.by_target_port.get(&p)).copied());
+        by_port.or(self.only_http).and_then(|i| self.chains.get(i))
+    }
+
+    /// The chain whose app listens on `target_port` (CONNECT).
+    pub fn for_target(&self, target_port: u16) -> Option<&ChainEntry> {
+        self.by_target_port.get(&target_port).and_then(|i| self.chains.get(*i))
+    }
+
+    /// Whether any chain accepts plaintext (PERMISSIVE or DISABLE).
+    pub fn accepts_plaintext(&self) -> bool {
+        self.chains.iter().any(|c| c.chain.mtls != paymesh_api::model::MtlsMode::Strict)
+    }
+}
+
+/// A gateway listener: its servers, in order.
+pub struct GatewayListener {
+    /// The listener's name.
+    pub name: String,
+    /// Its servers.
+    pub servers: Vec<GatewayServerEntry>,
+}
+
+/// A gateway server with its route table resolved.
+pub struct GatewayServerEntry {
+    /// The `Gateway` resource.
+    pub gateway: String,
+    /// Hosts it accepts.
+    pub hosts: Vec<String>,
+    /// TLS termination.
+    pub tls: Option<ServerTls>,
+    /// Its routes.
+    pub routes: Arc<RouteTable>,
+}
+
+impl GatewayListener {
+    /// The first server whose hosts match `host` (`*`, exact, or `*.suffix`).
+    pub fn server_for(&self, host: &str) -> Option<&GatewayServerEntry> {
+        self.servers.iter().find(|server| server.hosts.iter().any(|pattern| host_matches(pattern, host)))
+    }
+
+    /// The TLS settings of the listener (its first server with TLS).
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.servers.iter().find_map(|server| server.tls.as_ref())
+    }
+}
+
+/// Istio's Gateway host matching, without the `namespace/` prefix: `*`, exact (case-insensitive),
+/// or `*.suffix` matching any host ending in `.suffix`.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.rsplit_once('/').map_or(pattern, |(_, host)| host);
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => {
+            host.len() > suffix.len() && host.to_ascii_lowercase().ends_with(&suffix.to_ascii_lowercase())
+        }
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}

@@ -1,0 +1,331 @@
+//! Building an [`Index`] from a snapshot, checking it on the way: every name a listener or route
+//! refers to exists, addresses are usable, identities parse. Any problem rejects the whole
+//! snapshot with a reason (the proxy NACKs it and keeps the old index), so a half-applied config
+//! never exists.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use bytes::Bytes;
+use http::StatusCode;
+use paymesh_api::ProxyConfig;
+use paymesh_api::model::{Cluster, ListenerKind, Protocol, RouteAction, RouteConfig, UpstreamTls};
+use paymesh_tls::{ExpectedIdentities, Identity};
+
+use super::{
+    Action, ChainEntry, ClusterEntry, EndpointEntry, GatewayListener, GatewayServerEntry, InboundIndex,
+    Index, RouteEntry, RouteTable, Transport, VirtualHostEntry, WeightedClusters,
+};
+use crate::upstream::pool::Pools;
+
+/// Why a snapshot was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The snapshot is for another proxy.
+    #[error("snapshot is for pod {found}, this proxy is {expected}")]
+    WrongNode {
+        /// This proxy's pod.
+        expected: String,
+        /// The snapshot's node.
+        found: String,
+    },
+    /// Two resources of one kind share a name.
+    #[error("duplicate {kind} `{name}`")]
+    Duplicate {
+        /// `cluster`, `route config`, ...
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A reference to a cluster that does not exist.
+    #[error("{referrer} refers to unknown cluster `{cluster}`")]
+    UnknownCluster {
+        /// Who refers to it.
+        referrer: String,
+        /// The missing cluster.
+        cluster: String,
+    },
+    /// A reference to a route config that does not exist.
+    #[error("{referrer} refers to unknown route config `{route}`")]
+    UnknownRoute {
+        /// Who refers to it.
+        referrer: String,
+        /// The missing route config.
+        route: String,
+    },
+    /// A forward action without clusters, or whose weights are all zero.
+    #[error("route `{route}` forwards nowhere: no cluster has a weight")]
+    NoWeight {
+        /// The route.
+        route: String,
+    },
+    /// A direct response with a status HTTP does not have.
+    #[error("route `{route}` answers with invalid status {status}")]
+    BadStatus {
+        /// The route.
+        route: String,
+        /// The status.
+        status: u16,
+    },
+    /// An address that can't be dialed or bound.
+    #[error("{what} has unusable address {addr}")]
+    BadAddress {
+        /// What has it.
+        what: String,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// A mutual-TLS cluster with no or an invalid subject alt name.
+    #[error("cluster `{cluster}`: {reason}")]
+    BadIdentities {
+        /// The cluster.
+        cluster: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two inbound chains claim the same port.
+    #[error("inbound port {port} belongs to two chains")]
+    PortConflict {
+        /// The port.
+        port: u16,
+    },
+    /// A TLS client configuration could not be built.
+    #[error("TLS for cluster `{cluster}`: {reason}")]
+    Tls {
+        /// The cluster.
+        cluster: String,
+        /// What rustls said.
+        reason: String,
+    },
+}
+
+impl Index {
+    /// Checks and indexes `config` for the proxy of pod `pod` at `pod_ip`, taking connection
+    /// pools from `pools`.
+    pub fn build(
+        config: ProxyConfig,
+        pod: &str,
+        pod_ip: IpAddr,
+        pools: &mut Pools,
+    ) -> Result<Index, IndexError> {
+        if config.node.pod != pod {
+            return Err(IndexError::WrongNode { expected: pod.to_owned(), found: config.node.pod.clone() });
+        }
+        let clusters = clusters(&config, pools)?;
+        let mut routes = HashMap::new();
+        let mut port_routes = HashMap::new();
+        for route_config in &config.routes {
+            let table = Arc::new(route_table(route_config, &clusters)?);
+            if let Ok(port) = route_config.name.parse::<u16>() {
+                port_routes.insert(port, Arc::clone(&table));
+            }
+            if routes.insert(route_config.name.clone(), table).is_some() {
+                return Err(IndexError::Duplicate { kind: "route config", name: route_config.name.clone() });
+            }
+        }
+        let mut tcp = HashMap::new();
+        let mut inbound = None;
+        let mut gateways = HashMap::new();
+        for listener in &config.listeners {
+            match &listener.kind {
+                ListenerKind::Outbound { tcp: tcp_routes } => {
+                    for route in tcp_routes {
+                        let referrer = || format!("TCP route {}:{}", route.hosts.join(","), route.port);
+                        let cluster = find(&clusters, &route.cluster, referrer)?;
+                        for host in &route.hosts {
+                            tcp.insert(
+                                format!("{}:{}", host.to_ascii_lowercase(), route.port),
+                                Arc::clone(cluster),
+                            );
+                        }
+                    }
+                }
+                ListenerKind::Inbound { chains } => inbound = Some(inbound_index(chains, pod_ip, pools)?),
+                ListenerKind::Gateway { servers } => {
+                    check_addr(&listener.name, listener.address, true)?;
+                    let mut entries = Vec::with_capacity(servers.len());
+                    for server in servers {
+                        let table = routes.get(&server.route).ok_or_else(|| IndexError::UnknownRoute {
+                            referrer: format!("gateway server {} on {}", server.gateway, listener.name),
+                            route: server.route.clone(),
+                        })?;
+                        entries.push(GatewayServerEntry {
+                            gateway: server.gateway.clone(),
+                            hosts: server.hosts.clone(),
+                            tls: server.tls.clone(),
+                            routes: Arc::clone(table),
+                        });
+                    }
+                    let gateway = GatewayListener { name: listener.name.clone(), servers: entries };
+                    if gateways.insert(listener.address, Arc::new(gateway)).is_some() {
+                        return Err(IndexError::Duplicate {
+                            kind: "listener address",
+                            name: listener.address.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        let inbound = match inbound {
+            Some(inbound) => inbound,
+            None => inbound_index(&[], pod_ip, pools)?,
+        };
+        pools.prune();
+        Ok(Index { config: Arc::new(config), port_routes, tcp, inbound, gateways })
+    }
+}
+
+fn find<'a>(
+    clusters: &'a HashMap<String, Arc<ClusterEntry>>,
+    name: &str,
+    referrer: impl FnOnce() -> String,
+) -> Result<&'a Arc<ClusterEntry>, IndexError> {
+    clusters
+        .get(name)
+        .ok_or_else(|| IndexError::UnknownCluster { referrer: referrer(), cluster: name.to_owned() })
+}
+
+fn check_addr(what: &str, addr: SocketAddr, bind: bool) -> Result<(), IndexError> {
+    if addr.port() == 0 || (!bind && addr.ip().is_unspecified()) || addr.ip().is_multicast() {
+        return Err(IndexError::BadAddress { what: what.to_owned(), addr });
+    }
+    Ok(())
+}
+
+fn expected_identities(cluster: &Cluster, sans: &[String]) -> Result<ExpectedIdentities, IndexError> {
+    let bad = |reason: String| IndexError::BadIdentities { cluster: cluster.name.clone(), reason };
+    let identities = sans
+        .iter()
+        .map(|san| san.parse::<Identity>().map_err(|e| bad(format!("subject alt name `{san}`: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    ExpectedIdentities::any_of(identities)
+        .ok_or_else(|| bad("ISTIO_MUTUAL without subject alt names".to_owned()))
+}
+
+fn clusters(
+    config: &ProxyConfig,
+    pools: &mut Pools,
+) -> Result<HashMap<String, Arc<ClusterEntry>>, IndexError> {
+    let mut endpoint_sets = HashMap::new();
+    for set in &config.endpoints {
+        if config.cluster(&set.cluster).is_none() {
+            return Err(IndexError::UnknownCluster {
+                referrer: "endpoints".to_owned(),
+                cluster: set.cluster.clone(),
+            });
+        }
+        if endpoint_sets.insert(set.cluster.as_str(), &set.endpoints).is_some() {
+            return Err(IndexError::Duplicate { kind: "endpoints of cluster", name: set.cluster.clone() });
+        }
+    }
+    let mut clusters = HashMap::with_capacity(config.clusters.len());
+    for cluster in &config.clusters {
+        let expected = match &cluster.tls {
+            UpstreamTls::IstioMutual { subject_alt_names } => {
+                Some(expected_identities(cluster, subject_alt_names)?)
+            }
+            UpstreamTls::Disable => None,
+        };
+        let mut endpoints = Vec::new();
+        for endpoint in endpoint_sets.get(cluster.name.as_str()).map_or(&[][..], |e| e.as_slice()) {
+            let what = format!("endpoint {} of cluster `{}`", endpoint.pod, cluster.name);
+            check_addr(&what, endpoint.address, false)?;
+            let transport = match (endpoint.tunnel_port, &expected) {
+                (Some(tunnel_port), Some(expected)) => {
+                    let tunnel = SocketAddr::new(endpoint.address.ip(), tunnel_port);
+                    check_addr(&what, tunnel, false)?;
+                    let pool = pools.mesh(tunnel, expected).map_err(|e| IndexError::Tls {
+                        cluster: cluster.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    Transport::Mesh(pool)
+                }
+                _ if cluster.protocol == Protocol::Http2 => {
+                    Transport::PlainH2(pools.plaintext(endpoint.address))
+                }
+                _ => Transport::PlainH1,
+            };
+            endpoints.push(EndpointEntry { address: endpoint.address, transport });
+        }
+        let entry = ClusterEntry {
+            name: cluster.name.clone(),
+            protocol: cluster.protocol,
+            endpoints,
+            cursor: AtomicUsize::new(0),
+        };
+        if clusters.insert(cluster.name.clone(), Arc::new(entry)).is_some() {
+            return Err(IndexError::Duplicate { kind: "cluster", name: cluster.name.clone() });
+        }
+    }
+    Ok(clusters)
+}
+
+fn route_table(
+    config: &RouteConfig,
+    clusters: &HashMap<String, Arc<ClusterEntry>>,
+) -> Result<RouteTable, IndexError> {
+    let mut hosts = HashMap::new();
+    for vhost in &config.virtual_hosts {
+        let mut routes = Vec::with_capacity(vhost.routes.len());
+        for route in &vhost.routes {
+            let action = match &route.action {
+                RouteAction::Forward { clusters: weighted } => {
+                    let mut resolved = Vec::with_capacity(weighted.len());
+                    for w in weighted.iter().filter(|w| w.weight > 0 || weighted.len() == 1) {
+                        let referrer = || format!("route `{}` of virtual host `{}`", route.name, vhost.name);
+                        resolved.push((Arc::clone(find(clusters, &w.cluster, referrer)?), w.weight.max(1)));
+                    }
+                    let total = resolved.iter().map(|(_, w)| *w).fold(0u32, u32::saturating_add);
+                    if resolved.is_empty() || total == 0 {
+                        return Err(IndexError::NoWeight { route: route.name.clone() });
+                    }
+                    Action::Forward(WeightedClusters { clusters: resolved, total })
+                }
+                RouteAction::DirectResponse { status, body } => {
+                    let status = StatusCode::from_u16(*status)
+                        .map_err(|_| IndexError::BadStatus { route: route.name.clone(), status: *status })?;
+                    Action::Direct { status, body: Bytes::from(body.clone()) }
+                }
+            };
+            routes.push(RouteEntry { name: route.name.clone(), action });
+        }
+        let entry = Arc::new(VirtualHostEntry { name: vhost.name.clone(), routes });
+        for domain in &vhost.domains {
+            hosts.entry(domain.to_ascii_lowercase()).or_insert_with(|| Arc::clone(&entry));
+        }
+    }
+    Ok(RouteTable { name: config.name.clone(), hosts })
+}
+
+fn inbound_index(
+    chains: &[paymesh_api::model::InboundChain],
+    pod_ip: IpAddr,
+    pools: &mut Pools,
+) -> Result<InboundIndex, IndexError> {
+    let mut entries = Vec::with_capacity(chains.len());
+    let mut by_service_port = HashMap::new();
+    let mut by_target_port = HashMap::new();
+    for (i, chain) in chains.iter().enumerate() {
+        let app = SocketAddr::new(pod_ip, chain.target_port);
+        check_addr(&format!("inbound chain {}", chain.cluster), app, false)?;
+        if by_target_port.insert(chain.target_port, i).is_some() {
+            return Err(IndexError::PortConflict { port: chain.target_port });
+        }
+        for port in &chain.service_ports {
+            if by_service_port.insert(*port, i).is_some() {
+                return Err(IndexError::PortConflict { port: *port });
+            }
+        }
+        let h2 = (chain.protocol == Protocol::Http2).then(|| pools.plaintext(app));
+        entries.push(ChainEntry { chain: chain.clone(), app, h2 });
+    }
+    let mut http =
+        entries.iter().enumerate().filter(|(_, e)| e.chain.protocol != Protocol::Tcp).map(|(i, _)| i);
+    let only_http = match (http.next(), http.next()) {
+        (Some(i), None) => Some(i),
+        _ => None,
+    };
+    Ok(InboundIndex { chains: entries, by_service_port, by_target_port, only_http })
+}

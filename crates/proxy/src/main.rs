@@ -1,0 +1,130 @@
+//! `paymesh-proxy`: the sidecar and gateway binary. Flags (each with its environment variable,
+//! so the same binary runs in containers) become an [`app::Config`]; [`app::build`] binds and
+//! spawns; `main` prints `paymesh-proxy ready` once ready and drains on SIGTERM/SIGINT.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use paymesh_proxy::app::{self, Ports};
+use paymesh_tls::TrustDomain;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Sidecar,
+    Gateway,
+}
+
+/// paymesh's data plane: sidecar or ingress gateway.
+#[derive(Debug, Parser)]
+#[command(name = "paymesh-proxy", version)]
+struct Args {
+    /// Sidecar (outbound 15001, inbound 15006) or gateway (its Gateway listeners).
+    #[arg(long, value_enum, env = "PAYMESH_PROXY_MODE", default_value = "sidecar")]
+    mode: ModeArg,
+    /// Pod name.
+    #[arg(long, env = "POD_NAME")]
+    pod: String,
+    /// Pod namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    /// The pod's service account.
+    #[arg(long, env = "SERVICE_ACCOUNT")]
+    service_account: String,
+    /// The pod IP: listeners bind it, outgoing connections come from it.
+    #[arg(long, env = "POD_IP")]
+    ip: IpAddr,
+    /// The control plane's CA + discovery endpoint.
+    #[arg(long, env = "PAYMESH_CONTROL")]
+    control: SocketAddr,
+    /// The mesh trust bundle (PEM).
+    #[arg(long, env = "PAYMESH_ROOT_CERT")]
+    root_cert: PathBuf,
+    /// Bootstrap token file (read once, then deleted).
+    #[arg(long, env = "PAYMESH_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// SPIFFE trust domain.
+    #[arg(long, env = "PAYMESH_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: TrustDomain,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[arg(long, env = "PAYMESH_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+impl Args {
+    fn into_config(self) -> app::Config {
+        app::Config {
+            mode: match self.mode {
+                ModeArg::Sidecar => app::Mode::Sidecar,
+                ModeArg::Gateway => app::Mode::Gateway,
+            },
+            pod: self.pod,
+            namespace: self.namespace,
+            service_account: self.service_account,
+            ip: self.ip,
+            control: self.control,
+            root_cert: self.root_cert,
+            token_file: self.token_file,
+            trust_domain: self.trust_domain,
+            drain_timeout: self.drain_timeout,
+            ports: Ports::default(),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = Args::parse().into_config();
+    info!(
+        mode = ?config.mode, pod = %config.pod, namespace = %config.namespace,
+        service_account = %config.service_account, ip = %config.ip, control = %config.control,
+        root_cert = %config.root_cert.display(), trust_domain = %config.trust_domain,
+        drain_timeout = ?config.drain_timeout, ports = ?config.ports, "effective config"
+    );
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("data runtime starts")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: app::Config) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let app = app::build(config).await.context("proxy starts")?;
+    tokio::select! {
+        () = app.ready() => {
+            println!("paymesh-proxy ready");
+            info!(bound = ?app.bound(), "proxy ready");
+        }
+        _ = term.recv() => return shutdown(app, &mut term, &mut int).await,
+        _ = int.recv() => return shutdown(app, &mut term, &mut int).await,
+    }
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown(app, &mut term, &mut int).await
+}
+
+/// Drains; a second signal exits at once.
+async fn shutdown(
+    app: app::App,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<()> {
+    info!("shutdown signal: draining");
+    tokio::select! {
+        () = app.shutdown() => Ok(()),
+        _ = term.recv() => { warn!("second signal: exiting now"); Ok(()) }
+        _ = int.recv() => { warn!("second signal: exiting now"); Ok(()) }
+    }
+}

@@ -1,0 +1,220 @@
+//! Forwarding to upstreams, shared by the outbound listener, the inbound listener (towards the
+//! app) and the gateway: route lookup (virtual host → first route → weighted cluster →
+//! round-robin endpoint), then the request over the endpoint's transport, or a TCP tunnel.
+//!
+//! Mesh endpoints get HTTP/2 over mutual TLS to their sidecar's inbound port, multiplexed on one
+//! pooled connection, carrying the original authority; CONNECT tunnels ride the same connection
+//! as HTTP/2 CONNECT to `POD_IP:targetPort` (HBONE's shape). Endpoints without a sidecar get
+//! plaintext HTTP/1.1 (hyper's pooled client) or h2c. Every socket binds the pod IP as source.
+
+pub mod pool;
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+
+use http::header::HOST;
+use http::uri::{Authority as UriAuthority, PathAndQuery, Scheme};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::ProxyError;
+use crate::http::{Authority, Body, boxed_response, empty, full, strip_hop_by_hop};
+use crate::index::{Action, ClusterEntry, EndpointEntry, RouteTable, Transport};
+use pool::{H2Pool, connect_tcp};
+
+/// Proxy-to-proxy header naming the endpoint's target (container) port, so the peer's inbound
+/// picks the chain the endpoint was chosen for even when the authority has no port (Istio
+/// carries this as the original destination of the connection). Only trusted over mutual TLS,
+/// and never forwarded to an app.
+pub const TARGET_PORT: HeaderName = HeaderName::from_static("x-paymesh-target-port");
+
+/// A byte stream to an upstream (plain TCP or an HTTP/2 CONNECT stream).
+pub trait Tunnel: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Tunnel for T {}
+
+/// The upstream side of the proxy: dials from the pod IP.
+pub struct Upstream {
+    source: IpAddr,
+    h1: Client<HttpConnector, Body>,
+}
+
+impl Upstream {
+    /// Upstream connections from `source` (the pod IP).
+    pub fn new(source: IpAddr) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(source));
+        connector.set_connect_timeout(Some(pool::CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let h1 = Client::builder(TokioExecutor::new()).build(connector);
+        Upstream { source, h1 }
+    }
+
+    /// The pod IP.
+    pub fn source(&self) -> IpAddr {
+        self.source
+    }
+
+    /// Routes `req` with `table` (virtual host by `authority`, first route) and forwards it.
+    pub async fn route(
+        &self,
+        table: &RouteTable,
+        authority: &Authority,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let no_route = || ProxyError::NoRoute { authority: authority.text.clone() };
+        let vhost = table.virtual_host(authority).ok_or_else(no_route)?;
+        let route = vhost.routes.first().ok_or_else(no_route)?;
+        match &route.action {
+            Action::Direct { status, body } => {
+                let mut response = Response::new(full(body.clone()));
+                *response.status_mut() = *status;
+                Ok(response)
+            }
+            Action::Forward(clusters) => self.forward(clusters.pick(), authority, req).await,
+        }
+    }
+
+    /// The cluster the first route of `authority`'s virtual host forwards to (CONNECT to an
+    /// HTTP service port), picked by weight.
+    pub fn cluster_of<'a>(
+        table: &'a RouteTable,
+        authority: &Authority,
+    ) -> Option<&'a std::sync::Arc<ClusterEntry>> {
+        match &table.virtual_host(authority)?.routes.first()?.action {
+            Action::Forward(clusters) => Some(clusters.pick()),
+            Action::Direct { .. } => None,
+        }
+    }
+
+    /// Sends `req` to the next endpoint of `cluster`, keeping `authority`.
+    pub async fn forward(
+        &self,
+        cluster: &ClusterEntry,
+        authority: &Authority,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let endpoint = pick(cluster)?;
+        let mut req = req;
+        req.headers_mut().remove(TARGET_PORT);
+        match &endpoint.transport {
+            Transport::Mesh(pool) => {
+                req.headers_mut().insert(TARGET_PORT, HeaderValue::from(endpoint.address.port()));
+                send_h2(pool, &authority.text, req).await
+            }
+            Transport::PlainH2(pool) => send_h2(pool, &authority.text, req).await,
+            Transport::PlainH1 => self.send_h1(endpoint.address, &authority.text, req).await,
+        }
+    }
+
+    /// HTTP/1.1 to `addr` over hyper's pooled client, `Host` set to `authority`.
+    pub async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        authority: &str,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = rewrite_uri(&parts.uri, &addr.to_string())?;
+        parts.version = Version::HTTP_11;
+        let host = authority
+            .parse()
+            .map_err(|_| ProxyError::BadRequest(format!("invalid authority {authority}")))?;
+        parts.headers.insert(HOST, host);
+        strip_hop_by_hop(&mut parts.headers);
+        match self.h1.request(Request::from_parts(parts, body)).await {
+            Ok(response) => Ok(clean(boxed_response(response))),
+            Err(error) if error.is_connect() => {
+                Err(ProxyError::UpstreamConnect { endpoint: addr, cause: error_chain(&error) })
+            }
+            Err(error) => Err(ProxyError::UpstreamReset { endpoint: addr, cause: error_chain(&error) }),
+        }
+    }
+
+    /// A byte stream to the next endpoint of `cluster`: HTTP/2 CONNECT over the mesh
+    /// connection, or TCP.
+    pub async fn tunnel(&self, cluster: &ClusterEntry) -> Result<Pin<Box<dyn Tunnel>>, ProxyError> {
+        let endpoint = pick(cluster)?;
+        match &endpoint.transport {
+            Transport::Mesh(pool) => connect_h2(pool, endpoint.address).await,
+            Transport::PlainH2(_) | Transport::PlainH1 => {
+                Ok(Box::pin(connect_tcp(self.source, endpoint.address).await?))
+            }
+        }
+    }
+}
+
+fn pick(cluster: &ClusterEntry) -> Result<&EndpointEntry, ProxyError> {
+    cluster.pick().ok_or_else(|| ProxyError::NoHealthyUpstream { cluster: cluster.name.clone() })
+}
+
+/// HTTP/2 to `pool`'s address with `:authority` = `authority`.
+pub async fn send_h2(
+    pool: &H2Pool,
+    authority: &str,
+    req: Request<Body>,
+) -> Result<Response<Body>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = rewrite_uri(&parts.uri, authority)?;
+    parts.version = Version::HTTP_2;
+    parts.headers.remove(HOST);
+    strip_hop_by_hop(&mut parts.headers);
+    let mut sender = pool.sender().await?;
+    let reset =
+        |error: hyper::Error| ProxyError::UpstreamReset { endpoint: pool.addr(), cause: error_chain(&error) };
+    sender.ready().await.map_err(reset)?;
+    let response = sender.send_request(Request::from_parts(parts, body)).await.map_err(reset)?;
+    Ok(clean(boxed_response(response)))
+}
+
+async fn connect_h2(pool: &H2Pool, target: SocketAddr) -> Result<Pin<Box<dyn Tunnel>>, ProxyError> {
+    let mut sender = pool.sender().await?;
+    let fail = |cause: String| ProxyError::UpstreamConnect { endpoint: pool.addr(), cause };
+    let uri = Uri::builder()
+        .authority(target.to_string())
+        .build()
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    let mut connect = Request::new(empty());
+    *connect.method_mut() = Method::CONNECT;
+    *connect.uri_mut() = uri;
+    *connect.version_mut() = Version::HTTP_2;
+    sender.ready().await.map_err(|e| fail(error_chain(&e)))?;
+    let response = sender.send_request(connect).await.map_err(|e| fail(error_chain(&e)))?;
+    if response.status() != StatusCode::OK {
+        return Err(fail(format!("peer refused CONNECT {target}: {}", response.status())));
+    }
+    let upgraded = hyper::upgrade::on(response).await.map_err(|e| fail(error_chain(&e)))?;
+    Ok(Box::pin(TokioIo::new(upgraded)))
+}
+
+/// `http://authority/path?query`, the form HTTP/2 and hyper's client need.
+fn rewrite_uri(uri: &Uri, authority: &str) -> Result<Uri, ProxyError> {
+    let authority: UriAuthority =
+        authority.parse().map_err(|_| ProxyError::BadRequest(format!("invalid authority {authority}")))?;
+    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))
+}
+
+fn clean(mut response: Response<Body>) -> Response<Body> {
+    strip_hop_by_hop(response.headers_mut());
+    response
+}
+
+/// An error with its sources, `: `-separated (hyper's top-level messages are terse).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

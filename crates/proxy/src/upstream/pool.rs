@@ -1,0 +1,182 @@
+//! Connections to upstreams: one multiplexed HTTP/2 connection per (endpoint, accepted
+//! identities), reused by every request, and the TCP dialer that binds the pod's own address.
+//!
+//! The hot path reads an [`H2Pool`]'s live sender from an `ArcSwapOption` (no lock); only
+//! (re)connecting takes an async mutex, so concurrent first requests share one handshake.
+//! [`Pools`] hands out the same pool for the same key across config snapshots, so a new config
+//! does not reopen connections; it is owned by the discovery task, which builds indexes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use paymesh_tls::{ALPN_H2, ConfigError, CredentialStore, ExpectedIdentities, TrustBundle, client_config};
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Mutex;
+use tokio_rustls::TlsConnector;
+use tracing::{debug, warn};
+
+use crate::error::ProxyError;
+use crate::http::Body;
+
+/// How long a TCP connect (plus TLS handshake) to an upstream may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// HTTP/2 pings on idle pooled connections, so a dead peer is noticed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Connects to `addr` from `source` (the pod IP), so peers see which pod called.
+pub async fn connect_tcp(source: IpAddr, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
+    let fail = |cause: String| ProxyError::UpstreamConnect { endpoint: addr, cause };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .map_err(|e| fail(e.to_string()))?;
+    if source.is_ipv4() == addr.is_ipv4() {
+        socket.bind(SocketAddr::new(source, 0)).map_err(|e| fail(format!("binding {source}: {e}")))?;
+    }
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr))
+        .await
+        .map_err(|_| fail("connect timed out".to_owned()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// One pooled HTTP/2 connection to one upstream address, over mutual TLS or h2c.
+pub struct H2Pool {
+    addr: SocketAddr,
+    source: IpAddr,
+    tls: Option<(TlsConnector, String)>,
+    current: ArcSwapOption<SendRequest<Body>>,
+    connecting: Mutex<()>,
+}
+
+impl H2Pool {
+    /// The address connections go to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A sender on the live connection, connecting first when there is none.
+    pub async fn sender(&self) -> Result<SendRequest<Body>, ProxyError> {
+        if let Some(sender) = self.live() {
+            return Ok(sender);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(sender) = self.live() {
+            return Ok(sender);
+        }
+        let sender = self.connect().await?;
+        self.current.store(Some(Arc::new(sender.clone())));
+        Ok(sender)
+    }
+
+    fn live(&self) -> Option<SendRequest<Body>> {
+        self.current.load().as_deref().filter(|sender| !sender.is_closed()).cloned()
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {
+        let tcp = connect_tcp(self.source, self.addr).await?;
+        let fail = |cause: String| ProxyError::UpstreamConnect { endpoint: self.addr, cause };
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new()).keep_alive_interval(KEEPALIVE_INTERVAL);
+        let sender = match &self.tls {
+            Some((connector, expected)) => {
+                let name = ServerName::IpAddress(self.addr.ip().into());
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| fail("TLS handshake timed out".to_owned()))?
+                    .map_err(|e| fail(format!("TLS handshake (expecting {expected}): {e}")))?;
+                if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+                    return Err(fail("peer did not negotiate ALPN h2".to_owned()));
+                }
+                let (sender, connection) =
+                    builder.handshake(TokioIo::new(tls)).await.map_err(|e| fail(e.to_string()))?;
+                spawn_connection(self.addr, connection);
+                sender
+            }
+            None => {
+                let (sender, connection) =
+                    builder.handshake(TokioIo::new(tcp)).await.map_err(|e| fail(e.to_string()))?;
+                spawn_connection(self.addr, connection);
+                sender
+            }
+        };
+        debug!(addr = %self.addr, tls = self.tls.is_some(), "upstream connection established");
+        Ok(sender)
+    }
+}
+
+fn spawn_connection<F>(addr: SocketAddr, connection: F)
+where
+    F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            warn!(%addr, %error, "upstream connection failed");
+        }
+    });
+}
+
+/// The pools of one proxy, by (address, accepted identities); keeps a pool alive only while an
+/// index uses it.
+pub struct Pools {
+    source: IpAddr,
+    credentials: Arc<CredentialStore>,
+    trust: TrustBundle,
+    pools: HashMap<(SocketAddr, String), Weak<H2Pool>>,
+}
+
+impl Pools {
+    /// Pools dialing from `source`, presenting `credentials`, trusting `trust`.
+    pub fn new(source: IpAddr, credentials: Arc<CredentialStore>, trust: TrustBundle) -> Self {
+        Pools { source, credentials, trust, pools: HashMap::new() }
+    }
+
+    /// The mutual TLS pool to `addr` accepting `expected` servers.
+    pub fn mesh(
+        &mut self,
+        addr: SocketAddr,
+        expected: &ExpectedIdentities,
+    ) -> Result<Arc<H2Pool>, ConfigError> {
+        let key = (addr, expected.to_string());
+        if let Some(pool) = self.pools.get(&key).and_then(Weak::upgrade) {
+            return Ok(pool);
+        }
+        let mut config = client_config(Some(Arc::clone(&self.credentials)), &self.trust, expected.clone())?;
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        let connector = TlsConnector::from(Arc::new(config));
+        let pool = self.insert(key, Some((connector, expected.to_string())));
+        Ok(pool)
+    }
+
+    /// The h2c pool to `addr`.
+    pub fn plaintext(&mut self, addr: SocketAddr) -> Arc<H2Pool> {
+        let key = (addr, String::new());
+        match self.pools.get(&key).and_then(Weak::upgrade) {
+            Some(pool) => pool,
+            None => self.insert(key, None),
+        }
+    }
+
+    fn insert(&mut self, key: (SocketAddr, String), tls: Option<(TlsConnector, String)>) -> Arc<H2Pool> {
+        let pool = Arc::new(H2Pool {
+            addr: key.0,
+            source: self.source,
+            tls,
+            current: ArcSwapOption::empty(),
+            connecting: Mutex::new(()),
+        });
+        self.pools.insert(key, Arc::downgrade(&pool));
+        pool
+    }
+
+    /// Forgets pools no index uses any more.
+    pub fn prune(&mut self) {
+        self.pools.retain(|_, pool| pool.strong_count() > 0);
+    }
+}

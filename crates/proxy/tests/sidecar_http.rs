@@ -1,0 +1,105 @@
+//! Two real sidecars (client pod and server pod) and an echo app, over real sockets: HTTP/1.1
+//! through the outbound listener with curl, mutual TLS between the proxies, XFCC at the app,
+//! and every proxy-generated error with its status, flag and reason.
+
+#[path = "support/control.rs"]
+mod control;
+#[path = "support/harness.rs"]
+mod support;
+
+use std::time::Duration;
+
+use paymesh_api::model::MtlsMode;
+use support::{Mesh, curl, parse_response, raw_exchange};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_absolute_form_reaches_the_app_with_the_callers_identity() {
+    let mesh = Mesh::start(MtlsMode::Strict, Duration::from_secs(3600)).await;
+    let (ok, out) =
+        curl(vec!["-x".into(), mesh.proxy_url(), "-i".into(), "http://echo:8080/hello?x=1".into()]).await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("path: /hello\n"), "{out}");
+    assert!(out.contains("host: echo:8080\n"), "{out}");
+    let xfcc = "x-forwarded-client-cert: By=spiffe://cluster.local/ns/test/sa/echo;URI=spiffe://cluster.local/ns/test/sa/sleep\n";
+    assert!(out.contains(xfcc), "{out}");
+    assert!(out.contains("x-request-id: "), "{out}");
+    assert!(out.contains("x-forwarded-proto: http\n"), "{out}");
+    // Trace headers pass unchanged; hop-by-hop ones do not.
+    let (ok, out) = curl(vec![
+        "-x".into(),
+        mesh.proxy_url(),
+        "-H".into(),
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        "-H".into(),
+        "x-b3-traceid: 80f198ee56343ba864fe8b2a57d3eff7".into(),
+        "-H".into(),
+        "Connection: keep-alive, x-drop-me".into(),
+        "-H".into(),
+        "x-drop-me: 1".into(),
+        "http://echo:8080/trace".into(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\n"), "{out}");
+    assert!(out.contains("x-b3-traceid: 80f198ee56343ba864fe8b2a57d3eff7\n"), "{out}");
+    assert!(!out.contains("x-drop-me"), "{out}");
+
+    // Origin-form with Host works too.
+    let (status, body) = parse_response(
+        &raw_exchange(
+            mesh.client.pod.at(15001),
+            b"GET /origin HTTP/1.1\r\nHost: echo:8080\r\nConnection: close\r\n\r\n",
+        )
+        .await,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("path: /origin"), "{body}");
+
+    let dump = mesh.client.config_dump().await;
+    assert_eq!(dump["version"], "v1");
+    assert_eq!(dump["certificate"]["identity"], "spiffe://cluster.local/ns/test/sa/sleep");
+    assert_eq!(dump["certificate"]["rotations"], 0);
+    assert_eq!(dump["clusters"].as_array().map(Vec::len), Some(4));
+    assert_eq!(mesh.client.admin("/healthz").await.0, 200);
+    let (status, body) = support::http_get(mesh.client.pod.at(15021), "/healthz/ready").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    eprintln!("idle sidecar RSS: client {} KiB, server {} KiB", mesh.client.rss_kib(), mesh.server.rss_kib());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_errors_carry_status_flag_and_reason() {
+    let mesh = Mesh::start(MtlsMode::Strict, Duration::from_secs(3600)).await;
+    let outbound = mesh.client.pod.at(15001);
+
+    let (ok, out) = curl(vec!["-x".into(), mesh.proxy_url(), "-i".into(), "http://foo/".into()]).await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("x-paymesh-response-flags: nr"), "{out}");
+    assert!(out.ends_with("no route to host \"foo\" (NR)"), "{out}");
+
+    let (ok, out) = curl(vec!["-x".into(), mesh.proxy_url(), "-i".into(), "http://down:8080/".into()]).await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("x-paymesh-response-flags: UF"), "{out}");
+    let refused = format!("upstream connect error to {}", mesh.down.at(15006));
+    assert!(out.contains(&refused) && out.ends_with("(UF)"), "{out}");
+
+    let big = format!(
+        "GET http://echo:8080/ HTTP/1.1\r\nHost: echo:8080\r\nx-big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let (status, _) = parse_response(&raw_exchange(outbound, big.as_bytes()).await);
+    assert_eq!(status, 431);
+
+    let (status, _) = parse_response(&raw_exchange(outbound, b"GARBAGE\r\n\r\n").await);
+    assert_eq!(status, 400);
+    let (status, _) = parse_response(
+        &raw_exchange(outbound, b"GET / HTTP/1.1\r\nHost: a:b:c\r\nConnection: close\r\n\r\n").await,
+    );
+    assert_eq!(status, 400);
+
+    // The proxy still serves after all of that.
+    let (ok, out) = curl(vec!["-x".into(), mesh.proxy_url(), "http://echo:8080/after".into()]).await;
+    assert!(ok && out.contains("path: /after"), "{out}");
+}
