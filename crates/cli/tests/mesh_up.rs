@@ -1,9 +1,5 @@
 //! `paymesh up` with sidecars: the control plane and proxies are real `paymesh-control` and
 //! `paymesh-proxy` processes.
-//!
-//! GATED: these run only when both binaries sit beside `paymesh` (target/debug/), as they do
-//! once the control plane and proxy crates are merged and built; otherwise each test prints
-//! why it did nothing. To make them mandatory, change `mesh_binaries_present` to assert.
 
 #![cfg(unix)]
 
@@ -14,18 +10,18 @@ mod support;
 
 use support::*;
 
-fn mesh_binaries_present() -> bool {
-    let present = ["paymesh-control", "paymesh-proxy"].iter().all(|b| bin_dir().join(b).is_file());
-    if !present {
-        eprintln!("skipped: paymesh-control and paymesh-proxy are not built beside paymesh");
-    }
-    present
-}
-
 const INJECTED: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: mesh\n  labels:\n    istio-injection: enabled\n---\n";
 
 fn run_paymesh(args: &[&str], state_dir: &std::path::Path) -> (Option<i32>, String, String) {
-    let out = paymesh().args(args).arg("--state-dir").arg(state_dir).output().expect("run paymesh");
+    // `--state-dir` right after the subcommand: after `exec`'s `--` it would be the command's.
+    let (command, rest) = args.split_first().expect("a subcommand");
+    let out = paymesh()
+        .arg(command)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(rest)
+        .output()
+        .expect("run paymesh");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -35,10 +31,7 @@ fn run_paymesh(args: &[&str], state_dir: &std::path::Path) -> (Option<i32>, Stri
 
 #[test]
 fn sidecars_sync_carry_exec_traffic_and_stop_in_order() {
-    if !mesh_binaries_present() {
-        return;
-    }
-    ensure_echo();
+    ensure_bins();
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = dir.path().join("mesh.yaml");
     std::fs::write(&manifest, format!("{INJECTED}{}", echo_deployment("echo", "mesh", 2, 9090, &[])))

@@ -96,7 +96,7 @@ fn dry_run_on_the_repository_manifests() {
 
 #[test]
 fn up_runs_supervises_and_stops_pods_without_sidecars() {
-    ensure_echo();
+    ensure_bins();
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = dir.path().join("demo.yaml");
     std::fs::write(
@@ -246,7 +246,7 @@ fn a_bad_manifest_names_file_and_line_and_exits_64() {
 
 #[test]
 fn an_occupied_address_fails_fast_naming_it() {
-    ensure_echo();
+    ensure_bins();
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = dir.path().join("demo.yaml");
     std::fs::write(&manifest, format!("{NAMESPACE_PLAIN}{}", echo_deployment("echo", "demo", 1, 9090, &[])))

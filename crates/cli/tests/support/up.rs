@@ -27,19 +27,27 @@ pub fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_paymesh")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// Builds `paymesh-echo` beside `paymesh` once per test binary (cargo test -p paymesh-cli does
-/// not build other packages' binaries).
-pub fn ensure_echo() {
+/// Builds the workspace binaries the supervisor starts (`paymesh-echo`, and for meshed pods
+/// `paymesh-control` and `paymesh-proxy`) beside `paymesh`, once per test binary: `cargo test
+/// -p paymesh-cli` does not build other packages' binaries (a workspace run already has them).
+pub fn ensure_bins() {
+    const PACKAGES: [&str; 3] = ["paymesh-echo", "paymesh-control", "paymesh-proxy"];
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if PACKAGES.iter().all(|bin| bin_dir().join(bin).is_file()) {
+            return;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "paymesh-echo"])
-            .current_dir(paymesh_test_util::workspace_root())
-            .status()
-            .expect("run cargo build -p paymesh-echo");
-        assert!(status.success(), "cargo build -p paymesh-echo failed");
-        assert!(bin_dir().join("paymesh-echo").is_file(), "paymesh-echo is not beside paymesh");
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q"]).current_dir(paymesh_test_util::workspace_root());
+        for package in PACKAGES {
+            build.args(["-p", package]);
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of {PACKAGES:?} failed");
+        for bin in PACKAGES {
+            assert!(bin_dir().join(bin).is_file(), "{bin} is not beside paymesh");
+        }
     });
 }
 
