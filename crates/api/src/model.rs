@@ -236,8 +236,54 @@ pub struct Route {
     /// request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<RouteMatch>,
+    /// Header edits on the request before it is forwarded and on the response before it is
+    /// returned (Istio `HTTPRoute.headers`).
+    #[serde(default, skip_serializing_if = "HeaderEdits::is_empty")]
+    pub headers: HeaderEdits,
     /// What happens to the request.
     pub action: RouteAction,
+}
+
+/// Header edits of a route (Istio `Headers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderEdits {
+    /// Edits of the request, applied before forwarding.
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub request: HeaderOps,
+    /// Edits of the response, applied before returning it.
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub response: HeaderOps,
+}
+
+impl HeaderEdits {
+    /// No edit at all.
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
+    }
+}
+
+/// Edits of one header section (Istio `HeaderOperations`), applied in the order remove, set,
+/// add.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderOps {
+    /// Headers replaced (or created) with these values; names lower case.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Values appended to these headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    /// Headers removed; names lower case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    /// No edit.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
 }
 
 /// One alternative of a route's conditions (Istio `HTTPMatchRequest`): every part must hold.

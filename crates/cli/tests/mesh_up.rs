@@ -15,13 +15,8 @@ const INJECTED: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: mesh
 fn run_paymesh(args: &[&str], state_dir: &std::path::Path) -> (Option<i32>, String, String) {
     // `--state-dir` right after the subcommand: after `exec`'s `--` it would be the command's.
     let (command, rest) = args.split_first().expect("a subcommand");
-    let out = paymesh()
-        .arg(command)
-        .arg("--state-dir")
-        .arg(state_dir)
-        .args(rest)
-        .output()
-        .expect("run paymesh");
+    let out =
+        paymesh().arg(command).arg("--state-dir").arg(state_dir).args(rest).output().expect("run paymesh");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

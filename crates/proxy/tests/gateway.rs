@@ -24,6 +24,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
             routes: vec![Route {
                 name: "to-echo".to_owned(),
                 matches: Vec::new(),
+                headers: HeaderEdits::default(),
                 action: RouteAction::Forward {
                     clusters: vec![WeightedCluster { cluster: cluster.name.clone(), weight: 100 }],
                 },

@@ -7,7 +7,7 @@
 //! (delegate, redirect, query/scheme/authority/port/source matches) is left out whole rather
 //! than compiled into something broader: a dropped condition would turn it into a catch-all.
 
-use paymesh_api::model::{self, HeaderMatch, Route, RouteAction, RouteMatch, WeightedCluster};
+use paymesh_api::model::{self, HeaderEdits, HeaderMatch, Route, RouteAction, RouteMatch, WeightedCluster};
 use paymesh_config::networking::VirtualService;
 use paymesh_config::networking::virtual_service::{BodyContent, HttpMatchRequest, HttpRoute};
 use paymesh_config::types::{StringCondition, StringMatch};
@@ -32,7 +32,7 @@ pub fn http_routes(
             let matches = route_matches(rule, vs_namespace, gateway)?;
             let action = action(input, clusters, rule, vs_namespace, default_port)?;
             let name = if rule.name.is_empty() { format!("route-{index}") } else { rule.name.clone() };
-            Some(Route { name, matches, action })
+            Some(Route { name, matches, headers: HeaderEdits::default(), action })
         })
         .collect()
 }

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use paymesh_api::model::Protocol;
 use paymesh_api::model::{
-    InboundChain, Listener, ListenerKind, Route, RouteAction, RouteConfig, TcpRoute, VirtualHost,
-    WeightedCluster, inbound_cluster_name,
+    HeaderEdits, InboundChain, Listener, ListenerKind, Route, RouteAction, RouteConfig, TcpRoute,
+    VirtualHost, WeightedCluster, inbound_cluster_name,
 };
 use paymesh_api::ports::{PROXY_INBOUND, PROXY_OUTBOUND};
 use paymesh_config::networking::Host;
@@ -51,6 +51,7 @@ pub fn compile(inputs: &Inputs<'_>, proxy: &Workload, ip: std::net::IpAddr) -> C
             let mut vs_routes = mesh_routes(inputs, &input, &mut clusters, service, port.port);
             if vs_routes.is_empty() {
                 vs_routes.push(Route {
+                    headers: HeaderEdits::default(),
                     name: "default".to_owned(),
                     matches: Vec::new(),
                     action: RouteAction::Forward {

@@ -352,6 +352,7 @@ pub fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
             routes: vec![Route {
                 name: "default".to_owned(),
                 matches: Vec::new(),
+                headers: HeaderEdits::default(),
                 action: RouteAction::Forward {
                     clusters: vec![WeightedCluster { cluster: cluster.to_owned(), weight: 100 }],
                 },
