@@ -103,15 +103,15 @@ pub fn exec_curl(state_dir: &Path, from: &str, args: &[&str]) -> (Option<i32>, S
     run_paymesh(&all, state_dir)
 }
 
-/// `curl` from the test process itself, bypassing every proxy: (exit code, stdout, stderr).
+/// `curl` from the test process itself, through no proxy unless `args` name one with `-x`:
+/// (exit code, stdout, stderr).
 pub fn curl(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--noproxy", "*", "--max-time", "5"])
-        .args(args)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .output()
-        .expect("run curl");
+    let mut command = Command::new("curl");
+    command.args(["-s", "--max-time", "5"]).args(args);
+    for var in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
+        command.env_remove(var);
+    }
+    let out = command.output().expect("run curl");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
