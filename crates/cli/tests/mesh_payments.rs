@@ -111,4 +111,9 @@ fn the_guides_check_and_a_payment_through_the_ingress_on_the_real_k8s() {
     assert_eq!(payment["amount_minor"], 2500, "{payment}");
     assert!(payment["status"] == "completed" || payment["status"] == "processing", "{payment}");
     println!("payment through the ingress: {status} {payment}");
+
+    // The services' SQLite files live in the Deployment's directory under the state dir, not in
+    // the directory `paymesh up` was started from.
+    assert!(state_dir.join("data/payments/account-service/account-service.db").is_file());
+    assert!(!std::env::current_dir().expect("cwd").join("account-service.db").exists());
 }
