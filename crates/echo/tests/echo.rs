@@ -13,6 +13,8 @@ struct Echo {
     child: Child,
     addr: String,
     ip: Ipv4Addr,
+    /// Kept open: the echo prints more lines after the first, and a closed pipe would fail them.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for Echo {
@@ -36,11 +38,11 @@ fn start(extra: &[&str]) -> Echo {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn paymesh-echo");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+    stdout.read_line(&mut line).expect("read the listening line");
     let addr = line.trim().strip_prefix("paymesh-echo listening on ").expect("listening line").to_owned();
-    Echo { child, addr, ip }
+    Echo { child, addr, ip, _stdout: stdout }
 }
 
 fn curl(args: &[&str]) -> String {
