@@ -87,10 +87,16 @@ fn sidecars_sync_carry_exec_traffic_and_stop_in_order() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(secret.contains("spiffe://cluster.local/ns/mesh/sa/default  true"), "{secret}");
 
+    let needle = state_dir.display().to_string();
+    let mentioning = processes_mentioning(&needle);
+    assert!(mentioning.len() >= 2, "the supervisor and the control plane name the state dir: {mentioning:?}");
     let pids = up.pids();
     assert_eq!(pids.len(), 1 + 1 + 2 * 2 + 1, "supervisor, control plane, 2 apps + 2 sidecars, gateway");
     assert_eq!(up.interrupt(Duration::from_secs(60)).code(), Some(0));
     for pid in pids {
         assert!(!alive(pid), "pid {pid} survived paymesh up");
     }
+    // Nothing else started for this state dir either (a child state.json never recorded).
+    let left = processes_mentioning(&needle);
+    assert!(left.is_empty(), "processes of {needle} left behind: {left:?}");
 }

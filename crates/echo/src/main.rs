@@ -2,7 +2,8 @@
 //!
 //! It binds `POD_IP:PORT` (and, with `--tcp-port`, a raw TCP echo) before serving, prints
 //! `paymesh-echo listening on ADDR` so supervisors and tests learn the real address, and serves
-//! HTTP/1.1 and h2c on one port ([`http`] has the endpoints). SIGTERM or SIGINT stops accepting,
+//! HTTP/1.1 and h2c on one port ([`http`] has the endpoints), and with `--grpc-port` the gRPC
+//! echo service ([`paymesh_echo::grpc`]) in h2c. SIGTERM or SIGINT stops accepting,
 //! lets in-flight requests finish (bounded by a deadline) and exits 0; `--crash-after` makes it
 //! exit 1 on purpose so restart behaviour can be tested.
 
@@ -17,6 +18,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+
+use paymesh_echo::grpc;
 
 mod http;
 
@@ -33,6 +36,9 @@ struct Args {
     /// HTTP port (HTTP/1.1 and h2c).
     #[arg(long, env = "PORT", default_value_t = 8080)]
     port: u16,
+    /// Also serve the gRPC echo service (`paymesh.echo.v1.Echo`, h2c) on this port.
+    #[arg(long, env = "GRPC_PORT")]
+    grpc_port: Option<u16>,
     /// Also echo raw TCP on this port.
     #[arg(long, env = "TCP_PORT")]
     tcp_port: Option<u16>,
@@ -63,12 +69,23 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let grpc_listener = match args.grpc_port {
+        Some(port) => {
+            let addr = SocketAddr::new(args.ip, port);
+            Some(TcpListener::bind(addr).await.with_context(|| format!("binding gRPC {addr}"))?)
+        }
+        None => None,
+    };
+    let grpc_service = grpc::EchoService::new(args.pod.clone());
     let state =
         Arc::new(http::State::new(args.pod, args.namespace, args.ip).context("building the HTTP client")?);
 
     println!("paymesh-echo listening on {}", listener.local_addr()?);
     if let Some(tcp) = &tcp_listener {
         println!("paymesh-echo tcp listening on {}", tcp.local_addr()?);
+    }
+    if let Some(grpc) = &grpc_listener {
+        println!("paymesh-echo grpc listening on {}", grpc.local_addr()?);
     }
     if let Some(secs) = args.crash_after {
         tokio::spawn(async move {
@@ -80,6 +97,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(tcp) = tcp_listener {
         tokio::spawn(serve_tcp(tcp));
     }
+    let (stop_grpc, grpc_stopped) = tokio::sync::watch::channel(());
+    let grpc_task = grpc_listener.map(|listener| {
+        let mut stopped = grpc_stopped;
+        tokio::spawn(grpc::serve(listener, grpc_service, async move {
+            let _ = stopped.changed().await;
+        }))
+    });
 
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -109,7 +133,19 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(listener);
     eprintln!("paymesh-echo: draining");
-    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await.is_err() {
+    // Senders going away ends the gRPC server's shutdown future.
+    drop(stop_grpc);
+    let grpc_drained = async {
+        if let Some(task) = grpc_task
+            && let Ok(Err(e)) = task.await
+        {
+            eprintln!("paymesh-echo: gRPC server failed: {e}");
+        }
+    };
+    if tokio::time::timeout(DRAIN_DEADLINE, async { tokio::join!(graceful.shutdown(), grpc_drained) })
+        .await
+        .is_err()
+    {
         eprintln!("paymesh-echo: drain deadline passed, exiting with requests in flight");
     }
     Ok(())

@@ -13,6 +13,8 @@ struct Echo {
     child: Child,
     addr: String,
     ip: Ipv4Addr,
+    /// Kept open: the echo prints more lines after the first, and a closed pipe would fail them.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for Echo {
@@ -36,11 +38,11 @@ fn start(extra: &[&str]) -> Echo {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn paymesh-echo");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+    stdout.read_line(&mut line).expect("read the listening line");
     let addr = line.trim().strip_prefix("paymesh-echo listening on ").expect("listening line").to_owned();
-    Echo { child, addr, ip }
+    Echo { child, addr, ip, _stdout: stdout }
 }
 
 fn curl(args: &[&str]) -> String {
@@ -182,4 +184,38 @@ fn wait(child: &mut Child) -> std::process::ExitStatus {
         assert!(Instant::now() < deadline, "process did not exit");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn grpc_unary_and_bidirectional_chat_answer_in_order() {
+    use paymesh_echo::proto::EchoMessage;
+    use paymesh_echo::proto::echo_client::EchoClient;
+    use tokio_stream::StreamExt as _;
+
+    let echo = start(&["--grpc-port", "9191"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}:9191", echo.ip))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = EchoClient::new(channel);
+        let message = |seq| EchoMessage { seq, payload: format!("m{seq}"), pod: String::new() };
+        let answer = client.unary(message(7)).await.expect("unary").into_inner();
+        assert_eq!(answer, EchoMessage { seq: 7, payload: "m7".into(), pod: "echo-1".into() });
+
+        let requests = tokio_stream::iter((1..=3).map(message));
+        let answers: Vec<EchoMessage> = client
+            .chat(requests)
+            .await
+            .expect("chat")
+            .into_inner()
+            .collect::<Result<_, _>>()
+            .await
+            .expect("every answer");
+        let seqs: Vec<(u64, &str, &str)> =
+            answers.iter().map(|a| (a.seq, a.payload.as_str(), a.pod.as_str())).collect();
+        assert_eq!(seqs, [(1, "m1", "echo-1"), (2, "m2", "echo-1"), (3, "m3", "echo-1")]);
+    });
 }

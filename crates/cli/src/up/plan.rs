@@ -95,6 +95,13 @@ pub fn token_file(state_dir: &Path, pod: &PodState) -> PathBuf {
     run_dir(state_dir).join("tokens").join(format!("{}.{}", pod.namespace, pod.name))
 }
 
+/// `<state>/data/<namespace>/<deployment>`: the working directory of a Deployment's apps,
+/// shared by its replicas like a shared volume (so an embedded SQLite file is one per
+/// Deployment), and never the directory `paymesh up` was started in.
+pub fn app_dir(state_dir: &Path, pod: &PodState) -> PathBuf {
+    state_dir.join("data").join(&pod.namespace).join(&pod.deployment)
+}
+
 /// `<state>/ca`.
 pub fn ca_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("ca")

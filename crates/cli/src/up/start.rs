@@ -106,7 +106,12 @@ async fn run_async(plan: Plan) -> anyhow::Result<ExitCode> {
 }
 
 fn prepare_dirs(state_dir: &Path, plan: &Plan) -> anyhow::Result<()> {
-    for dir in [plan::run_dir(state_dir), plan::ca_dir(state_dir), state_dir.join("logs")] {
+    let app_dirs =
+        plan.state.pods.iter().filter(|pod| pod.app.is_some()).map(|pod| plan::app_dir(state_dir, pod));
+    for dir in [plan::run_dir(state_dir), plan::ca_dir(state_dir), state_dir.join("logs")]
+        .into_iter()
+        .chain(app_dirs)
+    {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let pods = plan::pods_file(state_dir);
@@ -126,6 +131,7 @@ async fn bring_up(shared: Arc<Shared>, running: SharedRunning, http: Http) -> an
                 label: "paymesh-control".into(),
                 slot: Slot::Control,
                 env: Vec::new(),
+                cwd: None,
                 stop_deadline: CONTROL_STOP_DEADLINE,
                 token: None,
             };
@@ -185,6 +191,7 @@ async fn start_pod(
             label: format!("{}/proxy", pod.name),
             slot: Slot::Proxy(index),
             env: Vec::new(),
+            cwd: None,
             stop_deadline: PROXY_STOP_DEADLINE,
             token,
         };
@@ -205,6 +212,7 @@ async fn start_pod(
             label: format!("{}/app", pod.name),
             slot: Slot::App(index),
             env: pod.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            cwd: Some(plan::app_dir(shared.state_dir(), &pod)),
             stop_deadline: APP_STOP_DEADLINE,
             token: None,
         };

@@ -57,6 +57,11 @@ impl Shared {
         Self { state: Mutex::new(state), state_dir }
     }
 
+    /// The state directory (absolute).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     /// Changes the state and rewrites state.json.
     pub fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> R {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -111,6 +116,8 @@ pub struct Spec {
     pub label: String,
     pub slot: Slot,
     pub env: Vec<(String, String)>,
+    /// Working directory; `None` inherits the supervisor's.
+    pub cwd: Option<PathBuf>,
     /// SIGTERM → SIGKILL.
     pub stop_deadline: Duration,
     pub token: Option<TokenSource>,
@@ -149,16 +156,19 @@ async fn supervise(shared: Arc<Shared>, spec: Spec, mut child: Child, mut stoppe
                     delay = BACKOFF_FIRST;
                 }
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                let restarts = shared.update(|state| {
-                    spec.slot.of(state).map_or(0, |p| {
-                        p.pid = None;
-                        p.restarts += 1;
-                        p.restarts
-                    })
-                });
+                // Only this task changes its slot's count, so the number is known before the
+                // log line, and the log line lands before state.json shows the restart.
+                let mut snapshot = shared.snapshot();
+                let restarts = spec.slot.of(&mut snapshot).map_or(1, |p| p.restarts + 1);
                 let message = format!("{} exited ({status}); restart #{restarts} in {}s", spec.label, delay.as_secs());
                 eprintln!("paymesh up: {message}");
                 note(&shared, &spec, &format!("--- paymesh: {message} ---"));
+                shared.update(|state| {
+                    if let Some(p) = spec.slot.of(state) {
+                        p.pid = None;
+                        p.restarts = restarts;
+                    }
+                });
                 // Restart, backing off, until it starts or supervision is stopped.
                 loop {
                     tokio::select! {
@@ -214,6 +224,9 @@ async fn start(shared: &Shared, spec: &Spec) -> Result<Child, StartError> {
         command.env_remove(var);
     }
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
     let child = command.spawn().map_err(|source| StartError::Spawn {
         label: spec.label.clone(),
         program: program.clone(),

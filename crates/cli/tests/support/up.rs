@@ -247,3 +247,19 @@ spec:
         args.join(", ")
     )
 }
+
+/// PIDs of live processes (not zombies) whose command line mentions `needle` (e.g. a test's
+/// state dir), read from /proc; the test process itself is left out.
+pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if pid != me && cmdline.contains(needle) && alive(pid) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
