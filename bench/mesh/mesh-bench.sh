@@ -501,6 +501,7 @@ measure() {
                      ([.statusCodeDistribution[]?] | add // 0),
                      ((.statusCodeDistribution["200"] // 0))] | map(tostring) | join("\t")' "$RUN_DIR/oha.json" 2>/dev/null \
              || printf 'nan\tnan\tnan\tnan\tnan\tnan\t0\t0')
+  [[ -n $oha_vals ]] || oha_vals=$(printf 'nan\tnan\tnan\tnan\tnan\tnan\t0\t0')   # empty/missing oha output
   wrk_rps=$(awk '/^Requests\/sec:/{print $2}' "$RUN_DIR/wrk.txt" 2>/dev/null); wrk_rps=${wrk_rps:-nan}
   wrk_n=$(awk '/requests in/{print $1}' "$RUN_DIR/wrk.txt" 2>/dev/null); wrk_n=${wrk_n:-0}
   wrk_err=$(awk '/Non-2xx|Socket errors/{e=e $0 ";"} END{print (e==""?"-":e)}' "$RUN_DIR/wrk.txt" 2>/dev/null | tr '\t' ' ')
