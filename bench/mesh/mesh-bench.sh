@@ -543,8 +543,9 @@ main() {
     echo "host=$(uname -srm) cpus=$(nproc) model=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
     echo "oha=$("$OHA" --version 2>&1 | head -1) wrk=$("$WRK" -v 2>&1 | head -1 | awk '{print $2}') nginx=$("$NGINX" -v 2>&1 | sed 's/.*\///') openssl=$(openssl version | awk '{print $2}')"
     echo "impls=${impls[*]} rounds=$ROUNDS rate=$RATE lat_conns=$LAT_CONNS lat_duration=${LAT_DURATION}s warmup=${WARMUP_SECONDS}s max_threads=$MAX_THREADS max_conns=$MAX_CONNS max_duration=${MAX_DURATION}s workers_per_proxy=$WORKERS body_bytes=$BODY_BYTES key_alg=$KEY_ALG"
-    echo "lat_cmd=$OHA --no-tui --output-format json --latency-correction -q $RATE -c $LAT_CONNS -z ${LAT_DURATION}s http://127.0.0.1:PORT/"
-    echo "max_cmd=$WRK -t$MAX_THREADS -c$MAX_CONNS -d${MAX_DURATION}s http://127.0.0.1:PORT/"
+    echo "lat_cmd=$OHA --no-tui --output-format json --latency-correction -q $RATE -c $LAT_CONNS -z ${LAT_DURATION}s [-H 'Host: CLIENT_HOST'] http://ADDR/"
+    echo "max_cmd=$WRK -t$MAX_THREADS -c$MAX_CONNS -d${MAX_DURATION}s [-H 'Host: CLIENT_HOST'] http://ADDR/"
+    echo "ADDR=127.0.0.1:$UP_PORT (direct), 127.0.0.1:$OUT_PORT or the implementation's CLIENT_ADDR; CLIENT_HOST only where the implementation sets one"
   } > "$OUT_DIR/meta.txt"
   cat "$OUT_DIR/meta.txt" >&2
 

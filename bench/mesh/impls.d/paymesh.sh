@@ -35,7 +35,9 @@ PM_ADMIN_TOKEN=mesh-bench-admin-token
 PM_CONTROL_PID=""
 PM_PROXY_PIDS=()
 
-impl_paymesh_version() { "$PAYMESH_BIN_DIR/paymesh-proxy" --version 2>/dev/null | head -1; }
+impl_paymesh_version() {
+  echo "$("$PAYMESH_BIN_DIR/paymesh-proxy" --version 2>/dev/null | head -1) (git $(git -C "$BENCH_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+}
 impl_paymesh_upstream_ips() { echo "$PM_SERVER_IP"; }
 
 # 0 when nothing listens on $1 (ip:port)
