@@ -104,7 +104,7 @@ pub async fn build(config: Config) -> Result<Bound, AppError> {
         })?;
     let sources = config.sources.clone();
     let store = tokio::task::spawn_blocking(move || ConfigStore::load(sources)).await??;
-    info!(version = store.current().version, "config loaded");
+    info!(version = %store.current().version, "config loaded");
 
     let cacerts = config.ca_dir.join("cacerts");
     let root = if cacerts.is_dir() {

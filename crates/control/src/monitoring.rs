@@ -116,7 +116,13 @@ async fn configz(State(state): State<Arc<MonitoringState>>) -> Response {
             "messages": r.messages,
         })
     });
-    Json(json!({ "version": state.config.current().version, "rejected": rejected })).into_response()
+    let current = state.config.current();
+    Json(json!({
+        "version": current.version.to_string(),
+        "rejected": rejected,
+        "unsupported": current.unsupported,
+    }))
+    .into_response()
 }
 
 async fn metrics(State(state): State<Arc<MonitoringState>>) -> Response {
@@ -147,8 +153,8 @@ async fn metrics(State(state): State<Arc<MonitoringState>>) -> Response {
     metric(
         "paymesh_config_version",
         "gauge",
-        "The accepted config version.",
-        state.config.current().version.into(),
+        "Config changes accepted since the control plane started (the `n` of version `<boot>-<n>`).",
+        state.config.current().version.n.into(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
