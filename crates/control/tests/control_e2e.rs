@@ -20,6 +20,7 @@ use paymesh_control::config_store::Version;
 use paymesh_tls::{ALPN_H2, CredentialStore, ExpectedIdentities, Identity, TrustBundle, client_config};
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
@@ -321,6 +322,25 @@ async fn control_plane_end_to_end() {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
 
+    // While the config edit stays rejected, a pods change is still accepted against the last
+    // good config: a new account pod reaches the client.
+    let more_pods = format!(
+        "{PODS}- apiVersion: v1\n  kind: Pod\n  metadata: {{name: account-1, namespace: shop, labels: {{app: account}}, annotations: {{paymesh.io/sidecar: \"true\"}}}}\n  spec: {{serviceAccountName: account-sa, containers: [{{name: app, image: app, ports: [{{containerPort: 9083}}]}}]}}\n  status: {{podIP: 127.77.0.4}}\n"
+    );
+    std::fs::write(dir.0.join("pods.yaml"), more_pods).expect("pods edit");
+    let third = next_snapshot(&mut stream, DEADLINE).await.expect("pushed after the pods change");
+    let third_version: Version = third.version.parse().expect("version");
+    assert_eq!((third_version.boot, third_version.n), (first_version.boot, 3));
+    let pushed = ProxyConfig::decode(&third.config_json).expect("decodes");
+    let pods: Vec<&str> = pushed
+        .endpoints_of("outbound|8083||account.shop.svc.cluster.local")
+        .iter()
+        .map(|e| e.pod.as_str())
+        .collect();
+    assert_eq!(pods, ["account-0", "account-1"]);
+    let configz = poll_json(&http, &format!("{base}/debug/configz"), |v| v["version"] == third.version).await;
+    assert!(!configz["rejected"].is_null(), "the config edit is still rejected: {configz}");
+
     // client's certificate may not subscribe for account-0.
     let (_tx2, refused) = subscribe(grpc, &trust, Arc::clone(&store), "account-0").await;
     let status = refused.expect_err("another service account's pod");
@@ -359,16 +379,28 @@ async fn control_plane_end_to_end() {
     assert_eq!(answer.status(), 400);
     let answer = http.post(&url).bearer_auth(ADMIN).body(vec![b'x'; 8192]).send().await.expect("oversized");
     assert_eq!(answer.status(), 413);
+    assert_eq!(answer.json::<Value>().await.expect("JSON"), json!({"error": "body over 4096 bytes"}));
+
+    // A client that stops sending in the middle of its headers is cut off after the read
+    // deadline (10 s), not left holding a connection slot.
+    let mut slow = TcpStream::connect(monitoring).await.expect("connects");
+    slow.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n").await.expect("partial headers");
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let read =
+        tokio::time::timeout(Duration::from_secs(20), slow.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed without an answer: {read:?}");
+    assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
 
     // A second stream for the same pod replaces the first: the old one ends.
     let (_tx3, newer) = subscribe(grpc, &trust, Arc::clone(&store), "client-0").await;
     let mut newer = newer.expect("subscribed again");
     let again = next_snapshot(&mut newer, DEADLINE).await.expect("snapshot on the new stream");
-    assert_eq!(again.version, second.version);
+    assert_eq!(again.version, third.version);
     let ended = tokio::time::timeout(DEADLINE, stream.message()).await.expect("old stream ends in time");
     assert!(matches!(ended, Ok(None) | Err(_)), "old stream ended: {ended:?}");
     let syncz =
-        poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["sentVersion"] == second.version).await;
+        poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["sentVersion"] == third.version).await;
     assert_eq!(syncz[0]["connected"], true, "the newer stream owns the entry: {syncz}");
 
     // SIGTERM: the stream ends, the process exits 0.
