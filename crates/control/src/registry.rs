@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use paymesh_api::model::Protocol;
 use paymesh_config::Store;
 use paymesh_config::analyze::kube::in_mesh;
+use paymesh_config::analyze::service::{PortProtocol, port_protocol};
 use paymesh_config::resource::{Resource, Spec};
 
 use crate::compile::naming::fqdn;
@@ -211,14 +212,21 @@ pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> 
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
 }
 
-/// Istio's protocol selection: `appProtocol`, else the port name's prefix before `-`;
-/// unknown or unnamed ports are HTTP.
+/// How the proxy carries a Service port, from Istio's protocol selection ([`port_protocol`],
+/// shared with `paymesh analyze`); unknown or unnamed ports are HTTP.
 pub fn protocol_of(name: &str, app_protocol: Option<&str>) -> Protocol {
-    let selector = app_protocol.unwrap_or_else(|| name.split('-').next().unwrap_or_default());
-    match selector.to_ascii_lowercase().as_str() {
-        "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Protocol::Http2,
-        "tcp" | "tls" | "https" | "mongo" | "redis" | "mysql" | "udp" => Protocol::Tcp,
-        _ => Protocol::Http,
+    match port_protocol(name, app_protocol) {
+        Some(PortProtocol::Http2 | PortProtocol::Grpc | PortProtocol::GrpcWeb) => Protocol::Http2,
+        Some(
+            PortProtocol::Tcp
+            | PortProtocol::Tls
+            | PortProtocol::Https
+            | PortProtocol::Mongo
+            | PortProtocol::Redis
+            | PortProtocol::Mysql
+            | PortProtocol::Udp,
+        ) => Protocol::Tcp,
+        Some(PortProtocol::Http | PortProtocol::HttpProxy) | None => Protocol::Http,
     }
 }
 
