@@ -24,7 +24,7 @@ use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Hello, Snapshot, SubscribeRequest};
 use paymesh_tls::{Identity, LeafInfo};
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
@@ -144,6 +144,8 @@ pub struct Discovery {
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     nonces: Arc<AtomicU64>,
+    /// Compilations running at once on the blocking pool.
+    compiling: Arc<Semaphore>,
 }
 
 impl Discovery {
@@ -155,7 +157,16 @@ impl Discovery {
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Discovery { config, settings, status, metrics, shutdown, nonces: Arc::new(AtomicU64::new(0)) }
+        let slots = std::thread::available_parallelism().map_or(2, usize::from);
+        Discovery {
+            config,
+            settings,
+            status,
+            metrics,
+            shutdown,
+            nonces: Arc::new(AtomicU64::new(0)),
+            compiling: Arc::new(Semaphore::new(slots)),
+        }
     }
 }
 
@@ -187,7 +198,7 @@ impl MeshDiscovery for Discovery {
             warn!(%identity, pod = %hello.pod, namespace = %hello.namespace, reason = status.message(), "discovery refused a proxy");
         })?;
         let target = Target { namespace: hello.namespace.clone(), pod: hello.pod.clone(), kind };
-        let first = compile_blocking(Arc::clone(&self.settings), current, target.clone())
+        let first = compile_blocking(&self.compiling, Arc::clone(&self.settings), current, target.clone())
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let key = format!("{}/{}", hello.namespace, hello.pod);
@@ -233,13 +244,18 @@ struct Target {
     kind: ProxyKind,
 }
 
-/// Compiles `target`'s config on the blocking pool (compilation walks the whole config).
+/// Compiles `target`'s config on the blocking pool (compilation walks the whole config), at
+/// most one per core at once: a config change for a thousand proxies queues here instead of
+/// starting a thousand threads.
 async fn compile_blocking(
+    slots: &Semaphore,
     settings: Arc<Settings>,
     current: Arc<Accepted>,
     target: Target,
 ) -> Result<ProxyConfig, compile::CompileError> {
     let (namespace, pod) = (target.namespace.clone(), target.pod.clone());
+    // Never closed: acquiring only waits.
+    let _slot = slots.acquire().await.ok();
     tokio::task::spawn_blocking(move || {
         compile::compile(
             &current.store,
@@ -346,8 +362,8 @@ impl ProxyStream {
 
     /// Compiles for the new version; sends when the content changed. `false`: the stream is gone.
     async fn push_if_changed(&mut self, current: Arc<Accepted>, last: &mut ProxyConfig) -> bool {
-        let settings = Arc::clone(&self.discovery.settings);
-        match compile_blocking(settings, current, self.target.clone()).await {
+        let d = &self.discovery;
+        match compile_blocking(&d.compiling, Arc::clone(&d.settings), current, self.target.clone()).await {
             Ok(config) if compile::same_content(&config, last) => true,
             Ok(config) => {
                 *last = config;
