@@ -398,3 +398,23 @@ fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     out.sort();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Version;
+
+    #[test]
+    fn versions_order_by_boot_then_count_as_numbers() {
+        let v = |s: &str| s.parse::<Version>().expect("version");
+        assert!(v("1000-10") > v("1000-9"), "numbers, not strings");
+        assert!(v("1001-1") > v("1000-99"), "a restart is later than anything before it");
+        assert_eq!(v("1000-2").to_string(), "1000-2");
+        assert_eq!(v("1000-2").next(), v("1000-3"));
+        for bad in ["", "7", "a-1", "1-", "-1", "1-2-3"] {
+            assert!(bad.parse::<Version>().is_err(), "{bad}");
+        }
+        let first = Version::first();
+        assert_eq!(first.n, 1);
+        assert!(first.boot > 1_700_000_000_000, "unix milliseconds");
+    }
+}

@@ -189,3 +189,20 @@ fn admits(server_host: &NamespacedHost, gateway: &Resource, vs_namespace: &str, 
 fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::valid_credential_name;
+
+    #[test]
+    fn credential_names_are_dns_subdomains_only() {
+        for good in ["payments-tls", "a.b-c.d", "x"] {
+            assert!(valid_credential_name(good), "{good}");
+        }
+        let long = "a".repeat(254);
+        for bad in ["", "..", "../etc", "/etc/passwd", "a/b", "a..b", ".a", "a.", "-a", "a_b", long.as_str()]
+        {
+            assert!(!valid_credential_name(bad), "{bad}");
+        }
+    }
+}
