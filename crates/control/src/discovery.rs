@@ -466,7 +466,80 @@ fn rfc3339(unix: i64) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_RFC3339_UNIX, rfc3339, truncate};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use paymesh_api::model::{MeshSettings, Node, ProxyConfig, ProxyKind};
+    use tokio::sync::{mpsc, watch};
+
+    use super::{
+        Discovery, MAX_RFC3339_UNIX, Metrics, ProxyStream, STREAM_QUEUE, SyncStatus, Target, rfc3339,
+        truncate,
+    };
+    use crate::compile::Settings;
+    use crate::config_store::{ConfigStore, Sources};
+
+    #[tokio::test]
+    async fn a_proxy_that_stops_reading_does_not_hold_up_shutdown() {
+        let dir = std::env::temp_dir().join(format!("paymesh-discovery-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let sources = Sources { config: vec![dir.clone()], pods: None, trust_domain: "cluster.local".into() };
+        let config = ConfigStore::load(sources).expect("empty config loads");
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = Arc::new(Settings {
+            trust_domain: "cluster.local".into(),
+            cert_ttl_secs: 60,
+            gateway_port_offset: 0,
+            credentials_dir: "/nowhere".into(),
+            root_namespace: "istio-system".into(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let discovery = Discovery::new(
+            config,
+            settings,
+            Arc::new(SyncStatus::default()),
+            Arc::new(Metrics::default()),
+            stopped.clone(),
+        );
+        // The receiving half is never read, as a stalled proxy's stream.
+        let (tx, _unread) = mpsc::channel(STREAM_QUEUE);
+        let mut stream = ProxyStream {
+            discovery,
+            key: "shop/p".into(),
+            stream_id: 1,
+            target: Target { namespace: "shop".into(), pod: "p".into(), kind: ProxyKind::Sidecar },
+            tx,
+            shutdown: stopped,
+            logged_nack: None,
+        };
+        let snapshot = ProxyConfig {
+            version: "1-1".into(),
+            node: Node {
+                pod: "p".into(),
+                namespace: "shop".into(),
+                ip: "127.0.0.1".parse().expect("ip"),
+                kind: ProxyKind::Sidecar,
+                identity: "spiffe://cluster.local/ns/shop/sa/p".into(),
+            },
+            mesh: MeshSettings { trust_domain: "cluster.local".into(), cert_ttl_secs: 60 },
+            listeners: Vec::new(),
+            routes: Vec::new(),
+            clusters: Vec::new(),
+            endpoints: Vec::new(),
+        };
+        for _ in 0..STREAM_QUEUE {
+            assert!(stream.send(&snapshot).await, "queued");
+        }
+        let blocked = tokio::spawn(async move { stream.send(&snapshot).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!blocked.is_finished(), "the queue is full: the send waits");
+        stop.send(true).expect("stop");
+        let sent = tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("shutdown ends the send")
+            .expect("task");
+        assert!(!sent, "the stream is told to stop");
+    }
 
     #[test]
     fn rfc3339_refuses_years_past_9999_instead_of_panicking() {
