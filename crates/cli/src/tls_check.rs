@@ -4,17 +4,19 @@
 //! Server side: the PeerAuthentication mode of each workload behind the port (Deployment pod
 //! templates; the container port the Service targets), resolved by the control plane's own
 //! [`peer_authn::resolve`]. Client side: the DestinationRule's `tls.mode` (from the service's
-//! namespace), or auto mTLS — mutual TLS when the server workloads run sidecars. STRICT
-//! against a plaintext client, or DISABLE against an mTLS client, is a CONFLICT.
+//! namespace), or auto mTLS, decided per endpoint by the compiler's own [`endpoint_mtls`]:
+//! mutual TLS to an endpoint with a sidecar whose PeerAuthentication is not DISABLE. STRICT
+//! against a plaintext client, or DISABLE against an mTLS client, is a CONFLICT. `SIMPLE` and
+//! `MUTUAL` (TLS origination) are shown as not implemented. A config that does not load
+//! completely is exit code 2: a partial check would pass things it never saw.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
 use paymesh_api::model::MtlsMode;
-use paymesh_config::networking::destination_rule::traffic_policy::ClientTlsMode;
 use paymesh_config::{Loaded, Store, load};
-use paymesh_control::compile::cluster::client_tls;
+use paymesh_control::compile::cluster::{client_mode_name, client_tls, endpoint_mtls};
 use paymesh_control::compile::peer_authn::{self, mode_name};
 use paymesh_control::config_store::ISTIO_NAMESPACE;
 use paymesh_control::registry::{Registry, Service, ServicePort, WorkloadSource};
@@ -42,8 +44,12 @@ struct Row {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Loaded { resources, errors } = load::load_paths(&args.files);
-    for error in &errors {
-        eprintln!("error: {error}");
+    if !errors.is_empty() {
+        for error in &errors {
+            eprintln!("error: {error}");
+        }
+        eprintln!("{} load error(s): fix them first; no check was made.", errors.len());
+        return Ok(ExitCode::from(2));
     }
     let (store, _) = Store::new(resources);
     let rows = check(&store, args.service.as_deref());
@@ -88,35 +94,30 @@ fn selected(filter: &str, service: &Service, port: u16) -> bool {
 
 fn row(store: &Store, registry: &Registry, service: &Service, port: &ServicePort) -> Row {
     let endpoints = registry.endpoints(service, port);
-    let sidecar = endpoints.iter().any(|e| e.workload.sidecar);
+    let tls = client_tls(store, ISTIO_NAMESPACE, &service.namespace, service, port.port, None);
     let mut decisions: Vec<(&'static str, MtlsMode, String)> = Vec::new();
+    let mut client_modes: Vec<&'static str> = Vec::new();
+    let mut conflict = false;
     for e in &endpoints {
-        let d = peer_authn::resolve(
-            store,
-            ISTIO_NAMESPACE,
-            &e.workload.namespace,
-            &e.workload.labels,
-            e.target_port,
-        );
+        let w = e.workload;
+        let d = peer_authn::resolve(store, ISTIO_NAMESPACE, &w.namespace, &w.labels, e.target_port);
+        let client_mtls = endpoint_mtls(tls.mode, w.sidecar, d.mode);
+        conflict |= match d.mode {
+            MtlsMode::Strict => !client_mtls,
+            MtlsMode::Disable => client_mtls,
+            MtlsMode::Permissive => false,
+        };
+        let client = if client_mtls { "ISTIO_MUTUAL" } else { "DISABLE" };
+        if !client_modes.contains(&client) {
+            client_modes.push(client);
+        }
         let decision = (mode_name(d.mode), d.mode, d.policy);
         if !decisions.contains(&decision) {
             decisions.push(decision);
         }
     }
-    let tls = client_tls(store, ISTIO_NAMESPACE, &service.namespace, service, port.port, None);
-    let (client, client_mtls) = match tls.mode {
-        Some(ClientTlsMode::IstioMutual) => ("ISTIO_MUTUAL".to_owned(), true),
-        Some(ClientTlsMode::Disable) => ("DISABLE".to_owned(), false),
-        Some(ClientTlsMode::Simple) => ("SIMPLE".to_owned(), false),
-        Some(ClientTlsMode::Mutual) => ("MUTUAL".to_owned(), false),
-        None if sidecar => ("AUTO (ISTIO_MUTUAL)".to_owned(), true),
-        None => ("AUTO (DISABLE)".to_owned(), false),
-    };
-    let conflict = decisions.iter().any(|(_, mode, _)| match mode {
-        MtlsMode::Strict => !client_mtls,
-        MtlsMode::Disable => client_mtls,
-        MtlsMode::Permissive => false,
-    });
+    let auto = if client_modes.is_empty() { "DISABLE".to_owned() } else { client_modes.join("|") };
+    let client = client_mode_name(tls.mode, &auto);
     let join = |parts: Vec<String>| if parts.is_empty() { "-".to_owned() } else { parts.join("|") };
     Row {
         host_port: format!("{}:{}", service.hostname, port.port),
@@ -197,6 +198,34 @@ mod tests {
                 rule: "a/s".into(),
             }]
         );
+    }
+
+    #[test]
+    fn auto_mtls_is_plaintext_to_a_disabled_sidecar_and_tls_origination_is_not_implemented() {
+        let disabled = format!(
+            "{APP}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: a}}\nspec: {{mtls: {{mode: DISABLE}}}}\n"
+        );
+        let rows = check(&store(&disabled), None);
+        assert_eq!(
+            (rows[0].status, rows[0].server.as_str(), rows[0].client.as_str()),
+            ("OK", "DISABLE", "AUTO (DISABLE)")
+        );
+        let simple = format!(
+            "{APP}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: s, namespace: a}}\nspec: {{host: s, trafficPolicy: {{tls: {{mode: SIMPLE}}}}}}\n"
+        );
+        let rows = check(&store(&simple), None);
+        assert_eq!((rows[0].status, rows[0].client.as_str()), ("OK", "SIMPLE (not implemented)"));
+    }
+
+    #[test]
+    fn load_errors_exit_2_without_a_partial_check() {
+        let dir = std::env::temp_dir().join(format!("paymesh-tls-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("good.yaml"), APP).expect("good");
+        std::fs::write(dir.join("bad.yaml"), "kind: [unclosed\n").expect("bad");
+        let code = run(Args { service: None, files: vec![dir.clone()] }).expect("runs");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(code, ExitCode::from(2));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Startup in one readable order: load and validate the config, start the CA and write the
 //! trust bundle, bind the gRPC and monitoring ports ([`build`] returns the bound addresses),
 //! then [`Bound::run`] spawns the config watcher and both servers, marks ready, and on shutdown
-//! ends the discovery streams first so both servers can drain.
+//! ends the discovery streams first so both servers can drain. A server that stops on its own
+//! is an error: the process exits non-zero and its supervisor restarts it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,6 +84,9 @@ pub enum AppError {
     /// A startup or server task panicked.
     #[error("control plane task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A server stopped although no shutdown was asked for.
+    #[error("the {0} server stopped unexpectedly")]
+    Stopped(&'static str),
 }
 
 /// The control plane with its ports bound, not yet serving.
@@ -104,7 +108,7 @@ pub async fn build(config: Config) -> Result<Bound, AppError> {
         })?;
     let sources = config.sources.clone();
     let store = tokio::task::spawn_blocking(move || ConfigStore::load(sources)).await??;
-    info!(version = store.current().version, "config loaded");
+    info!(version = %store.current().version, "config loaded");
 
     let cacerts = config.ca_dir.join("cacerts");
     let root = if cacerts.is_dir() {
@@ -116,10 +120,8 @@ pub async fn build(config: Config) -> Result<Bound, AppError> {
     ca_config.default_ttl = config.cert_ttl;
     let ca = Arc::new(tokio::task::spawn_blocking(move || Ca::new(ca_config)).await??);
     let bundle = config.ca_dir.join(ROOT_CERT_FILE);
-    if !bundle.exists() || matches!(ca_bundle_differs(&ca, &bundle), Some(true)) {
-        std::fs::write(&bundle, ca.trust_bundle().to_pem())
-            .map_err(|source| AppError::Write { path: bundle.clone(), source })?;
-    }
+    let pem = ca.trust_bundle().to_pem();
+    tokio::task::spawn_blocking(move || write_bundle(&bundle, &pem)).await??;
 
     let server = CaServerConfig::new(config.grpc_addr, trust_domain)
         .map_err(|e| AppError::TrustDomain(config.sources.trust_domain.clone(), e.to_string()))?;
@@ -154,10 +156,19 @@ pub async fn build(config: Config) -> Result<Bound, AppError> {
     })
 }
 
-/// `Some(true)` when the bundle file on disk is not the CA's.
-fn ca_bundle_differs(ca: &Ca, path: &std::path::Path) -> Option<bool> {
-    let on_disk = std::fs::read_to_string(path).ok()?;
-    Some(on_disk != ca.trust_bundle().to_pem())
+/// Writes the trust bundle when the file on disk is missing or differs, atomically (a temp
+/// file renamed over it), so a reader never sees half a bundle. Blocking.
+fn write_bundle(path: &std::path::Path, pem: &str) -> Result<(), AppError> {
+    if std::fs::read_to_string(path).is_ok_and(|on_disk| on_disk == pem) {
+        return Ok(());
+    }
+    let error = |source| AppError::Write { path: path.to_owned(), source };
+    let temp = path.with_extension(format!("pem.tmp.{}", std::process::id()));
+    std::fs::write(&temp, pem).map_err(error)?;
+    std::fs::rename(&temp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&temp);
+        error(source)
+    })
 }
 
 impl Bound {
@@ -190,18 +201,30 @@ impl Bound {
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let grpc = tokio::spawn(self.grpc.serve(Some(discovery), until(stopped.clone())));
+        let mut grpc = tokio::spawn(self.grpc.serve(Some(discovery), until(stopped.clone())));
         let router = monitoring::router(Arc::clone(&self.state));
         let monitoring_addr = self.monitoring_addr;
-        let http = tokio::spawn(monitoring::serve(self.monitoring, router, until(stopped)));
+        let http_error = move |source| AppError::Monitoring { addr: monitoring_addr, source };
+        let mut http = tokio::spawn(monitoring::serve(self.monitoring, router, until(stopped)));
         self.state.ready.store(true, Ordering::Release);
         on_ready();
-        shutdown.await;
-        info!("shutting down: ending discovery streams and draining");
+        // A server ending before shutdown is a failure, whatever it returned.
+        let failed = tokio::select! {
+            () = shutdown => None,
+            result = &mut grpc => Some(result.map_err(AppError::from).and_then(|r| r.map_err(AppError::from)).and(Err(AppError::Stopped("gRPC")))),
+            result = &mut http => Some(result.map_err(AppError::from).and_then(|r| r.map_err(http_error)).and(Err(AppError::Stopped("monitoring")))),
+        };
         watcher.abort();
         let _ = stop.send(true);
+        if let Some(failed) = failed {
+            self.state.ready.store(false, Ordering::Release);
+            grpc.abort();
+            http.abort();
+            return failed;
+        }
+        info!("shutting down: ending discovery streams and draining");
         let (grpc, http) = (grpc.await?, http.await?);
         grpc?;
-        http.map_err(|source| AppError::Monitoring { addr: monitoring_addr, source })
+        http.map_err(http_error)
     }
 }

@@ -4,7 +4,8 @@
 //! it for every connected proxy on each accepted change and sends the result only when it
 //! differs from what that proxy has ([`same_content`]). Sidecars and gateways have their own
 //! module; [`cluster`] builds upstreams for both, [`routes`] turns VirtualService rules into
-//! routes, [`peer_authn`] resolves inbound mTLS, [`naming`] holds Istio's names.
+//! routes, [`peer_authn`] resolves inbound mTLS, [`naming`] holds Istio's names, and
+//! [`unsupported`] lists what the model cannot express yet, for `/debug/configz`.
 
 pub mod cluster;
 pub mod gateway;
@@ -12,6 +13,7 @@ pub mod naming;
 pub mod peer_authn;
 pub mod routes;
 pub mod sidecar;
+pub mod unsupported;
 
 use std::path::PathBuf;
 
@@ -43,12 +45,17 @@ pub struct Inputs<'a> {
     pub store: &'a Store,
     /// Services and pods.
     pub registry: &'a Registry,
+    /// Control-plane settings.
+    pub settings: &'a Settings,
+    /// The proxy's workload.
+    pub proxy: &'a Workload,
+}
+
+impl Inputs<'_> {
     /// Istio's root namespace.
-    pub root_namespace: &'a str,
-    /// See [`Settings::gateway_port_offset`].
-    pub gateway_port_offset: u16,
-    /// See [`Settings::credentials_dir`].
-    pub credentials_dir: &'a std::path::Path,
+    pub fn root_namespace(&self) -> &str {
+        &self.settings.root_namespace
+    }
 }
 
 /// The parts a sidecar or gateway compilation produces.
@@ -92,23 +99,17 @@ pub fn compile(
     namespace: &str,
     pod: &str,
     kind: ProxyKind,
-    version: u64,
+    version: impl std::fmt::Display,
 ) -> Result<ProxyConfig, CompileError> {
     let unknown = || CompileError::UnknownPod { namespace: namespace.to_owned(), pod: pod.to_owned() };
     let proxy: &Workload = registry.workload(namespace, pod).ok_or_else(unknown)?;
     let ip = proxy
         .ip
         .ok_or_else(|| CompileError::NoIp { namespace: namespace.to_owned(), pod: pod.to_owned() })?;
-    let inputs = Inputs {
-        store,
-        registry,
-        root_namespace: &settings.root_namespace,
-        gateway_port_offset: settings.gateway_port_offset,
-        credentials_dir: &settings.credentials_dir,
-    };
+    let inputs = Inputs { store, registry, settings, proxy };
     let Compiled { listeners, routes, clusters, endpoints } = match kind {
-        ProxyKind::Sidecar => sidecar::compile(&inputs, proxy, ip),
-        ProxyKind::Gateway => gateway::compile(&inputs, proxy, ip),
+        ProxyKind::Sidecar => sidecar::compile(&inputs, ip),
+        ProxyKind::Gateway => gateway::compile(&inputs, ip),
     };
     Ok(ProxyConfig {
         version: version.to_string(),

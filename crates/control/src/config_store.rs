@@ -6,21 +6,30 @@
 //! analyzers over it ([`evaluate`]). No Error-level message: the new [`Accepted`] state, with
 //! the next version, is published on a watch channel. Otherwise the change is rejected with
 //! analyze's lines, the last good state stays, and [`ConfigStore::rejection`] says why, as
-//! istiod's validating webhook refuses a bad resource and keeps serving the old one.
+//! istiod's validating webhook refuses a bad resource and keeps serving the old one. The pods
+//! file is the supervisor's, not the operator's: a pods change is accepted against the last
+//! good config even while a config edit stays rejected, so restarted pods keep being served.
+//!
+//! Versions are [`Version`]s, `<boot unix ms>-<n>`: a restarted control plane's versions
+//! compare greater than any version the previous run sent, so a proxy never sees one go back.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use paymesh_config::analyze::{self, Context, Level, MeshConfig, Message, messages, output};
 use paymesh_config::load::{self, Problem};
+use paymesh_config::resource::Resource;
 use paymesh_config::{Loaded, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::compile::unsupported::{self, Unsupported};
 use crate::registry::{Registry, WorkloadSource};
 
 /// How often the watched files are looked at.
@@ -40,15 +49,89 @@ pub struct Sources {
     pub trust_domain: String,
 }
 
+/// A config version: the control plane's start time and a counter of accepted changes.
+///
+/// Written `<boot unix ms>-<n>` (`1764377934123-2`) and ordered by `boot`, then `n`, both as
+/// numbers: every accepted change increases `n`, and a restarted control plane starts over at
+/// `n = 1` under a later `boot`, so versions sent to a proxy only ever increase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// When this control plane started, unix milliseconds.
+    pub boot: u64,
+    /// Accepted changes since start, from 1.
+    pub n: u64,
+}
+
+impl Version {
+    /// The first version of a control plane started now.
+    pub fn first() -> Self {
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Version { boot, n: 1 }
+    }
+
+    /// The version after this one.
+    pub fn next(self) -> Self {
+        Version { boot: self.boot, n: self.n.saturating_add(1) }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.boot, self.n)
+    }
+}
+
+/// A version string that is not `<boot>-<n>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("version {0:?} is not <boot unix ms>-<n>")]
+pub struct BadVersion(String);
+
+impl FromStr for Version {
+    type Err = BadVersion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadVersion(s.to_owned());
+        let (boot, n) = s.split_once('-').ok_or_else(bad)?;
+        Ok(Version { boot: boot.parse().map_err(|_| bad())?, n: n.parse().map_err(|_| bad())? })
+    }
+}
+
 /// An accepted config: the resources, the registry built from them, and their version.
 #[derive(Debug)]
 pub struct Accepted {
-    /// Increases by one with every accepted change, from 1.
-    pub version: u64,
+    /// Increases with every accepted change (see [`Version`]).
+    pub version: Version,
     /// The resources.
     pub store: Store,
     /// Services and running pods.
     pub registry: Registry,
+    /// Fields the compiler leaves out (`/debug/configz`).
+    pub unsupported: Vec<Unsupported>,
+}
+
+/// The parts of an [`Accepted`] config built off the async workers.
+#[derive(Debug)]
+struct Prepared {
+    store: Store,
+    registry: Registry,
+    unsupported: Vec<Unsupported>,
+}
+
+impl Prepared {
+    fn new(store: Store, trust_domain: &str) -> Self {
+        let registry = Registry::new(&store, trust_domain, WorkloadSource::Pods);
+        let unsupported = unsupported::scan(&store);
+        Prepared { store, registry, unsupported }
+    }
+
+    fn accept(self, version: Version) -> Accepted {
+        for u in &self.unsupported {
+            warn!(%version, resource = %u.resource, field = %u.field, reason = %u.reason, "config field not acted on");
+        }
+        Accepted { version, store: self.store, registry: self.registry, unsupported: self.unsupported }
+    }
 }
 
 /// A refused change.
@@ -73,19 +156,49 @@ pub struct ConfigStore {
     rejection: ArcSwapOption<Rejection>,
     rejections: AtomicU64,
     sources: Sources,
+    /// What the watched files looked like when the first config was read.
+    baseline: Mutex<Option<Fingerprint>>,
+    /// The last accepted config's resources from the config paths (pods excluded) and the
+    /// pods file's fingerprint then: a pods change is checked against these.
+    last_good: Mutex<LastGood>,
+}
+
+#[derive(Debug, Default)]
+struct LastGood {
+    config: Vec<Resource>,
+    pods: Fingerprint,
+}
+
+/// What one reload produced.
+enum Outcome {
+    /// Config and pods both accepted.
+    Accepted(Prepared, LastGood),
+    /// The config change is refused, but the pods change is accepted against the last good
+    /// config.
+    PodsOnly(Prepared, Fingerprint, Vec<String>),
+    /// Refused.
+    Rejected(Vec<String>),
 }
 
 impl ConfigStore {
     /// Loads the sources once; an invalid first config is an error listing why.
+    /// Blocking: run it off the async workers.
     pub fn load(sources: Sources) -> Result<Arc<Self>, InvalidConfig> {
-        let store = evaluate(&sources).map_err(InvalidConfig)?;
-        let registry = Registry::new(&store, &sources.trust_domain, WorkloadSource::Pods);
-        let (accepted, _) = watch::channel(Arc::new(Accepted { version: 1, store, registry }));
+        // Fingerprint first: an edit made while this load runs differs from it and is read.
+        let baseline = fingerprint(&watched_files(&sources));
+        let pods_fingerprint = fingerprint(&sources.pods.iter().cloned().collect::<Vec<_>>());
+        let config = load::load_paths(&sources.config);
+        let config_resources = config.resources.clone();
+        let store = check(config, load_pods(&sources)).map_err(InvalidConfig)?;
+        let first = Prepared::new(store, &sources.trust_domain).accept(Version::first());
+        let (accepted, _) = watch::channel(Arc::new(first));
         Ok(Arc::new(ConfigStore {
             accepted,
             rejection: ArcSwapOption::empty(),
             rejections: AtomicU64::new(0),
             sources,
+            baseline: Mutex::new(Some(baseline)),
+            last_good: Mutex::new(LastGood { config: config_resources, pods: pods_fingerprint }),
         }))
     }
 
@@ -115,8 +228,12 @@ impl ConfigStore {
     }
 
     async fn poll_loop(self: Arc<Self>) {
-        let files = self.watched_files();
-        let mut seen = fingerprint_blocking(files.clone()).await;
+        let files = watched_files(&self.sources);
+        let baseline = self.baseline.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let mut seen = match baseline {
+            Some(baseline) => baseline,
+            None => fingerprint_blocking(files.clone()).await,
+        };
         let mut interval = tokio::time::interval(POLL_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: Option<Fingerprint> = None;
@@ -135,40 +252,93 @@ impl ConfigStore {
         }
     }
 
-    fn watched_files(&self) -> Vec<PathBuf> {
-        self.sources.config.iter().chain(&self.sources.pods).cloned().collect()
-    }
-
-    async fn reload(&self) {
-        let sources = self.sources.clone();
-        let evaluated = tokio::task::spawn_blocking(move || {
-            let store = evaluate(&sources)?;
-            let registry = Registry::new(&store, &sources.trust_domain, WorkloadSource::Pods);
-            Ok::<_, Vec<String>>((store, registry))
-        })
-        .await;
-        match evaluated {
-            Ok(Ok((store, registry))) => {
-                let version = self.current().version + 1;
+    async fn reload(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        let outcome = tokio::task::spawn_blocking(move || this.evaluate_change()).await;
+        let accept = |prepared: Prepared| {
+            let version = self.current().version.next();
+            self.accepted.send_replace(Arc::new(prepared.accept(version)));
+            version
+        };
+        match outcome {
+            Ok(Outcome::Accepted(store, last_good)) => {
+                *self.last_good.lock().unwrap_or_else(PoisonError::into_inner) = last_good;
                 self.rejection.store(None);
-                self.accepted.send_replace(Arc::new(Accepted { version, store, registry }));
-                info!(version, "config change accepted");
+                let version = accept(store);
+                info!(%version, "config change accepted");
             }
-            Ok(Err(messages)) => {
-                warn!(count = messages.len(), first = %messages.first().map_or("", String::as_str), "config change rejected; keeping the last good config");
-                self.rejections.fetch_add(1, Ordering::Relaxed);
-                self.rejection.store(Some(Arc::new(Rejection { at: SystemTime::now(), messages })));
+            Ok(Outcome::PodsOnly(store, pods, messages)) => {
+                self.last_good.lock().unwrap_or_else(PoisonError::into_inner).pods = pods;
+                self.reject(messages);
+                let version = accept(store);
+                info!(%version, "pods change accepted against the last good config; the config change stays rejected");
             }
+            Ok(Outcome::Rejected(messages)) => self.reject(messages),
             Err(error) => warn!(%error, "config load task failed"),
         }
     }
+
+    fn reject(&self, messages: Vec<String>) {
+        warn!(count = messages.len(), first = %messages.first().map_or("", String::as_str), "config change rejected; keeping the last good config");
+        self.rejections.fetch_add(1, Ordering::Relaxed);
+        self.rejection.store(Some(Arc::new(Rejection { at: SystemTime::now(), messages })));
+    }
+
+    /// Blocking: loads and checks the watched files; on a refusal, a changed pods file is
+    /// checked against the last good config.
+    fn evaluate_change(&self) -> Outcome {
+        let pods_fingerprint = fingerprint(&self.sources.pods.iter().cloned().collect::<Vec<_>>());
+        let config = load::load_paths(&self.sources.config);
+        let config_resources = config.resources.clone();
+        let pods = load_pods(&self.sources);
+        let pods_readable = pods.errors.is_empty();
+        let pods_resources = pods.resources.clone();
+        let messages = match check(config, pods) {
+            Ok(store) => {
+                let prepared = Prepared::new(store, &self.sources.trust_domain);
+                return Outcome::Accepted(
+                    prepared,
+                    LastGood { config: config_resources, pods: pods_fingerprint },
+                );
+            }
+            Err(messages) => messages,
+        };
+        let good = {
+            let last = self.last_good.lock().unwrap_or_else(PoisonError::into_inner);
+            (pods_readable && last.pods != pods_fingerprint).then(|| last.config.clone())
+        };
+        let Some(good) = good else { return Outcome::Rejected(messages) };
+        let pods = Loaded { resources: pods_resources, errors: Vec::new() };
+        match check(Loaded { resources: good, errors: Vec::new() }, pods) {
+            Ok(store) => Outcome::PodsOnly(
+                Prepared::new(store, &self.sources.trust_domain),
+                pods_fingerprint,
+                messages,
+            ),
+            Err(_) => Outcome::Rejected(messages),
+        }
+    }
+}
+
+fn watched_files(sources: &Sources) -> Vec<PathBuf> {
+    sources.config.iter().chain(&sources.pods).cloned().collect()
+}
+
+fn load_pods(sources: &Sources) -> Loaded {
+    sources.pods.as_ref().map(|p| load::load_paths(&[p])).unwrap_or_default()
 }
 
 /// Loads `sources` and runs validation and every analyzer, as `paymesh analyze` does: the
 /// store when nothing reaches Error level, else the Error lines (and unreadable files).
 pub fn evaluate(sources: &Sources) -> Result<Store, Vec<String>> {
-    let paths: Vec<&Path> = sources.config.iter().chain(&sources.pods).map(PathBuf::as_path).collect();
-    let Loaded { resources, errors } = load::load_paths(&paths);
+    check(load::load_paths(&sources.config), load_pods(sources))
+}
+
+/// Validation and analysis of the config and pods loaded.
+fn check(config: Loaded, pods: Loaded) -> Result<Store, Vec<String>> {
+    let Loaded { mut resources, mut errors } = config;
+    resources.extend(pods.resources);
+    errors.extend(pods.errors);
     let mesh = MeshConfig::default();
     // Analysis sees Istio's built-in ingress gateway as `istioctl analyze` does; the registry
     // does not (the real gateway pod comes with the pods file).
@@ -227,4 +397,24 @@ fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Version;
+
+    #[test]
+    fn versions_order_by_boot_then_count_as_numbers() {
+        let v = |s: &str| s.parse::<Version>().expect("version");
+        assert!(v("1000-10") > v("1000-9"), "numbers, not strings");
+        assert!(v("1001-1") > v("1000-99"), "a restart is later than anything before it");
+        assert_eq!(v("1000-2").to_string(), "1000-2");
+        assert_eq!(v("1000-2").next(), v("1000-3"));
+        for bad in ["", "7", "a-1", "1-", "-1", "1-2-3"] {
+            assert!(bad.parse::<Version>().is_err(), "{bad}");
+        }
+        let first = Version::first();
+        assert_eq!(first.n, 1);
+        assert!(first.boot > 1_700_000_000_000, "unix milliseconds");
+    }
 }

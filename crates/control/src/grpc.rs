@@ -7,21 +7,30 @@
 //! garbage client delays nobody), and hands finished streams to tonic. A client certificate is
 //! optional at the TLS layer: a proxy's first CA call has none and brings a bootstrap token;
 //! `Subscribe` checks for one itself.
+//!
+//! Bounds: at most [`MAX_CONNECTIONS`] connections at once (a semaphore permit travels with
+//! each connection and is returned when it closes; accepting pauses while none is free),
+//! [`MAX_STREAMS_PER_CONNECTION`] concurrent requests per connection, and TCP plus HTTP/2
+//! keepalives so a vanished peer's connection is found and closed.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use paymesh_api::pb::mesh_discovery_server::MeshDiscoveryServer;
 use paymesh_tls::{ALPN_H2, ClientAuth, CredentialStore, PrivateKey, server_config};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 use tracing::{debug, info, warn};
 
 use crate::ca::Ca;
@@ -39,6 +48,18 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Finished handshakes waiting for tonic.
 const ACCEPT_QUEUE: usize = 64;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Requests in progress at once on one connection.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 64;
+
+/// HTTP/2 PING interval, and how long a PING may go unanswered.
+const H2_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
+
+/// Idle time before TCP keepalive probes start.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// A bound, not yet serving, gRPC endpoint.
 pub struct GrpcServer {
@@ -91,6 +112,10 @@ impl GrpcServer {
             discovery.map(|d| MeshDiscoveryServer::new(d).max_decoding_message_size(MAX_MESSAGE_BYTES));
         Server::builder()
             .timeout(REQUEST_TIMEOUT)
+            .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION)
+            .max_concurrent_streams(u32::try_from(MAX_STREAMS_PER_CONNECTION).ok())
+            .http2_keepalive_interval(Some(H2_KEEPALIVE.0))
+            .http2_keepalive_timeout(Some(H2_KEEPALIVE.1))
             .add_service(certificate_service(self.ca))
             .add_optional_service(discovery)
             .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
@@ -108,10 +133,55 @@ impl Drop for AbortOnDrop {
     }
 }
 
-type Incoming = Result<TlsStream<TcpStream>, std::io::Error>;
+/// A served connection and its share of [`MAX_CONNECTIONS`], released when it closes.
+struct Permitted {
+    tls: TlsStream<TcpStream>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for Permitted {
+    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tls.connect_info()
+    }
+}
+
+impl AsyncRead for Permitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Permitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tls).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tls).poll_shutdown(cx)
+    }
+}
+
+type Incoming = Result<Permitted, std::io::Error>;
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, streams: mpsc::Sender<Incoming>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // Wait for a free slot before accepting: excess clients queue in the kernel backlog.
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -120,11 +190,15 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, streams: mpsc
                 continue;
             }
         };
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        if let Err(error) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+            debug!(%peer, %error, "TCP keepalive not set");
+        }
         let (acceptor, streams) = (acceptor.clone(), streams.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    if streams.send(Ok(tls)).await.is_err() {
+                    if streams.send(Ok(Permitted { tls, _permit: permit })).await.is_err() {
                         debug!(%peer, "CA endpoint is shutting down; connection dropped");
                     }
                 }

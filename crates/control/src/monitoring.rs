@@ -4,15 +4,19 @@
 //!
 //! The token endpoint is the one that hands out power, so it checks the admin secret first, in
 //! constant time (an HMAC of the presented value against the expected one), caps the body at
-//! [`MAX_BODY_BYTES`], and answers every refusal with a JSON `{"error": reason}`.
+//! [`MAX_BODY_BYTES`], and answers every refusal with a JSON `{"error": reason}` (an
+//! oversized body too: 413). The port is bounded by [`listener`]: a connection cap and a read
+//! deadline for headers and bodies.
+
+pub mod listener;
 
 use std::fmt::Write as _;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -92,7 +96,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+    axum::serve(listener::BoundedListener::new(listener), router.into_make_service())
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -116,7 +120,13 @@ async fn configz(State(state): State<Arc<MonitoringState>>) -> Response {
             "messages": r.messages,
         })
     });
-    Json(json!({ "version": state.config.current().version, "rejected": rejected })).into_response()
+    let current = state.config.current();
+    Json(json!({
+        "version": current.version.to_string(),
+        "rejected": rejected,
+        "unsupported": current.unsupported,
+    }))
+    .into_response()
 }
 
 async fn metrics(State(state): State<Arc<MonitoringState>>) -> Response {
@@ -147,8 +157,8 @@ async fn metrics(State(state): State<Arc<MonitoringState>>) -> Response {
     metric(
         "paymesh_config_version",
         "gauge",
-        "The accepted config version.",
-        state.config.current().version.into(),
+        "Config changes accepted since the control plane started (the `n` of version `<boot>-<n>`).",
+        state.config.current().version.n.into(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -169,7 +179,7 @@ fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
 async fn bootstrap_token(
     State(state): State<Arc<MonitoringState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return refuse(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer <admin token>`");
@@ -182,6 +192,13 @@ async fn bootstrap_token(
         }
         Some(_) => {}
     }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {MAX_BODY_BYTES} bytes"));
+        }
+        Err(rejection) => return refuse(rejection.status(), rejection.body_text()),
+    };
     let request: TokenRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {

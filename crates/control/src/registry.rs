@@ -6,24 +6,25 @@
 //! offline tools such as `paymesh tls-check`, the pod templates of Deployments. Endpoints of a
 //! Service port are the selected workloads with the port's `targetPort` resolved (a name
 //! through the container ports' names), as Kubernetes' endpoints controller resolves it.
+//! Lookups by host, by pod and by namespace are indexed once per accepted config, so each
+//! proxy's compilation does not scan every Service and pod. Whether a Deployment template is in
+//! the mesh is `paymesh analyze`'s own rule ([`in_mesh`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use paymesh_api::model::Protocol;
 use paymesh_config::Store;
+use paymesh_config::analyze::kube::in_mesh;
+use paymesh_config::analyze::service::{PortProtocol, port_protocol};
 use paymesh_config::resource::{Resource, Spec};
+
+use crate::compile::naming::fqdn;
 
 /// Pod annotation the supervisor sets to `"true"` on pods that run a paymesh sidecar.
 pub const SIDECAR_ANNOTATION: &str = "paymesh.io/sidecar";
-
-/// Istio's per-pod injection switch (label or annotation), read on Deployment templates.
-pub const INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
-
-/// The namespace label that turns injection on for a namespace.
-pub const INJECTION_LABEL: &str = "istio-injection";
 
 /// The cluster's DNS suffix for Services.
 pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
@@ -121,19 +122,36 @@ pub struct Endpoint<'a> {
 pub struct Registry {
     services: Vec<Service>,
     workloads: Vec<Workload>,
+    /// Indices into `services` by FQDN, built once per accepted config.
+    by_host: HashMap<String, usize>,
+    /// Indices into `workloads` by `(namespace, name)`.
+    by_name: HashMap<(String, String), usize>,
+    /// Indices into `workloads` by namespace (Services select within their own).
+    by_namespace: HashMap<String, Vec<usize>>,
 }
 
 impl Registry {
     /// Reads Services and workloads (from `source`) out of `store`; identities in `trust_domain`.
     pub fn new(store: &Store, trust_domain: &str, source: WorkloadSource) -> Self {
-        let services = store.of_kind("Service").filter_map(service).collect();
-        let workloads = match source {
+        let services: Vec<Service> = store.of_kind("Service").filter_map(service).collect();
+        let workloads: Vec<Workload> = match source {
             WorkloadSource::Pods => store.of_kind("Pod").filter_map(|r| pod(r, trust_domain)).collect(),
             WorkloadSource::DeploymentTemplates => {
                 store.of_kind("Deployment").filter_map(|r| deployment(store, r, trust_domain)).collect()
             }
         };
-        Registry { services, workloads }
+        let mut by_host = HashMap::with_capacity(services.len());
+        for (i, s) in services.iter().enumerate() {
+            // The first of duplicates wins, as the linear lookup did.
+            by_host.entry(s.hostname.clone()).or_insert(i);
+        }
+        let mut by_name = HashMap::with_capacity(workloads.len());
+        let mut by_namespace: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, w) in workloads.iter().enumerate() {
+            by_name.entry((w.namespace.clone(), w.name.clone())).or_insert(i);
+            by_namespace.entry(w.namespace.clone()).or_default().push(i);
+        }
+        Registry { services, workloads, by_host, by_name, by_namespace }
     }
 
     /// Every Service.
@@ -141,26 +159,25 @@ impl Registry {
         &self.services
     }
 
-    /// Every workload.
-    pub fn workloads(&self) -> &[Workload] {
-        &self.workloads
-    }
-
     /// The Service whose host is `hostname` (FQDN).
     pub fn service_by_host(&self, hostname: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.hostname == hostname)
+        self.by_host.get(hostname).and_then(|i| self.services.get(*i))
     }
 
     /// The workload `name` in `namespace`.
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {
-        self.workloads.iter().find(|w| w.namespace == namespace && w.name == name)
+        self.by_name.get(&(namespace.to_owned(), name.to_owned())).and_then(|i| self.workloads.get(*i))
+    }
+
+    /// The workloads of `namespace`.
+    pub fn workloads_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Workload> + 'a {
+        self.by_namespace.get(namespace).into_iter().flatten().filter_map(|i| self.workloads.get(*i))
     }
 
     /// The workloads behind `port` of `service`, with the container port resolved; workloads
     /// without a matching container port are left out.
     pub fn endpoints<'a>(&'a self, service: &Service, port: &ServicePort) -> Vec<Endpoint<'a>> {
-        self.workloads
-            .iter()
+        self.workloads_in(&service.namespace)
             .filter(|w| service.selects(w))
             .filter_map(|workload| Some(Endpoint { workload, target_port: workload.resolve(&port.target)? }))
             .collect()
@@ -195,14 +212,21 @@ pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> 
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
 }
 
-/// Istio's protocol selection: `appProtocol`, else the port name's prefix before `-`;
-/// unknown or unnamed ports are HTTP.
+/// How the proxy carries a Service port, from Istio's protocol selection ([`port_protocol`],
+/// shared with `paymesh analyze`); unknown or unnamed ports are HTTP.
 pub fn protocol_of(name: &str, app_protocol: Option<&str>) -> Protocol {
-    let selector = app_protocol.unwrap_or_else(|| name.split('-').next().unwrap_or_default());
-    match selector.to_ascii_lowercase().as_str() {
-        "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Protocol::Http2,
-        "tcp" | "tls" | "https" | "mongo" | "redis" | "mysql" | "udp" => Protocol::Tcp,
-        _ => Protocol::Http,
+    match port_protocol(name, app_protocol) {
+        Some(PortProtocol::Http2 | PortProtocol::Grpc | PortProtocol::GrpcWeb) => Protocol::Http2,
+        Some(
+            PortProtocol::Tcp
+            | PortProtocol::Tls
+            | PortProtocol::Https
+            | PortProtocol::Mongo
+            | PortProtocol::Redis
+            | PortProtocol::Mysql
+            | PortProtocol::Udp,
+        ) => Protocol::Tcp,
+        Some(PortProtocol::Http | PortProtocol::HttpProxy) | None => Protocol::Http,
     }
 }
 
@@ -230,7 +254,7 @@ fn service(resource: &Resource) -> Option<Service> {
         .collect();
     let namespace = resource.namespace().to_owned();
     Some(Service {
-        hostname: format!("{}.{namespace}.{CLUSTER_DOMAIN}", resource.meta.name),
+        hostname: fqdn(&resource.meta.name, &namespace),
         name: resource.meta.name.clone(),
         namespace,
         selector: spec.selector.clone(),
@@ -258,24 +282,14 @@ fn deployment(store: &Store, resource: &Resource, trust_domain: &str) -> Option<
     let template = &deployment.spec.as_ref()?.template;
     let meta = template.metadata.as_ref();
     let labels = meta.and_then(|m| m.labels.clone()).unwrap_or_default();
-    let annotations = meta.and_then(|m| m.annotations.clone()).unwrap_or_default();
-    let namespace = resource.namespace();
-    let switch = labels.get(INJECT_ANNOTATION).or_else(|| annotations.get(INJECT_ANNOTATION));
-    let sidecar = match switch.map(String::as_str) {
-        Some("true") => true,
-        Some(_) => false,
-        None => store
-            .of_kind("Namespace")
-            .find(|ns| ns.meta.name == namespace)
-            .is_some_and(|ns| ns.meta.labels.get(INJECTION_LABEL).is_some_and(|v| v == "enabled")),
-    };
     Some(workload(
         resource.meta.name.clone(),
-        namespace,
+        resource.namespace(),
         None,
         labels,
         template.spec.as_ref(),
-        sidecar,
+        // Istio's own rule (`util.DeploymentInMesh`), as `paymesh analyze` applies it.
+        in_mesh(store, resource),
         trust_domain,
     ))
 }

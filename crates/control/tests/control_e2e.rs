@@ -16,9 +16,11 @@ use paymesh_api::pb::mesh_discovery_client::MeshDiscoveryClient;
 use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Ack, Hello, Nack, Snapshot, SubscribeRequest};
 use paymesh_control::ca::{BootstrapToken, CaClient, CaClientConfig};
+use paymesh_control::config_store::Version;
 use paymesh_tls::{ALPN_H2, CredentialStore, ExpectedIdentities, Identity, TrustBundle, client_config};
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
@@ -236,7 +238,8 @@ async fn control_plane_end_to_end() {
     let (tx, stream) = subscribe(grpc, &trust, Arc::clone(&store), "client-0").await;
     let mut stream = stream.expect("subscribed");
     let first = next_snapshot(&mut stream, DEADLINE).await.expect("first snapshot");
-    assert_eq!(first.version, "1");
+    let first_version: Version = first.version.parse().expect("version <boot>-<n>");
+    assert_eq!(first_version.n, 1);
     let config = ProxyConfig::decode(&first.config_json).expect("decodes");
     assert_eq!(config.node.identity, CLIENT);
     assert!(config.cluster("outbound|8083||account.shop.svc.cluster.local").is_some());
@@ -247,10 +250,22 @@ async fn control_plane_end_to_end() {
         cert_serial: "abc123".into(),
     };
     tx.send(SubscribeRequest { kind: Some(Kind::Ack(ack)) }).await.expect("ack");
-    let syncz = poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["ackedVersion"] == "1").await;
+    let syncz =
+        poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["ackedVersion"] == first.version).await;
     assert_eq!(syncz[0]["pod"], "client-0");
     assert_eq!(syncz[0]["connected"], true);
     assert_eq!(syncz[0]["certExpiry"], "2100-01-01T00:00:00Z");
+    // An expiry past year 9999 is not an RFC 3339 time: ignored, and the server lives on.
+    let far = Ack {
+        version: first.version.clone(),
+        nonce: first.nonce.clone(),
+        cert_expiry_unix: 253_402_300_800,
+        cert_serial: "def456".into(),
+    };
+    tx.send(SubscribeRequest { kind: Some(Kind::Ack(far)) }).await.expect("ack");
+    let syncz = poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["certSerial"] == "def456").await;
+    assert_eq!(syncz[0]["certExpiry"], "2100-01-01T00:00:00Z");
+    assert_eq!(syncz[0]["connected"], true);
 
     // A valid edit reaches the proxy within 1 s.
     let edited = Instant::now();
@@ -260,24 +275,31 @@ async fn control_plane_end_to_end() {
     let latency = edited.elapsed();
     println!("config edit -> snapshot at the proxy: {} ms", latency.as_millis());
     assert!(latency < Duration::from_secs(1), "push took {latency:?}");
-    assert_eq!(second.version, "2");
+    let second_version: Version = second.version.parse().expect("version");
+    assert_eq!((second_version.boot, second_version.n), (first_version.boot, 2));
     let pushed = ProxyConfig::decode(&second.config_json).expect("decodes");
     assert!(pushed.cluster("outbound|8090||ledger.shop.svc.cluster.local").is_some());
+    // A NACK with a stale nonce is ignored; the current one is recorded, its reason cut to 1 KiB.
+    let stale = Nack { version: "0-9".into(), nonce: first.nonce.clone(), reason: "stale".into() };
+    tx.send(SubscribeRequest { kind: Some(Kind::Nack(stale)) }).await.expect("nack");
     let nack = Nack {
-        version: "2".into(),
+        version: second.version.clone(),
         nonce: second.nonce.clone(),
-        reason: "listener 8090 refused: test".into(),
+        reason: format!("listener 8090 refused: {}", "x".repeat(5000)),
     };
     tx.send(SubscribeRequest { kind: Some(Kind::Nack(nack)) }).await.expect("nack");
-    let syncz = poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["nackedVersion"] == "2").await;
-    assert_eq!(syncz[0]["nackReason"], "listener 8090 refused: test");
-    assert_eq!(syncz[0]["ackedVersion"], "1");
+    let syncz =
+        poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["nackedVersion"] == second.version).await;
+    let reason = syncz[0]["nackReason"].as_str().expect("reason");
+    assert!(reason.starts_with("listener 8090 refused: xxx") && reason.len() == 1024, "{}", reason.len());
+    assert_eq!(syncz[0]["ackedVersion"], first.version);
 
     // An invalid edit is rejected with analyze's message; the proxy hears nothing.
     let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: broken, namespace: shop}\nspec:\n  hosts: [account]\n  http:\n  - route: [{destination: {host: nowhere}}]\n";
     std::fs::write(dir.0.join("config/broken.yaml"), bad).expect("bad edit");
     let configz = poll_json(&http, &format!("{base}/debug/configz"), |v| !v["rejected"].is_null()).await;
-    assert_eq!(configz["version"], 2);
+    assert_eq!(configz["version"], second.version);
+    assert_eq!(configz["unsupported"], json!([]));
     let first_message = configz["rejected"]["messages"][0].as_str().expect("a message");
     assert!(
         first_message.starts_with("Error [IST0101] (VirtualService shop/broken ")
@@ -299,6 +321,25 @@ async fn control_plane_end_to_end() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
+
+    // While the config edit stays rejected, a pods change is still accepted against the last
+    // good config: a new account pod reaches the client.
+    let more_pods = format!(
+        "{PODS}- apiVersion: v1\n  kind: Pod\n  metadata: {{name: account-1, namespace: shop, labels: {{app: account}}, annotations: {{paymesh.io/sidecar: \"true\"}}}}\n  spec: {{serviceAccountName: account-sa, containers: [{{name: app, image: app, ports: [{{containerPort: 9083}}]}}]}}\n  status: {{podIP: 127.77.0.4}}\n"
+    );
+    std::fs::write(dir.0.join("pods.yaml"), more_pods).expect("pods edit");
+    let third = next_snapshot(&mut stream, DEADLINE).await.expect("pushed after the pods change");
+    let third_version: Version = third.version.parse().expect("version");
+    assert_eq!((third_version.boot, third_version.n), (first_version.boot, 3));
+    let pushed = ProxyConfig::decode(&third.config_json).expect("decodes");
+    let pods: Vec<&str> = pushed
+        .endpoints_of("outbound|8083||account.shop.svc.cluster.local")
+        .iter()
+        .map(|e| e.pod.as_str())
+        .collect();
+    assert_eq!(pods, ["account-0", "account-1"]);
+    let configz = poll_json(&http, &format!("{base}/debug/configz"), |v| v["version"] == third.version).await;
+    assert!(!configz["rejected"].is_null(), "the config edit is still rejected: {configz}");
 
     // client's certificate may not subscribe for account-0.
     let (_tx2, refused) = subscribe(grpc, &trust, Arc::clone(&store), "account-0").await;
@@ -338,12 +379,51 @@ async fn control_plane_end_to_end() {
     assert_eq!(answer.status(), 400);
     let answer = http.post(&url).bearer_auth(ADMIN).body(vec![b'x'; 8192]).send().await.expect("oversized");
     assert_eq!(answer.status(), 413);
+    assert_eq!(answer.json::<Value>().await.expect("JSON"), json!({"error": "body over 4096 bytes"}));
+
+    // A client that stops sending in the middle of its headers is cut off after the read
+    // deadline (10 s), not left holding a connection slot.
+    let mut slow = TcpStream::connect(monitoring).await.expect("connects");
+    slow.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n").await.expect("partial headers");
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let read =
+        tokio::time::timeout(Duration::from_secs(20), slow.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed without an answer: {read:?}");
+    assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
+
+    // A second stream for the same pod replaces the first: the old one ends.
+    let (_tx3, newer) = subscribe(grpc, &trust, Arc::clone(&store), "client-0").await;
+    let mut newer = newer.expect("subscribed again");
+    let again = next_snapshot(&mut newer, DEADLINE).await.expect("snapshot on the new stream");
+    assert_eq!(again.version, third.version);
+    let ended = tokio::time::timeout(DEADLINE, stream.message()).await.expect("old stream ends in time");
+    assert!(matches!(ended, Ok(None) | Err(_)), "old stream ended: {ended:?}");
+    let syncz =
+        poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["sentVersion"] == third.version).await;
+    assert_eq!(syncz[0]["connected"], true, "the newer stream owns the entry: {syncz}");
 
     // SIGTERM: the stream ends, the process exits 0.
+    terminate(&mut process).await;
+    let ended = tokio::time::timeout(DEADLINE, newer.message()).await.expect("stream ends in time");
+    assert!(matches!(ended, Ok(None) | Err(_)), "stream ended");
+
+    // Restarted, the control plane's versions still compare greater than what it sent before.
+    std::fs::remove_file(dir.0.join("config/broken.yaml")).expect("remove the bad edit");
+    let (mut process, grpc, _) = start(&dir.0);
+    let (_tx4, restarted) = subscribe(grpc, &trust, Arc::clone(&store), "client-0").await;
+    let mut restarted = restarted.expect("subscribed after the restart");
+    let after = next_snapshot(&mut restarted, DEADLINE).await.expect("snapshot after the restart");
+    let after_version: Version = after.version.parse().expect("version");
+    assert_eq!(after_version.n, 1);
+    assert!(after_version > second_version, "{after_version} > {second_version}");
+    terminate(&mut process).await;
+}
+
+/// SIGTERM, then wait for a clean exit.
+async fn terminate(process: &mut ProcessGuard) {
     let pid = process.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
-    let ended = tokio::time::timeout(DEADLINE, stream.message()).await.expect("stream ends in time");
-    assert!(matches!(ended, Ok(None) | Err(_)), "stream ended");
     let deadline = Instant::now() + DEADLINE;
     let status = loop {
         if let Some(status) = process.0.try_wait().expect("wait") {

@@ -74,31 +74,68 @@ fn is_unsupported(port: &ServicePort) -> bool {
     if port.protocol.as_deref() == Some("UDP") {
         return false;
     }
-    let name = port.app_protocol.as_deref().or(port.name.as_deref()).unwrap_or_default();
-    if name.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("grpc-web")) {
-        return false;
-    }
-    let prefix = name.split('-').next().unwrap_or_default();
-    !is_known_protocol(prefix) && !WELL_KNOWN_PORTS.contains(&port.port)
+    let name = port.name.as_deref().unwrap_or_default();
+    port_protocol(name, port.app_protocol.as_deref()).is_none() && !WELL_KNOWN_PORTS.contains(&port.port)
 }
 
-/// `protocol.Parse(name) != Unsupported`.
-fn is_known_protocol(name: &str) -> bool {
-    const KNOWN: &[&str] = &[
-        "tcp",
-        "udp",
-        "grpc",
-        "grpc-web",
-        "http",
-        "http_proxy",
-        "http2",
-        "https",
-        "tls",
-        "mongo",
-        "redis",
-        "mysql",
-    ];
-    KNOWN.iter().any(|k| k.eq_ignore_ascii_case(name))
+/// Istio's protocols (`protocol.Instance`) a Service port can select.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortProtocol {
+    /// `tcp`.
+    Tcp,
+    /// `udp`.
+    Udp,
+    /// `grpc`.
+    Grpc,
+    /// `grpc-web`.
+    GrpcWeb,
+    /// `http` (and `kubernetes.io/ws`, `kubernetes.io/wss` as appProtocol).
+    Http,
+    /// `http_proxy`.
+    HttpProxy,
+    /// `http2` (and `kubernetes.io/h2c` as appProtocol).
+    Http2,
+    /// `https`.
+    Https,
+    /// `tls`.
+    Tls,
+    /// `mongo`.
+    Mongo,
+    /// `redis`.
+    Redis,
+    /// `mysql`.
+    Mysql,
+}
+
+/// The protocol a Service port selects, as Istio's `kube.ConvertProtocol` reads it (without
+/// its port-number fallbacks): `appProtocol` when set, else the port name; `grpc-web` whole,
+/// else the part before the first `-`; case-insensitive. `None`: Istio's `Unsupported`.
+/// `paymesh analyze` and the control plane's registry both decide with this.
+pub fn port_protocol(name: &str, app_protocol: Option<&str>) -> Option<PortProtocol> {
+    let selector = app_protocol.unwrap_or(name);
+    match selector {
+        "kubernetes.io/h2c" => return Some(PortProtocol::Http2),
+        "kubernetes.io/ws" | "kubernetes.io/wss" => return Some(PortProtocol::Http),
+        _ => {}
+    }
+    if selector.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("grpc-web")) {
+        return Some(PortProtocol::GrpcWeb);
+    }
+    let prefix = selector.split('-').next().unwrap_or_default().to_ascii_lowercase();
+    Some(match prefix.as_str() {
+        "tcp" => PortProtocol::Tcp,
+        "udp" => PortProtocol::Udp,
+        "grpc" => PortProtocol::Grpc,
+        "http" => PortProtocol::Http,
+        "http_proxy" => PortProtocol::HttpProxy,
+        "http2" => PortProtocol::Http2,
+        "https" => PortProtocol::Https,
+        "tls" => PortProtocol::Tls,
+        "mongo" => PortProtocol::Mongo,
+        "redis" => PortProtocol::Redis,
+        "mysql" => PortProtocol::Mysql,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -2,21 +2,29 @@
 //! transport security towards them.
 //!
 //! TLS follows Istio: the DestinationRule (the client namespace's, else the Service's, else the
-//! root namespace's) `tls.mode` — subset over rule, port-level over both — `DISABLE` is
-//! plaintext, `ISTIO_MUTUAL` is mesh mTLS; unset is auto mTLS: mesh mTLS when the endpoints run
-//! sidecars. Endpoints with a sidecar are reached through its inbound port (15006).
+//! root namespace's; in each, the exact host before the most specific wildcard) `tls.mode` —
+//! subset over rule, port-level over both — `DISABLE` is plaintext to every endpoint,
+//! `ISTIO_MUTUAL` mesh mTLS to every endpoint; unset is auto mTLS, decided per endpoint as
+//! Istio does: mTLS when the endpoint runs a sidecar and its PeerAuthentication for the target
+//! port is not `DISABLE`. [`endpoint_mtls`] is that decision, shared with `paymesh tls-check`.
+//! mTLS endpoints are reached through the sidecar inbound port (15006); plaintext ones
+//! directly. `SIMPLE`/`MUTUAL` (TLS origination to servers outside the mesh) is not
+//! implemented: auto mTLS decides, and `/debug/configz` lists the field as unsupported.
 
 use std::collections::BTreeMap;
 
-use paymesh_api::model::{Cluster, ClusterEndpoints, Endpoint, LbPolicy, UpstreamTls, outbound_cluster_name};
+use paymesh_api::model::{
+    Cluster, ClusterEndpoints, Endpoint, LbPolicy, MtlsMode, UpstreamTls, outbound_cluster_name,
+};
 use paymesh_api::ports::PROXY_INBOUND;
 use paymesh_config::Store;
 use paymesh_config::networking::DestinationRule;
 use paymesh_config::networking::destination_rule::traffic_policy::{ClientTlsMode, TrafficPolicy};
 use paymesh_config::resource::Spec;
 
-use super::naming::resolve_host;
-use crate::registry::{Registry, Service, ServicePort};
+use super::naming::{most_specific, resolve_host};
+use super::{Inputs, peer_authn};
+use crate::registry::{Service, ServicePort};
 
 /// How a client originates connections to a service port, and which rule said so.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +36,8 @@ pub struct ClientTls {
 }
 
 /// The DestinationRule a client in `client_namespace` uses for `host` (FQDN): its own
-/// namespace's first, then the host's namespace's, then the root namespace's.
+/// namespace's first, then the host's namespace's, then the root namespace's; within one
+/// namespace the rule for the exact host, else the most specific wildcard covering it.
 pub fn destination_rule<'a>(
     store: &'a Store,
     root_namespace: &str,
@@ -36,16 +45,38 @@ pub fn destination_rule<'a>(
     host: &str,
     host_namespace: &str,
 ) -> Option<(String, &'a DestinationRule)> {
-    let candidates: Vec<_> = store
-        .typed("DestinationRule", Spec::destination_rule)
-        .filter(|(r, dr)| resolve_host(dr.host.as_str(), r.namespace()) == host)
-        .collect();
+    let candidates: Vec<_> = store.typed("DestinationRule", Spec::destination_rule).collect();
     [client_namespace, host_namespace, root_namespace].into_iter().find_map(|ns| {
-        candidates
+        let in_ns = candidates
             .iter()
-            .find(|(r, _)| r.namespace() == ns)
-            .map(|(r, dr)| (format!("{}/{}", r.namespace(), r.meta.name), *dr))
+            .filter(|(r, _)| r.namespace() == ns)
+            .map(|(r, dr)| (resolve_host(dr.host.as_str(), r.namespace()), (*r, *dr)));
+        most_specific(host, in_ns).map(|(r, dr)| (format!("{}/{}", r.namespace(), r.meta.name), dr))
     })
+}
+
+/// Whether a client sends mutual TLS to one endpoint, given the DestinationRule's mode:
+/// `ISTIO_MUTUAL` always, `DISABLE` never, unset (auto mTLS) when the endpoint runs a sidecar
+/// whose PeerAuthentication for the port is not `DISABLE`. `SIMPLE`/`MUTUAL` are not
+/// implemented and fall back to auto mTLS.
+pub fn endpoint_mtls(mode: Option<ClientTlsMode>, sidecar: bool, peer: MtlsMode) -> bool {
+    match mode {
+        Some(ClientTlsMode::IstioMutual) => true,
+        Some(ClientTlsMode::Disable) => false,
+        None | Some(ClientTlsMode::Simple | ClientTlsMode::Mutual) => sidecar && peer != MtlsMode::Disable,
+    }
+}
+
+/// Istio's name of a client mode as `paymesh tls-check` prints it; `auto` says what auto mTLS
+/// decided (`ISTIO_MUTUAL`, `DISABLE`, or both across endpoints).
+pub fn client_mode_name(mode: Option<ClientTlsMode>, auto: &str) -> String {
+    match mode {
+        Some(ClientTlsMode::IstioMutual) => "ISTIO_MUTUAL".to_owned(),
+        Some(ClientTlsMode::Disable) => "DISABLE".to_owned(),
+        Some(ClientTlsMode::Simple) => "SIMPLE (not implemented)".to_owned(),
+        Some(ClientTlsMode::Mutual) => "MUTUAL (not implemented)".to_owned(),
+        None => format!("AUTO ({auto})"),
+    }
 }
 
 /// The TLS mode a DestinationRule sets for `port` of `subset`.
@@ -85,23 +116,11 @@ pub struct ClusterSet {
     built: BTreeMap<String, (Cluster, ClusterEndpoints)>,
 }
 
-/// What a cluster is built from.
-pub struct ClusterInput<'a> {
-    /// The resources.
-    pub store: &'a Store,
-    /// Services and pods.
-    pub registry: &'a Registry,
-    /// Istio's root namespace.
-    pub root_namespace: &'a str,
-    /// The namespace of the proxy the cluster is for.
-    pub client_namespace: &'a str,
-}
-
 impl ClusterSet {
     /// The cluster for `port` of `service` (and `subset`), added when new; returns its name.
     pub fn add(
         &mut self,
-        input: &ClusterInput<'_>,
+        input: &Inputs<'_>,
         service: &Service,
         port: &ServicePort,
         subset: Option<&str>,
@@ -110,16 +129,12 @@ impl ClusterSet {
         if self.built.contains_key(&name) {
             return name;
         }
-        let rule = destination_rule(
-            input.store,
-            input.root_namespace,
-            input.client_namespace,
-            &service.hostname,
-            &service.namespace,
-        );
+        let (root, client) = (input.root_namespace(), input.proxy.namespace.as_str());
+        let rule = destination_rule(input.store, root, client, &service.hostname, &service.namespace);
         let subset_labels = subset.map(|s| {
             rule.as_ref().and_then(|(_, dr)| dr.subsets.iter().find(|x| x.name == s)).map(|x| &x.labels)
         });
+        let mode = client_tls(input.store, root, client, service, port.port, subset).mode;
         let endpoints: Vec<Endpoint> = input
             .registry
             .endpoints(service, port)
@@ -131,28 +146,27 @@ impl ClusterSet {
                 Some(Some(labels)) => labels.iter().all(|(k, v)| ep.workload.labels.get(k) == Some(v)),
             })
             .filter_map(|ep| {
+                let w = ep.workload;
+                let auto = !matches!(mode, Some(ClientTlsMode::IstioMutual | ClientTlsMode::Disable));
+                let peer = if auto && w.sidecar {
+                    peer_authn::resolve(input.store, root, &w.namespace, &w.labels, ep.target_port).mode
+                } else {
+                    MtlsMode::Permissive
+                };
+                let mtls = endpoint_mtls(mode, w.sidecar, peer);
                 Some(Endpoint {
-                    address: std::net::SocketAddr::new(ep.workload.ip?, ep.target_port),
-                    tunnel_port: ep.workload.sidecar.then_some(PROXY_INBOUND),
-                    identity: ep.workload.identity.clone(),
-                    pod: ep.workload.name.clone(),
-                    labels: ep.workload.labels.clone(),
+                    address: std::net::SocketAddr::new(w.ip?, ep.target_port),
+                    tunnel_port: mtls.then_some(PROXY_INBOUND),
+                    identity: w.identity.clone(),
+                    pod: w.name.clone(),
+                    labels: w.labels.clone(),
                 })
             })
             .collect();
-        let mode =
-            client_tls(input.store, input.root_namespace, input.client_namespace, service, port.port, subset)
-                .mode;
-        let any_sidecar = endpoints.iter().any(|e| e.tunnel_port.is_some());
-        let mutual = match mode {
-            Some(ClientTlsMode::IstioMutual) => true,
-            Some(ClientTlsMode::Disable) => false,
-            // SIMPLE/MUTUAL originate TLS to servers outside the mesh, which the model does
-            // not carry yet; auto mTLS decides.
-            None | Some(ClientTlsMode::Simple | ClientTlsMode::Mutual) => any_sidecar,
-        };
-        let tls = if mutual {
-            let mut subject_alt_names: Vec<String> = endpoints.iter().map(|e| e.identity.clone()).collect();
+        let mtls: Vec<&Endpoint> = endpoints.iter().filter(|e| e.tunnel_port.is_some()).collect();
+        // The proxy needs the identities to expect; without an mTLS endpoint there are none.
+        let tls = if !mtls.is_empty() {
+            let mut subject_alt_names: Vec<String> = mtls.iter().map(|e| e.identity.clone()).collect();
             subject_alt_names.sort();
             subject_alt_names.dedup();
             UpstreamTls::IstioMutual { subject_alt_names }

@@ -1,6 +1,8 @@
 //! Istio's names: a Service's FQDN, a host resolved relative to a namespace, and the
 //! authorities (`Host` values) a sidecar's virtual host answers to.
 
+use paymesh_config::networking::Host;
+
 use crate::registry::{CLUSTER_DOMAIN, Service};
 
 /// `name.namespace.svc.cluster.local`.
@@ -41,4 +43,50 @@ pub fn domains(service: &Service, port: u16, client_namespace: &str) -> Vec<Stri
             [name, with_port]
         })
         .collect()
+}
+
+/// Of `candidates` (a resolved host each), the one for `host` as Istio picks it: the exact
+/// host first, else the most specific wildcard covering it (`*.payments.svc.cluster.local`
+/// before `*.local` before `*`); among equals, the first.
+pub fn most_specific<T>(host: &str, candidates: impl IntoIterator<Item = (String, T)>) -> Option<T> {
+    let wanted = Host::new(host);
+    let mut best: Option<(usize, T)> = None;
+    for (candidate, value) in candidates {
+        let candidate = Host::new(candidate);
+        let rank = if candidate.as_str() == host {
+            usize::MAX
+        } else if candidate.is_wildcard() && wanted.subset_of(&candidate) {
+            candidate.as_str().len()
+        } else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| rank > *b) {
+            best = Some((rank, value));
+        }
+    }
+    best.map(|(_, value)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::most_specific;
+
+    #[test]
+    fn exact_host_beats_wildcards_and_longer_wildcards_win() {
+        let host = "account.payments.svc.cluster.local";
+        let candidates = || {
+            vec![
+                ("*".to_owned(), 1),
+                ("*.payments.svc.cluster.local".to_owned(), 2),
+                ("*.local".to_owned(), 3),
+                ("ledger.payments.svc.cluster.local".to_owned(), 4),
+            ]
+        };
+        assert_eq!(most_specific(host, candidates()), Some(2));
+        let mut with_exact = candidates();
+        with_exact.push((host.to_owned(), 5));
+        assert_eq!(most_specific(host, with_exact), Some(5));
+        assert_eq!(most_specific("a.b.example.com", candidates()), Some(1));
+        assert_eq!(most_specific("x.example.com", vec![("*.local".to_owned(), 1)]), None);
+    }
 }

@@ -1,51 +1,107 @@
 //! VirtualService HTTP routes into model routes, shared by sidecars (mesh-bound
 //! VirtualServices) and gateways (gateway-bound ones).
 //!
-//! Compiled today: `match` on uri, method and headers (`withoutHeaders` as inverted header
-//! conditions, `gateways` against the proxy's), weighted destinations (host resolved relative
-//! to the VirtualService's namespace, port, subset) and `directResponse`. A rule that needs more
-//! (delegate, redirect, query/scheme/authority/port/source matches) is left out whole rather
-//! than compiled into something broader: a dropped condition would turn it into a catch-all.
+//! Compiled: `match` on uri, method and headers (`withoutHeaders` as inverted header
+//! conditions), the proxy-side conditions evaluated here as Istio evaluates them when it
+//! generates a proxy's config (`gateways`, `sourceLabels` and `sourceNamespace` against the
+//! proxy, `port` against the listener port), weighted destinations (host resolved relative to
+//! the VirtualService's namespace; port: the one named, else the service's only port, else the
+//! listener port; subset), `headers` (route level, with a single destination's own merged in)
+//! and `directResponse`. A rule that needs more (delegate, redirect, scheme/authority/query
+//! matches) is left out whole rather than compiled into something broader: a dropped condition
+//! would turn it into a catch-all. Fields dropped from a compiled rule (timeout, retries, ...)
+//! are listed by [`super::unsupported`].
 
-use paymesh_api::model::{self, HeaderEdits, HeaderMatch, Route, RouteAction, RouteMatch, WeightedCluster};
+use paymesh_api::model::{
+    self, HeaderEdits, HeaderMatch, HeaderOps, Route, RouteAction, RouteMatch, WeightedCluster,
+};
 use paymesh_config::networking::VirtualService;
-use paymesh_config::networking::virtual_service::{BodyContent, HttpMatchRequest, HttpRoute};
+use paymesh_config::networking::virtual_service::{
+    BodyContent, HeaderOperations, Headers, HttpMatchRequest, HttpRoute,
+};
 use paymesh_config::types::{StringCondition, StringMatch};
 
-use super::cluster::{ClusterInput, ClusterSet};
+use super::Inputs;
+use super::cluster::ClusterSet;
 use super::naming::resolve_host;
 
-/// The routes of `vs` (in `vs_namespace`) for a proxy that is `gateway` (`ns/name`, or `mesh`
-/// for a sidecar); `default_port` is used for destinations that name no port.
+/// Where a VirtualService's rules are compiled for: the proxy (`gateway`: `ns/name`, or `mesh`
+/// for a sidecar) and the listener port (the Service port for a sidecar, the Gateway server
+/// port for a gateway).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// `ns/name` of the Gateway, or `mesh`.
+    pub gateway: &'a str,
+    /// The port requests arrive on.
+    pub listener_port: u16,
+}
+
+/// The routes of `vs` (in `vs_namespace`) for `target`.
 pub fn http_routes(
-    input: &ClusterInput<'_>,
+    input: &Inputs<'_>,
     clusters: &mut ClusterSet,
     vs: &VirtualService,
     vs_namespace: &str,
-    gateway: &str,
-    default_port: Option<u16>,
+    target: Target<'_>,
 ) -> Vec<Route> {
     vs.http
         .iter()
         .enumerate()
         .filter_map(|(index, rule)| {
-            let matches = route_matches(rule, vs_namespace, gateway)?;
-            let action = action(input, clusters, rule, vs_namespace, default_port)?;
+            let matches = route_matches(input, rule, vs_namespace, target)?;
+            let action = action(input, clusters, rule, vs_namespace, target.listener_port)?;
             let name = if rule.name.is_empty() { format!("route-{index}") } else { rule.name.clone() };
-            Some(Route { name, matches, headers: HeaderEdits::default(), action })
+            Some(Route { name, matches, headers: header_edits(rule), action })
         })
         .collect()
 }
 
+/// The route's header edits: its own, with its single destination's merged in (the
+/// destination's `set` wins over the route's for the same header).
+pub fn header_edits(rule: &HttpRoute) -> HeaderEdits {
+    let mut edits = HeaderEdits::default();
+    let mut apply = |headers: &Headers| {
+        merge(&mut edits.request, headers.request.as_ref());
+        merge(&mut edits.response, headers.response.as_ref());
+    };
+    if let Some(headers) = &rule.headers {
+        apply(headers);
+    }
+    if let [only] = rule.route.as_slice()
+        && let Some(headers) = &only.headers
+    {
+        apply(headers);
+    }
+    edits
+}
+
+fn merge(ops: &mut HeaderOps, from: Option<&HeaderOperations>) {
+    let Some(from) = from else { return };
+    let lower = |(k, v): (&String, &String)| (k.to_ascii_lowercase(), v.clone());
+    ops.set.extend(from.set.iter().map(lower));
+    ops.add.extend(from.add.iter().map(lower));
+    for name in &from.remove {
+        let name = name.to_ascii_lowercase();
+        if !ops.remove.contains(&name) {
+            ops.remove.push(name);
+        }
+    }
+}
+
 /// The match alternatives of `rule`; `None` when the rule can't be compiled faithfully or no
-/// alternative applies to `gateway`.
-fn route_matches(rule: &HttpRoute, vs_namespace: &str, gateway: &str) -> Option<Vec<RouteMatch>> {
+/// alternative applies to this proxy and listener.
+fn route_matches(
+    input: &Inputs<'_>,
+    rule: &HttpRoute,
+    vs_namespace: &str,
+    target: Target<'_>,
+) -> Option<Vec<RouteMatch>> {
     if rule.matches.is_empty() {
         return Some(Vec::new());
     }
     let mut out = Vec::new();
     for m in &rule.matches {
-        if !m.gateways.is_empty() && !m.gateways.iter().any(|g| gateway_named(g, vs_namespace, gateway)) {
+        if !applies_here(input, m, vs_namespace, target) {
             continue;
         }
         out.push(route_match(m)?);
@@ -53,14 +109,19 @@ fn route_matches(rule: &HttpRoute, vs_namespace: &str, gateway: &str) -> Option<
     (!out.is_empty()).then_some(out)
 }
 
+/// The conditions on the proxy itself, decided at compile time as Istio does: `gateways`,
+/// `sourceLabels`, `sourceNamespace` and `port`.
+fn applies_here(input: &Inputs<'_>, m: &HttpMatchRequest, vs_namespace: &str, target: Target<'_>) -> bool {
+    let proxy = input.proxy;
+    (m.gateways.is_empty() || m.gateways.iter().any(|g| gateway_named(g, vs_namespace, target.gateway)))
+        && m.source_labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v))
+        && (m.source_namespace.is_empty() || m.source_namespace == proxy.namespace)
+        && (m.port == 0 || m.port == u32::from(target.listener_port))
+}
+
 fn route_match(m: &HttpMatchRequest) -> Option<RouteMatch> {
-    let unsupported = m.scheme.is_some()
-        || m.authority.is_some()
-        || m.port != 0
-        || !m.source_labels.is_empty()
-        || !m.query_params.is_empty()
-        || m.ignore_uri_case
-        || !m.source_namespace.is_empty();
+    let unsupported =
+        m.scheme.is_some() || m.authority.is_some() || !m.query_params.is_empty() || m.ignore_uri_case;
     if unsupported {
         return None;
     }
@@ -90,11 +151,11 @@ fn string_match(m: &StringMatch) -> model::StringMatch {
 }
 
 fn action(
-    input: &ClusterInput<'_>,
+    input: &Inputs<'_>,
     clusters: &mut ClusterSet,
     rule: &HttpRoute,
     vs_namespace: &str,
-    default_port: Option<u16>,
+    listener_port: u16,
 ) -> Option<RouteAction> {
     if rule.delegate.is_some() || rule.redirect.is_some() {
         return None;
@@ -115,10 +176,10 @@ fn action(
         let host = resolve_host(d.host.as_str(), vs_namespace);
         let service = input.registry.service_by_host(&host)?;
         let wanted = d.port.and_then(|p| u16::try_from(p.number).ok()).filter(|p| *p != 0);
-        let port = match wanted.or(default_port) {
-            Some(number) => service.ports.iter().find(|p| p.port == number),
-            None if service.ports.len() == 1 => service.ports.first(),
-            None => None,
+        let port = match (wanted, service.ports.as_slice()) {
+            (Some(number), ports) => ports.iter().find(|p| p.port == number),
+            (None, [only]) => Some(only),
+            (None, ports) => ports.iter().find(|p| p.port == listener_port),
         }?;
         let subset = (!d.subset.is_empty()).then_some(d.subset.as_str());
         let cluster = clusters.add(input, service, port, subset);

@@ -3,8 +3,12 @@
 //! per container port that a Service targets, its mTLS mode resolved from PeerAuthentication.
 //!
 //! The services a sidecar sees are every Service of the mesh, narrowed by the `Sidecar`
-//! resource that applies to it (its egress hosts, `ns/host` with `*`, `.` and `~`), as Istio
-//! scopes a proxy's config.
+//! resource that applies to it (its egress hosts, `ns/host` with `*`, `.` and `~`, each
+//! listener's hosts limited to its `port` when it names one), as Istio scopes a proxy's config.
+//!
+//! A service port's virtual host gets the routes of the mesh-bound VirtualService for its host
+//! (exact host first, else the most specific wildcard); only without one does it get the
+//! `default` route, so a VirtualService's unmatched requests answer 404 (NR) as in Istio.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,26 +24,30 @@ use paymesh_config::networking::Sidecar;
 use paymesh_config::networking::virtual_service::MESH_GATEWAY;
 use paymesh_config::resource::Spec;
 
-use super::cluster::{ClusterInput, ClusterSet};
-use super::naming::{domains, host_names, resolve_host};
+use super::cluster::ClusterSet;
+use super::naming::{domains, host_names, most_specific, resolve_host};
+use super::routes::Target;
 use super::{Compiled, Inputs, peer_authn, routes};
 use crate::registry::{Service, Workload};
 
-/// Compiles the listeners, routes and clusters of the sidecar of `proxy`.
-pub fn compile(inputs: &Inputs<'_>, proxy: &Workload, ip: std::net::IpAddr) -> Compiled {
-    let input = ClusterInput {
-        store: inputs.store,
-        registry: inputs.registry,
-        root_namespace: inputs.root_namespace,
-        client_namespace: &proxy.namespace,
-    };
+/// Compiles the listeners, routes and clusters of the sidecar of `inputs.proxy`.
+pub fn compile(inputs: &Inputs<'_>, ip: std::net::IpAddr) -> Compiled {
+    let proxy = inputs.proxy;
+    let input = inputs;
     let mut clusters = ClusterSet::default();
     let mut route_configs: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
     let mut tcp = Vec::new();
     let scope = egress_scope(inputs, proxy);
-    for service in inputs.registry.services().iter().filter(|s| visible(&scope, s)) {
-        for port in &service.ports {
-            let default_cluster = clusters.add(&input, service, port, None);
+    let mesh_services: Vec<_> = inputs
+        .store
+        .typed("VirtualService", Spec::virtual_service)
+        .filter(|(_, vs)| vs.applies_to_mesh())
+        .flat_map(|(r, vs)| vs.hosts.iter().map(move |h| (resolve_host(h.as_str(), r.namespace()), (r, vs))))
+        .collect();
+    for service in inputs.registry.services() {
+        let virtual_service = most_specific(&service.hostname, mesh_services.iter().cloned());
+        for port in service.ports.iter().filter(|p| visible(&scope, service, p.port)) {
+            let default_cluster = clusters.add(input, service, port, None);
             if port.protocol == Protocol::Tcp {
                 tcp.push(TcpRoute {
                     hosts: host_names(service, &proxy.namespace),
@@ -48,17 +56,18 @@ pub fn compile(inputs: &Inputs<'_>, proxy: &Workload, ip: std::net::IpAddr) -> C
                 });
                 continue;
             }
-            let mut vs_routes = mesh_routes(inputs, &input, &mut clusters, service, port.port);
-            if vs_routes.is_empty() {
-                vs_routes.push(Route {
+            let target = Target { gateway: MESH_GATEWAY, listener_port: port.port };
+            let vs_routes = match virtual_service {
+                Some((r, vs)) => routes::http_routes(input, &mut clusters, vs, r.namespace(), target),
+                None => vec![Route {
                     headers: HeaderEdits::default(),
                     name: "default".to_owned(),
                     matches: Vec::new(),
                     action: RouteAction::Forward {
                         clusters: vec![WeightedCluster { cluster: default_cluster, weight: 100 }],
                     },
-                });
-            }
+                }],
+            };
             route_configs.entry(port.port).or_default().push(VirtualHost {
                 name: format!("{}:{}", service.hostname, port.port),
                 domains: domains(service, port.port, &proxy.namespace),
@@ -86,26 +95,12 @@ pub fn compile(inputs: &Inputs<'_>, proxy: &Workload, ip: std::net::IpAddr) -> C
     Compiled { listeners, routes, clusters, endpoints }
 }
 
-/// The routes of the mesh-bound VirtualService for `service` (the first one, as Istio takes
-/// one per host), or none.
-fn mesh_routes(
-    inputs: &Inputs<'_>,
-    input: &ClusterInput<'_>,
-    clusters: &mut ClusterSet,
-    service: &Service,
-    port: u16,
-) -> Vec<Route> {
-    inputs
-        .store
-        .typed("VirtualService", Spec::virtual_service)
-        .filter(|(_, vs)| vs.applies_to_mesh())
-        .find(|(r, vs)| vs.hosts.iter().any(|h| resolve_host(h.as_str(), r.namespace()) == service.hostname))
-        .map(|(r, vs)| routes::http_routes(input, clusters, vs, r.namespace(), MESH_GATEWAY, Some(port)))
-        .unwrap_or_default()
-}
+/// One egress host of a Sidecar: namespace (`*` any), host, and the listener's port (`None`:
+/// every port).
+type EgressHost = (String, Host, Option<u16>);
 
 /// Egress hosts of the Sidecar resource applying to `proxy` (`None`: no Sidecar, all services).
-fn egress_scope(inputs: &Inputs<'_>, proxy: &Workload) -> Option<Vec<(String, Host)>> {
+fn egress_scope(inputs: &Inputs<'_>, proxy: &Workload) -> Option<Vec<EgressHost>> {
     let sidecars: Vec<_> = inputs.store.typed("Sidecar", Spec::sidecar).collect();
     let pick = |pred: &dyn Fn(&paymesh_config::resource::Resource, &Sidecar) -> bool| {
         sidecars.iter().find(|(r, s)| pred(r, s)).map(|(_, s)| *s)
@@ -117,26 +112,31 @@ fn egress_scope(inputs: &Inputs<'_>, proxy: &Workload) -> Option<Vec<(String, Ho
                 .is_some_and(|sel| !sel.labels.is_empty() && sel.matches(&proxy.labels))
     })
     .or_else(|| pick(&|r, s| r.namespace() == proxy.namespace && s.workload_selector.is_none()))
-    .or_else(|| pick(&|r, s| r.namespace() == inputs.root_namespace && s.workload_selector.is_none()))?;
+    .or_else(|| pick(&|r, s| r.namespace() == inputs.root_namespace() && s.workload_selector.is_none()))?;
     let hosts = sidecar
         .egress
         .iter()
-        .flat_map(|e| &e.hosts)
-        .filter_map(|h| {
+        .flat_map(|e| {
+            let port = e.port.as_ref().and_then(|p| u16::try_from(p.number).ok()).filter(|p| *p != 0);
+            e.hosts.iter().map(move |h| (h, port))
+        })
+        .filter_map(|(h, port)| {
             let ns = match h.namespace()? {
                 "." => proxy.namespace.clone(),
                 other => other.to_owned(),
             };
-            Some((ns, h.host()))
+            Some((ns, h.host(), port))
         })
         .collect();
     Some(hosts)
 }
 
-fn visible(scope: &Option<Vec<(String, Host)>>, service: &Service) -> bool {
+fn visible(scope: &Option<Vec<EgressHost>>, service: &Service, port: u16) -> bool {
     let Some(hosts) = scope else { return true };
-    hosts.iter().any(|(ns, host)| {
-        (ns == "*" || *ns == service.namespace) && host.matches(&Host::new(service.hostname.as_str()))
+    hosts.iter().any(|(ns, host, listener_port)| {
+        (ns == "*" || *ns == service.namespace)
+            && listener_port.is_none_or(|p| p == port)
+            && host.matches(&Host::new(service.hostname.as_str()))
     })
 }
 
@@ -158,7 +158,7 @@ fn inbound_chains(inputs: &Inputs<'_>, proxy: &Workload) -> Vec<InboundChain> {
             service_ports.dedup();
             let decision = peer_authn::resolve(
                 inputs.store,
-                inputs.root_namespace,
+                inputs.root_namespace(),
                 &proxy.namespace,
                 &proxy.labels,
                 target_port,
