@@ -9,6 +9,7 @@
 //! [`upstream`] code over pooled connections. A request reads the current index without a lock;
 //! nothing on the data path waits for the control plane.
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod backoff;
