@@ -116,7 +116,7 @@ where
             Some(error) if error.is_parse_too_large() => {
                 access::log_refused(listener, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             }
-            Some(error) if error.is_parse() || error.is_parse_status() => {
+            Some(error) if error.is_parse() => {
                 access::log_refused(listener, StatusCode::BAD_REQUEST);
             }
             _ => {}

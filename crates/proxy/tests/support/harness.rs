@@ -114,13 +114,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts the real binary for `pod` against `cp`, in `mode`.
+    /// Starts the real binary for `pod` against `cp`, in `mode`: this build's, or the one
+    /// `PAYMESH_PROXY_BIN` names (a release build, for footprint measurements).
     pub fn start(cp: &ControlPlane, pod: &Pod, mode: &str) -> Self {
+        let binary = std::env::var_os("PAYMESH_PROXY_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paymesh-proxy")), PathBuf::from);
         let dir = TempDir::new(&pod.name);
         let token = dir.path().join("token");
         std::fs::write(&token, cp.token(&pod.ns, &pod.sa, &pod.name)).expect("token written");
         let log = dir.path().join("proxy.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_paymesh-proxy"))
+        let mut child = Command::new(binary)
             .args(["--mode", mode, "--pod", &pod.name, "--namespace", &pod.ns, "--service-account", &pod.sa])
             .args(["--ip", &pod.ip.to_string(), "--control", &cp.addr.to_string()])
             .arg("--root-cert")
