@@ -2,9 +2,9 @@
 //!
 //! A connection is served as HTTP/1.1 or h2c (prior knowledge). Each request goes through named
 //! phases: authority (absolute-form URI, `:authority`, else `Host`) → route table named after
-//! the port → virtual host → first route → cluster → endpoint → [`Upstream`]. `CONNECT host:port`
-//! opens a TCP tunnel to a TCP route or any HTTP service port. Errors become responses in one
-//! place ([`ProxyError::into_response`]).
+//! the port → virtual host → first route whose conditions hold (its header edits applied) →
+//! cluster → endpoint → [`Upstream`]. `CONNECT host:port` opens a TCP tunnel to a TCP route or
+//! any HTTP service port. Errors become responses in one place ([`ProxyError::into_response`]).
 
 use std::sync::Arc;
 use std::time::Duration;
