@@ -229,7 +229,7 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         requested_ttl: None,
         timeout: DEFAULT_CA_TIMEOUT,
     };
-    let identity_manager = IdentityManager::new(ca, identity.clone());
+    let identity_manager = IdentityManager::new(ca, config.ip, identity.clone());
     let store = Arc::clone(identity_manager.store());
     let cert = identity_manager.status();
     let index: Arc<ArcSwapOption<Index>> = Arc::new(ArcSwapOption::empty());

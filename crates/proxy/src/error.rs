@@ -63,6 +63,14 @@ pub enum ProxyError {
         /// The authority asked for.
         authority: String,
     },
+    /// A virtual host matched but none of its routes' conditions did.
+    #[error("no route matched \"{authority}{path}\"")]
+    NoRouteMatched {
+        /// The authority asked for.
+        authority: String,
+        /// The request path.
+        path: String,
+    },
     /// The cluster has no endpoint.
     #[error("no healthy upstream in cluster {cluster}")]
     NoHealthyUpstream {
@@ -106,7 +114,9 @@ impl ProxyError {
     /// The response flag.
     pub fn flag(&self) -> ResponseFlag {
         match self {
-            ProxyError::NoConfig | ProxyError::NoRoute { .. } => ResponseFlag::NoRoute,
+            ProxyError::NoConfig | ProxyError::NoRoute { .. } | ProxyError::NoRouteMatched { .. } => {
+                ResponseFlag::NoRoute
+            }
             ProxyError::NoHealthyUpstream { .. } => ResponseFlag::NoHealthyUpstream,
             ProxyError::UpstreamConnect { .. } => ResponseFlag::UpstreamConnectionFailure,
             ProxyError::UpstreamReset { .. } => ResponseFlag::UpstreamConnectionTermination,
@@ -118,7 +128,7 @@ impl ProxyError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute { .. } | ProxyError::NoRouteMatched { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoConfig
             | ProxyError::NoHealthyUpstream { .. }
             | ProxyError::UpstreamConnect { .. }
@@ -128,7 +138,8 @@ impl ProxyError {
         }
     }
 
-    /// The answer: status, flag header, `reason (FLAG)` as plain text.
+    /// The answer: status, flag header (and the flag as an extension, for the access log),
+    /// `reason (FLAG)` as plain text.
     pub fn into_response(self) -> Response<Body> {
         let flag = self.flag();
         let body = format!("{self} ({flag})");
@@ -137,6 +148,7 @@ impl ProxyError {
         let headers = response.headers_mut();
         headers.insert(RESPONSE_FLAGS, HeaderValue::from_static(flag.as_str()));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        response.extensions_mut().insert(flag);
         response
     }
 }

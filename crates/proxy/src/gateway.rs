@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
 use paymesh_api::model::ServerTls;
 use paymesh_tls::{ALPN_H2, ALPN_HTTP11, certs_from_pem, crypto_provider};
@@ -26,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::drain::{self, Shutdown, Trigger};
 use crate::error::ProxyError;
-use crate::http::{Authority, Body, add_forwarding_headers, boxed_request, serve_connection};
+use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
 use crate::inbound::HANDSHAKE_TIMEOUT;
 use crate::index::Index;
 use crate::upstream::Upstream;
@@ -165,12 +164,12 @@ impl Gateway {
                 match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => serve_connection(stream, handler, watcher).await,
+                            Ok(Ok(stream)) => serve_connection("gateway", stream, handler, watcher).await,
                             Ok(Err(error)) => warn!(%addr, %error, "gateway TLS handshake failed"),
                             Err(_) => warn!(%addr, "gateway TLS handshake timed out"),
                         }
                     }
-                    None => serve_connection(tcp, handler, watcher).await,
+                    None => serve_connection("gateway", tcp, handler, watcher).await,
                 }
             });
         }
@@ -182,7 +181,7 @@ impl Gateway {
         self: Arc<Self>,
         addr: SocketAddr,
         proto: &'static str,
-        req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Response<Body> {
         self.proxy(addr, proto, req).await.unwrap_or_else(ProxyError::into_response)
     }
@@ -191,7 +190,7 @@ impl Gateway {
         &self,
         addr: SocketAddr,
         proto: &'static str,
-        req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
         let index = self.index.load_full().ok_or(ProxyError::NoConfig)?;
         let authority = Authority::of(&req, addr.port())
@@ -199,7 +198,7 @@ impl Gateway {
         let no_route = || ProxyError::NoRoute { authority: authority.text.clone() };
         let listener = index.gateway(&addr).ok_or_else(no_route)?;
         let server = listener.server_for(authority.host()).ok_or_else(no_route)?;
-        let mut req = boxed_request(req);
+        let mut req = req;
         add_forwarding_headers(req.headers_mut(), proto);
         self.upstream.route(&server.routes, &authority, req).await
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, TE};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -18,6 +18,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
+
+use crate::access;
 
 /// Any error a body can carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -91,22 +93,35 @@ pub fn server() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one connection with `handler` (upgrades allowed, for CONNECT), watched by `watcher`
-/// so shutdown can drain it.
-pub async fn serve_connection<I, F, Fut>(io: I, handler: F, watcher: Watcher)
+/// Serves one connection of `listener` with `handler` (upgrades allowed, for CONNECT), watched
+/// by `watcher` so shutdown can drain it. Every request gets an `x-request-id` (when it has
+/// none) and an access log line; so do the requests hyper refuses itself.
+pub async fn serve_connection<I, F, Fut>(listener: &'static str, io: I, handler: F, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    F: Fn(Request<Body>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let mut req = boxed_request(req);
+        add_request_id(req.headers_mut());
+        let (pending, req) = access::Pending::start(listener, req);
         let response = handler(req);
-        async move { Ok::<_, Infallible>(response.await) }
+        async move { Ok::<_, Infallible>(pending.respond(response.await)) }
     });
     let builder = server();
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(error) = watcher.watch(connection.into_owned()).await {
-        debug!(%error, "connection ended with an error");
+        match error.downcast_ref::<hyper::Error>() {
+            Some(error) if error.is_parse_too_large() => {
+                access::log_refused(listener, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            }
+            Some(error) if error.is_parse() => {
+                access::log_refused(listener, StatusCode::BAD_REQUEST);
+            }
+            _ => {}
+        }
+        debug!(listener, %error, "connection ended with an error");
     }
 }
 
@@ -133,13 +148,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds `x-request-id` (a random UUID) and `x-forwarded-proto` when the client sent none.
-pub fn add_forwarding_headers(headers: &mut HeaderMap, proto: &'static str) {
+/// Adds `x-request-id` (a random UUID) when the client sent none.
+pub fn add_request_id(headers: &mut HeaderMap) {
     if !headers.contains_key(X_REQUEST_ID)
         && let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
     {
         headers.insert(X_REQUEST_ID, id);
     }
+}
+
+/// Adds `x-request-id` and `x-forwarded-proto` when the client sent none.
+pub fn add_forwarding_headers(headers: &mut HeaderMap, proto: &'static str) {
+    add_request_id(headers);
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }

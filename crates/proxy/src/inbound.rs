@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use paymesh_api::model::MtlsMode;
 use paymesh_tls::{Identity, leaf_identity};
@@ -21,9 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use crate::access::UpstreamHost;
 use crate::drain::{Shutdown, drain};
 use crate::error::ProxyError;
-use crate::http::{Authority, Body, add_forwarding_headers, boxed_request, serve_connection};
+use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
 use crate::index::{ChainEntry, Index};
 use crate::outbound::copy;
 use crate::upstream::pool::connect_tcp;
@@ -122,21 +122,28 @@ impl Inbound {
             };
             debug!(peer = ?peer_addr, %identity, "inbound mutual TLS connection");
             let peer = Peer::Mtls(identity);
-            serve_connection(tls, move |req| Arc::clone(&self).handle(req, peer.clone()), watcher).await;
+            serve_connection("inbound", tls, move |req| Arc::clone(&self).handle(req, peer.clone()), watcher)
+                .await;
         } else {
             let accepts = self.index.load().as_ref().is_some_and(|index| index.inbound().accepts_plaintext());
             if !accepts {
                 return debug!(peer = ?peer_addr, "plaintext refused: every inbound port is STRICT");
             }
-            serve_connection(tcp, move |req| Arc::clone(&self).handle(req, Peer::Plaintext), watcher).await;
+            serve_connection(
+                "inbound",
+                tcp,
+                move |req| Arc::clone(&self).handle(req, Peer::Plaintext),
+                watcher,
+            )
+            .await;
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    async fn handle(self: Arc<Self>, req: Request<Body>, peer: Peer) -> Response<Body> {
         self.proxy(req, &peer).await.unwrap_or_else(ProxyError::into_response)
     }
 
-    async fn proxy(&self, req: Request<Incoming>, peer: &Peer) -> Result<Response<Body>, ProxyError> {
+    async fn proxy(&self, req: Request<Body>, peer: &Peer) -> Result<Response<Body>, ProxyError> {
         let index = self.index.load_full().ok_or(ProxyError::NoConfig)?;
         let authority = Authority::of(&req, 0);
         if req.method() == Method::CONNECT {
@@ -146,7 +153,7 @@ impl Inbound {
             authorize(chain, peer)?;
             return self.tunnel_to_app(chain, req).await;
         }
-        let mut req = boxed_request(req);
+        let mut req = req;
         let target = req.headers_mut().remove(TARGET_PORT).and_then(|v| v.to_str().ok()?.parse::<u16>().ok());
         let no_route = || ProxyError::NoRoute {
             authority: authority.as_ref().map_or_else(String::new, |a| a.text.clone()),
@@ -168,10 +175,12 @@ impl Inbound {
         }
         add_forwarding_headers(headers, "http");
         let authority = authority.map_or_else(|| chain.app.to_string(), |a| a.text);
-        match &chain.h2 {
+        let mut response = match &chain.h2 {
             Some(pool) => send_h2(pool, &authority, req).await,
             None => self.upstream.send_h1(chain.app, &authority, req).await,
-        }
+        }?;
+        response.extensions_mut().insert(UpstreamHost(chain.app));
+        Ok(response)
     }
 
     fn connect_chain<'a>(
@@ -190,7 +199,7 @@ impl Inbound {
     async fn tunnel_to_app(
         &self,
         chain: &ChainEntry,
-        mut req: Request<Incoming>,
+        mut req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let app = connect_tcp(self.upstream.source(), chain.app).await?;

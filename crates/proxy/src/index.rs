@@ -11,6 +11,7 @@
 //! Names are resolved to `Arc`s at build time, so a request never looks a cluster up by name.
 
 pub mod build;
+pub mod matching;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::http::Authority;
 use crate::upstream::pool::H2Pool;
 
 pub use build::IndexError;
+pub use matching::{RequestView, RouteHeaders, RouteMatcher};
 
 /// Everything a request needs, for one config version.
 pub struct Index {
@@ -106,10 +108,21 @@ pub struct VirtualHostEntry {
     pub routes: Vec<RouteEntry>,
 }
 
-/// A route with its action resolved.
+impl VirtualHostEntry {
+    /// The first route whose conditions `req` meets.
+    pub fn route_for(&self, req: &RequestView<'_>) -> Option<&RouteEntry> {
+        self.routes.iter().find(|route| route.matcher.matches(req))
+    }
+}
+
+/// A route with its conditions compiled and its action resolved.
 pub struct RouteEntry {
     /// The route's name.
     pub name: String,
+    /// Which requests it takes.
+    pub matcher: RouteMatcher,
+    /// Its header edits.
+    pub headers: RouteHeaders,
     /// What it does.
     pub action: Action,
 }

@@ -7,8 +7,10 @@
 //! runtime runs the listeners: [`outbound`] (the app's HTTP proxy), [`inbound`] (mutual TLS from
 //! other proxies) and [`gateway`] (Istio `Gateway` servers), all forwarding through the shared
 //! [`upstream`] code over pooled connections. A request reads the current index without a lock;
-//! nothing on the data path waits for the control plane.
+//! nothing on the data path waits for the control plane. Every request leaves one Envoy-style
+//! line in the [`access`] log, with its response flag.
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod backoff;

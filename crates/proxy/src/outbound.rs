@@ -2,16 +2,15 @@
 //!
 //! A connection is served as HTTP/1.1 or h2c (prior knowledge). Each request goes through named
 //! phases: authority (absolute-form URI, `:authority`, else `Host`) → route table named after
-//! the port → virtual host → first route → cluster → endpoint → [`Upstream`]. `CONNECT host:port`
-//! opens a TCP tunnel to a TCP route or any HTTP service port. Errors become responses in one
-//! place ([`ProxyError::into_response`]).
+//! the port → virtual host → first route whose conditions hold (its header edits applied) →
+//! cluster → endpoint → [`Upstream`]. `CONNECT host:port` opens a TCP tunnel to a TCP route or
+//! any HTTP service port. Errors become responses in one place ([`ProxyError::into_response`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -19,7 +18,7 @@ use tracing::{debug, warn};
 
 use crate::drain::{Shutdown, drain};
 use crate::error::ProxyError;
-use crate::http::{Authority, Body, add_forwarding_headers, boxed_request, empty, serve_connection};
+use crate::http::{Authority, Body, add_forwarding_headers, empty, serve_connection};
 use crate::index::{ClusterEntry, Index};
 use crate::upstream::{Tunnel, Upstream};
 
@@ -68,18 +67,18 @@ impl Outbound {
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 debug!(%peer, "outbound connection");
-                serve_connection(tcp, move |req| Arc::clone(&this).handle(req), watcher).await;
+                serve_connection("outbound", tcp, move |req| Arc::clone(&this).handle(req), watcher).await;
             });
         }
         drop(listener);
         drain("outbound", graceful, self.config.drain_timeout).await;
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
         self.proxy(req).await.unwrap_or_else(ProxyError::into_response)
     }
 
-    async fn proxy(&self, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    async fn proxy(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let index = self.index.load_full().ok_or(ProxyError::NoConfig)?;
         let authority = Authority::of(&req, DEFAULT_PORT)
             .ok_or_else(|| ProxyError::BadRequest("request has no valid authority or Host".to_owned()))?;
@@ -90,7 +89,7 @@ impl Outbound {
         let table = index
             .port_routes(authority.port)
             .ok_or_else(|| ProxyError::NoRoute { authority: authority.text.clone() })?;
-        let mut req = boxed_request(req);
+        let mut req = req;
         add_forwarding_headers(req.headers_mut(), "http");
         self.upstream.route(table, &authority, req).await
     }
@@ -112,7 +111,7 @@ fn tunnel_cluster<'a>(index: &'a Index, authority: &Authority) -> Result<&'a Arc
 pub async fn open_tunnel(
     upstream: &Upstream,
     cluster: &ClusterEntry,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tunnel = upstream.tunnel(cluster).await?;

@@ -20,9 +20,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::access::UpstreamHost;
 use crate::error::ProxyError;
 use crate::http::{Authority, Body, boxed_response, empty, full, strip_hop_by_hop};
-use crate::index::{Action, ClusterEntry, EndpointEntry, RouteTable, Transport};
+use crate::index::{Action, ClusterEntry, EndpointEntry, RequestView, RouteTable, Transport};
 use pool::{H2Pool, connect_tcp};
 
 /// Proxy-to-proxy header naming the endpoint's target (container) port, so the peer's inbound
@@ -57,24 +58,33 @@ impl Upstream {
         self.source
     }
 
-    /// Routes `req` with `table` (virtual host by `authority`, first route) and forwards it.
+    /// Routes `req` with `table` (virtual host by `authority`, then the first route whose
+    /// conditions hold), applies the route's header edits and forwards it.
     pub async fn route(
         &self,
         table: &RouteTable,
         authority: &Authority,
-        req: Request<Body>,
+        mut req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
-        let no_route = || ProxyError::NoRoute { authority: authority.text.clone() };
-        let vhost = table.virtual_host(authority).ok_or_else(no_route)?;
-        let route = vhost.routes.first().ok_or_else(no_route)?;
-        match &route.action {
+        let vhost = table
+            .virtual_host(authority)
+            .ok_or_else(|| ProxyError::NoRoute { authority: authority.text.clone() })?;
+        let view = RequestView { method: req.method(), path: req.uri().path(), headers: req.headers() };
+        let route = vhost.route_for(&view).ok_or_else(|| ProxyError::NoRouteMatched {
+            authority: authority.text.clone(),
+            path: req.uri().path().to_owned(),
+        })?;
+        route.headers.request.apply(req.headers_mut());
+        let mut response = match &route.action {
             Action::Direct { status, body } => {
                 let mut response = Response::new(full(body.clone()));
                 *response.status_mut() = *status;
-                Ok(response)
+                response
             }
-            Action::Forward(clusters) => self.forward(clusters.pick(), authority, req).await,
-        }
+            Action::Forward(clusters) => self.forward(clusters.pick(), authority, req).await?,
+        };
+        route.headers.response.apply(response.headers_mut());
+        Ok(response)
     }
 
     /// The cluster the first route of `authority`'s virtual host forwards to (CONNECT to an
@@ -99,14 +109,16 @@ impl Upstream {
         let endpoint = pick(cluster)?;
         let mut req = req;
         req.headers_mut().remove(TARGET_PORT);
-        match &endpoint.transport {
+        let mut response = match &endpoint.transport {
             Transport::Mesh(pool) => {
                 req.headers_mut().insert(TARGET_PORT, HeaderValue::from(endpoint.address.port()));
                 send_h2(pool, &authority.text, req).await
             }
             Transport::PlainH2(pool) => send_h2(pool, &authority.text, req).await,
             Transport::PlainH1 => self.send_h1(endpoint.address, &authority.text, req).await,
-        }
+        }?;
+        response.extensions_mut().insert(UpstreamHost(endpoint.address));
+        Ok(response)
     }
 
     /// HTTP/1.1 to `addr` over hyper's pooled client, `Host` set to `authority`.

@@ -16,19 +16,65 @@ use support::{HTTP_PORT, Pod, Proxy, curl, echo_app, endpoint, eventually, mesh,
 fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
     let host = "echo.test.svc.cluster.local";
     let cluster = support::cluster(HTTP_PORT, host, Protocol::Http, vec![server.identity()]);
-    let route = |name: &str| RouteConfig {
+    let forward = RouteAction::Forward {
+        clusters: vec![WeightedCluster { cluster: cluster.name.clone(), weight: 100 }],
+    };
+    // As k8s/istio/gateway.yaml: outside requests lose `x-fault-test`.
+    let strip_fault = HeaderEdits {
+        request: HeaderOps {
+            set: [("x-routed-by".to_owned(), "api".to_owned())].into(),
+            remove: vec!["x-fault-test".to_owned()],
+            ..HeaderOps::default()
+        },
+        response: HeaderOps {
+            add: [("x-served-by".to_owned(), "gateway".to_owned())].into(),
+            remove: vec!["x-internal".to_owned()],
+            ..HeaderOps::default()
+        },
+    };
+    let api = Route {
+        name: "api".to_owned(),
+        matches: vec![
+            RouteMatch {
+                uri: Some(StringMatch::Prefix("/v1/payments".to_owned())),
+                method: None,
+                headers: vec![HeaderMatch {
+                    name: "x-tenant-id".to_owned(),
+                    value: Some(StringMatch::Regex("tenant-(gold|platinum)".to_owned())),
+                    invert: true,
+                }],
+            },
+            RouteMatch {
+                uri: Some(StringMatch::Regex("/through-[a-z]+".to_owned())),
+                method: Some(StringMatch::Exact("GET".to_owned())),
+                headers: Vec::new(),
+            },
+        ],
+        headers: strip_fault,
+        action: forward.clone(),
+    };
+    let teapot = Route {
+        name: "teapot".to_owned(),
+        matches: vec![RouteMatch {
+            uri: Some(StringMatch::Exact("/teapot".to_owned())),
+            method: None,
+            headers: vec![HeaderMatch { name: "x-brew".to_owned(), value: None, invert: false }],
+        }],
+        headers: HeaderEdits::default(),
+        action: RouteAction::DirectResponse { status: 418, body: "short and stout".to_owned() },
+    };
+    let catch_all = Route {
+        name: "to-echo".to_owned(),
+        matches: Vec::new(),
+        headers: HeaderEdits::default(),
+        action: forward,
+    };
+    let route = |name: &str, routes: Vec<Route>| RouteConfig {
         name: name.to_owned(),
         virtual_hosts: vec![VirtualHost {
             name: "payments.example.com".to_owned(),
             domains: vec!["payments.example.com".to_owned()],
-            routes: vec![Route {
-                name: "to-echo".to_owned(),
-                matches: Vec::new(),
-                headers: HeaderEdits::default(),
-                action: RouteAction::Forward {
-                    clusters: vec![WeightedCluster { cluster: cluster.name.clone(), weight: 100 }],
-                },
-            }],
+            routes,
         }],
     };
     let server_of = |route: &str, tls: Option<ServerTls>| GatewayServer {
@@ -53,7 +99,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
                 kind: ListenerKind::Gateway { servers: vec![server_of("https.8443", Some(tls))] },
             },
         ],
-        routes: vec![route("http.8080"), route("https.8443")],
+        routes: vec![route("http.8080", vec![api, teapot]), route("https.8443", vec![catch_all])],
         endpoints: vec![ClusterEndpoints {
             cluster: cluster.name.clone(),
             endpoints: vec![endpoint(server, HTTP_PORT)],
@@ -76,7 +122,8 @@ async fn gateway_routes_by_host_into_the_mesh_over_http_and_https() {
         cert_file: cert_file.display().to_string(),
         key_file: key_file.display().to_string(),
     };
-    cp.set_config(gateway_config(&gw, &server, tls));
+    cp.set_config(gateway_config(&gw, &server, tls.clone()));
+    let https_tls = tls;
     cp.set_config(server_config("s1", &server, MtlsMode::Strict));
     let _app = echo_app(server.at(HTTP_PORT)).await;
     let gateway = Proxy::start(&cp, &gw, "gateway");
@@ -88,8 +135,15 @@ async fn gateway_routes_by_host_into_the_mesh_over_http_and_https() {
     let out = eventually("the gateway answers on 8080", || {
         let url = url.clone();
         async move {
-            let (ok, out) =
-                curl(vec!["-i".into(), "-H".into(), "Host: payments.example.com".into(), url]).await;
+            let (ok, out) = curl(vec![
+                "-i".into(),
+                "-H".into(),
+                "Host: payments.example.com".into(),
+                "-H".into(),
+                "x-fault-test: abort".into(),
+                url,
+            ])
+            .await;
             ok.then_some(out)
         }
     })
@@ -97,6 +151,33 @@ async fn gateway_routes_by_host_into_the_mesh_over_http_and_https() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("path: /through-gateway"), "{out}");
     assert!(out.contains("URI=spiffe://cluster.local/ns/test/sa/ingressgateway"), "{out}");
+    // The route's header edits: the outside request's x-fault-test never reaches the app.
+    assert!(!out.contains("x-fault-test"), "{out}");
+    assert!(out.contains("x-routed-by: api\n"), "{out}");
+    assert!(out.contains("x-served-by: gateway"), "{out}");
+
+    // Route conditions: first matching route wins; no match is 404 NR with the host and path.
+    let gateway_url = |path: &str| format!("http://{}{path}", gw.at(8080));
+    let ask = |path: &str, headers: &[&str]| {
+        let mut args = vec!["-i".to_owned(), "-H".to_owned(), "Host: payments.example.com".to_owned()];
+        for header in headers {
+            args.extend(["-H".to_owned(), (*header).to_owned()]);
+        }
+        args.push(gateway_url(path));
+        curl(args)
+    };
+    let (ok, out) = ask("/v1/payments/42?x=1", &["x-tenant-id: tenant-basic"]).await;
+    assert!(ok && out.starts_with("HTTP/1.1 200") && out.contains("path: /v1/payments/42\n"), "{out}");
+    let (ok, out) = ask("/v1/payments/42", &["x-tenant-id: tenant-gold"]).await;
+    assert!(ok && out.starts_with("HTTP/1.1 404"), "{out}");
+    assert!(out.contains("x-paymesh-response-flags: NR"), "{out}");
+    assert!(out.ends_with("no route matched \"payments.example.com/v1/payments/42\" (NR)"), "{out}");
+    let (ok, out) = ask("/teapot", &["x-brew: yes"]).await;
+    assert!(ok && out.starts_with("HTTP/1.1 418") && out.ends_with("short and stout"), "{out}");
+    let (ok, out) = ask("/teapot", &[]).await;
+    assert!(ok && out.starts_with("HTTP/1.1 404"), "{out}");
+    let (ok, out) = ask("/through-UPPER", &[]).await;
+    assert!(ok && out.starts_with("HTTP/1.1 404"), "regex is case-sensitive and anchored: {out}");
 
     let (ok, out) = curl(vec![
         "-i".into(),
@@ -120,4 +201,29 @@ async fn gateway_routes_by_host_into_the_mesh_over_http_and_https() {
     assert!(ok, "{out}");
     assert!(out.contains(" 200") && out.contains("path: /secure"), "{out}");
     assert!(out.contains("x-forwarded-proto: https"), "{out}");
+
+    // The access log shows each request with its flags.
+    let logs = gateway.logs();
+    assert!(logs.contains("\"GET /v1/payments/42 HTTP/1.1\" 404 NR "), "{logs}");
+    assert!(logs.contains("\"GET /through-gateway HTTP/1.1\" 200 - 0 "), "{logs}");
+    assert!(logs.contains(&format!(" {} \"payments.example.com\" \"", server.at(HTTP_PORT))), "{logs}");
+
+    // A snapshot with an invalid regex is refused with the reason; the old one keeps serving.
+    let mut broken = gateway_config(&gw, &server, https_tls);
+    broken.version = "g2".to_owned();
+    broken.routes[0].virtual_hosts[0].routes[0].matches[0].uri = Some(StringMatch::Regex("/v1/(".to_owned()));
+    cp.set_config(broken);
+    let reason = eventually("a NACK for g2", || async {
+        cp.answers().into_iter().find_map(|answer| match answer {
+            control::Answer::Nack { version, reason, .. } if version == "g2" => Some(reason),
+            _ => None,
+        })
+    })
+    .await;
+    assert!(
+        reason.starts_with("route `api` of virtual host `payments.example.com`: invalid regex `/v1/(`: "),
+        "{reason}"
+    );
+    let (ok, out) = ask("/v1/payments/still", &[]).await;
+    assert!(ok && out.starts_with("HTTP/1.1 200"), "{out}");
 }

@@ -102,4 +102,21 @@ async fn proxy_errors_carry_status_flag_and_reason() {
     // The proxy still serves after all of that.
     let (ok, out) = curl(vec!["-x".into(), mesh.proxy_url(), "http://echo:8080/after".into()]).await;
     assert!(ok && out.contains("path: /after"), "{out}");
+
+    // Each of them has its access log line with the flag, including those hyper refused itself.
+    let logs = support::eventually("the access log lines", || async {
+        let logs = mesh.client.logs();
+        logs.contains("\"GET /after HTTP/1.1\" 200 - 0 ").then_some(logs)
+    })
+    .await;
+    let expected = [
+        "\"GET / HTTP/1.1\" 404 NR 0 ",
+        "\"GET / HTTP/1.1\" 503 UF 0 ",
+        "\"- - HTTP/1.1\" 431 DPE 0 0 0 - \"-\" \"-\"",
+        "\"- - HTTP/1.1\" 400 DPE 0 0 0 - \"-\" \"-\"",
+        "\"GET / HTTP/1.1\" 400 DPE 0 ",
+    ];
+    for line in expected {
+        assert!(logs.contains(line), "no `{line}` in\n{logs}");
+    }
 }

@@ -14,6 +14,7 @@ use paymesh_api::ProxyConfig;
 use paymesh_api::model::{Cluster, ListenerKind, Protocol, RouteAction, RouteConfig, UpstreamTls};
 use paymesh_tls::{ExpectedIdentities, Identity};
 
+use super::matching::{HeaderEditor, MatchError, RouteHeaders, RouteMatcher};
 use super::{
     Action, ChainEntry, ClusterEntry, EndpointEntry, GatewayListener, GatewayServerEntry, InboundIndex,
     Index, RouteEntry, RouteTable, Transport, VirtualHostEntry, WeightedClusters,
@@ -90,6 +91,17 @@ pub enum IndexError {
     PortConflict {
         /// The port.
         port: u16,
+    },
+    /// A route's conditions or header edits do not compile.
+    #[error("route `{route}` of virtual host `{vhost}`: {source}")]
+    BadRoute {
+        /// The route.
+        route: String,
+        /// Its virtual host.
+        vhost: String,
+        /// What is wrong.
+        #[source]
+        source: MatchError,
     },
     /// A TLS client configuration could not be built.
     #[error("TLS for cluster `{cluster}`: {reason}")]
@@ -289,7 +301,17 @@ fn route_table(
                     Action::Direct { status, body: Bytes::from(body.clone()) }
                 }
             };
-            routes.push(RouteEntry { name: route.name.clone(), action });
+            let bad = |source| IndexError::BadRoute {
+                route: route.name.clone(),
+                vhost: vhost.name.clone(),
+                source,
+            };
+            let matcher = RouteMatcher::compile(&route.matches).map_err(bad)?;
+            let headers = RouteHeaders {
+                request: HeaderEditor::compile(&route.headers.request).map_err(bad)?,
+                response: HeaderEditor::compile(&route.headers.response).map_err(bad)?,
+            };
+            routes.push(RouteEntry { name: route.name.clone(), matcher, headers, action });
         }
         let entry = Arc::new(VirtualHostEntry { name: vhost.name.clone(), routes });
         for domain in &vhost.domains {

@@ -44,6 +44,8 @@ struct Shared {
     configs: Mutex<HashMap<String, watch::Sender<Option<ProxyConfig>>>>,
     answers: Mutex<Vec<Answer>>,
     hellos: Mutex<Vec<(String, String)>>,
+    /// The source address of every connection accepted.
+    peers: Mutex<Vec<std::net::IpAddr>>,
     /// Bumped by `stop`: every open subscription ends, as when the process dies.
     generation: watch::Sender<u64>,
 }
@@ -113,6 +115,11 @@ impl ControlPlane {
         self.shared.hellos.lock().expect("lock").clone()
     }
 
+    /// The source IPs of every connection accepted (CA and discovery alike).
+    pub fn peers(&self) -> Vec<std::net::IpAddr> {
+        self.shared.peers.lock().expect("lock").clone()
+    }
+
     /// Stops serving (open streams end).
     pub async fn stop(&mut self) {
         if let Some((stop, task, accept)) = self.running.take() {
@@ -138,9 +145,11 @@ impl ControlPlane {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
         let listener = bind_retrying(self.addr).await;
         let (streams, incoming) = mpsc::channel(16);
+        let shared = Arc::clone(&self.shared);
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, peer)) = listener.accept().await else { continue };
+                shared.peers.lock().expect("lock").push(peer.ip());
                 let (acceptor, streams) = (acceptor.clone(), streams.clone());
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {

@@ -114,13 +114,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts the real binary for `pod` against `cp`, in `mode`.
+    /// Starts the real binary for `pod` against `cp`, in `mode`: this build's, or the one
+    /// `PAYMESH_PROXY_BIN` names (a release build, for footprint measurements).
     pub fn start(cp: &ControlPlane, pod: &Pod, mode: &str) -> Self {
+        let binary = std::env::var_os("PAYMESH_PROXY_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paymesh-proxy")), PathBuf::from);
         let dir = TempDir::new(&pod.name);
         let token = dir.path().join("token");
         std::fs::write(&token, cp.token(&pod.ns, &pod.sa, &pod.name)).expect("token written");
         let log = dir.path().join("proxy.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_paymesh-proxy"))
+        let mut child = Command::new(binary)
             .args(["--mode", mode, "--pod", &pod.name, "--namespace", &pod.ns, "--service-account", &pod.sa])
             .args(["--ip", &pod.ip.to_string(), "--control", &cp.addr.to_string()])
             .arg("--root-cert")
@@ -184,8 +187,18 @@ impl Proxy {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM.
+    pub fn signal_term(&self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    }
+
+    /// Waits (up to [`DEADLINE`]) for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -246,8 +259,15 @@ pub async fn curl(args: Vec<String>) -> (bool, String) {
     .expect("curl task")
 }
 
-/// The echo app: `GET` answers with the request's headers, one `name: value` per line;
-/// `POST` streams the body back chunk by chunk, then trailers `grpc-status: 0`.
+/// Requests for `/slow` the echo apps of this test process have received.
+pub static SLOW_ARRIVED: AtomicU32 = AtomicU32::new(0);
+
+/// How long the echo app takes to answer `/slow`.
+pub const SLOW_DELAY: Duration = Duration::from_secs(1);
+
+/// The echo app: `GET` answers with the request's headers, one `name: value` per line (after
+/// [`SLOW_DELAY`] for `/slow`); `POST` streams the body back chunk by chunk, then trailers
+/// `grpc-status: 0`.
 pub async fn echo_app(addr: SocketAddr) -> JoinHandle<()> {
     let listener = TcpListener::bind(addr).await.expect("echo app binds");
     tokio::spawn(async move {
@@ -282,6 +302,10 @@ async fn echo(req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> 
             let _ = tx.send(Ok(Frame::trailers(trailers))).await;
         });
         return Ok(Response::new(StreamBody::new(ReceiverStream::new(rx)).boxed()));
+    }
+    if req.uri().path() == "/slow" {
+        SLOW_ARRIVED.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(SLOW_DELAY).await;
     }
     let mut text = format!("path: {}\n", req.uri().path());
     for (name, value) in req.headers() {

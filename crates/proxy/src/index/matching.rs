@@ -1,0 +1,342 @@
+//! A route's conditions and header edits, compiled once per snapshot: regexes built (anchored,
+//! RE2 semantics as Istio's `StringMatch.regex`), header names and values parsed. A request
+//! then only compares strings; nothing is parsed or allocated per request unless a header
+//! appears more than once (its values are joined with `,`, as Envoy does).
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use paymesh_api::model::{HeaderMatch, HeaderOps, RouteMatch, StringMatch};
+use regex::{Regex, RegexBuilder};
+
+/// The largest compiled regex accepted (bytes of program), so a hostile pattern can't make
+/// the proxy build a huge automaton.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Why a route's conditions or edits could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatchError {
+    /// A regex that does not compile.
+    #[error("invalid regex `{pattern}`: {reason}")]
+    Regex {
+        /// The pattern.
+        pattern: String,
+        /// What the regex compiler said.
+        reason: String,
+    },
+    /// A header name HTTP does not allow (pseudo-headers included).
+    #[error("invalid header name `{0}`")]
+    HeaderName(String),
+    /// A header value HTTP does not allow.
+    #[error("invalid value for header `{name}`")]
+    HeaderValue {
+        /// The header.
+        name: String,
+    },
+}
+
+/// What a request offers to route conditions.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// A compiled `StringMatch`.
+#[derive(Debug)]
+enum Matcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+impl Matcher {
+    fn compile(spec: &StringMatch) -> Result<Self, MatchError> {
+        Ok(match spec {
+            StringMatch::Exact(text) => Matcher::Exact(text.clone()),
+            StringMatch::Prefix(text) => Matcher::Prefix(text.clone()),
+            StringMatch::Regex(pattern) => {
+                let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| MatchError::Regex { pattern: pattern.clone(), reason: e.to_string() })?;
+                Matcher::Regex(regex)
+            }
+        })
+    }
+
+    fn holds(&self, text: &str) -> bool {
+        match self {
+            Matcher::Exact(expected) => text == expected,
+            Matcher::Prefix(prefix) => text.starts_with(prefix.as_str()),
+            Matcher::Regex(regex) => regex.is_match(text),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HeaderCondition {
+    name: HeaderName,
+    value: Option<Matcher>,
+    invert: bool,
+}
+
+impl HeaderCondition {
+    fn compile(spec: &HeaderMatch) -> Result<Self, MatchError> {
+        Ok(HeaderCondition {
+            name: header_name(&spec.name)?,
+            value: spec.value.as_ref().map(Matcher::compile).transpose()?,
+            invert: spec.invert,
+        })
+    }
+
+    fn holds(&self, headers: &HeaderMap) -> bool {
+        let found = match (&self.value, joined(headers, &self.name)) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(matcher), Some(value)) => matcher.holds(&value),
+        };
+        found != self.invert
+    }
+}
+
+/// The values of `name`, joined with `,` when there are several; `None` when absent.
+fn joined<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let mut text = String::from_utf8_lossy(first.as_bytes());
+    for value in values {
+        let owned = text.to_mut();
+        owned.push(',');
+        owned.push_str(&String::from_utf8_lossy(value.as_bytes()));
+    }
+    Some(text)
+}
+
+/// One alternative: every part must hold.
+#[derive(Debug)]
+struct Alternative {
+    uri: Option<Matcher>,
+    method: Option<Matcher>,
+    headers: Vec<HeaderCondition>,
+}
+
+impl Alternative {
+    fn holds(&self, req: &RequestView<'_>) -> bool {
+        self.uri.as_ref().is_none_or(|m| m.holds(req.path))
+            && self.method.as_ref().is_none_or(|m| m.holds(req.method.as_str()))
+            && self.headers.iter().all(|h| h.holds(req.headers))
+    }
+}
+
+/// A route's conditions (Istio `HTTPRoute.match`): any alternative selects; none at all selects
+/// every request.
+#[derive(Debug, Default)]
+pub struct RouteMatcher {
+    alternatives: Vec<Alternative>,
+}
+
+impl RouteMatcher {
+    /// Compiles `matches`.
+    pub fn compile(matches: &[RouteMatch]) -> Result<Self, MatchError> {
+        let alternatives = matches
+            .iter()
+            .map(|m| {
+                Ok(Alternative {
+                    uri: m.uri.as_ref().map(Matcher::compile).transpose()?,
+                    method: m.method.as_ref().map(Matcher::compile).transpose()?,
+                    headers: m.headers.iter().map(HeaderCondition::compile).collect::<Result<_, _>>()?,
+                })
+            })
+            .collect::<Result<_, MatchError>>()?;
+        Ok(RouteMatcher { alternatives })
+    }
+
+    /// Whether `req` selects the route.
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        self.alternatives.is_empty() || self.alternatives.iter().any(|alt| alt.holds(req))
+    }
+}
+
+/// Compiled edits of one header section, applied in the order remove, set, add.
+#[derive(Debug, Default)]
+pub struct HeaderEditor {
+    remove: Vec<HeaderName>,
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderEditor {
+    /// Compiles `ops`.
+    pub fn compile(ops: &HeaderOps) -> Result<Self, MatchError> {
+        let pairs = |map: &std::collections::BTreeMap<String, String>| {
+            map.iter()
+                .map(|(name, value)| {
+                    let value = HeaderValue::from_str(value)
+                        .map_err(|_| MatchError::HeaderValue { name: name.clone() })?;
+                    Ok((header_name(name)?, value))
+                })
+                .collect::<Result<Vec<_>, MatchError>>()
+        };
+        Ok(HeaderEditor {
+            remove: ops.remove.iter().map(|name| header_name(name)).collect::<Result<_, _>>()?,
+            set: pairs(&ops.set)?,
+            add: pairs(&ops.add)?,
+        })
+    }
+
+    /// Applies the edits to `headers`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// A route's request and response edits (Istio `HTTPRoute.headers`).
+#[derive(Debug, Default)]
+pub struct RouteHeaders {
+    /// Applied to the request before forwarding.
+    pub request: HeaderEditor,
+    /// Applied to the response before returning it.
+    pub response: HeaderEditor,
+}
+
+fn header_name(name: &str) -> Result<HeaderName, MatchError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| MatchError::HeaderName(name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view<'a>(method: &'a Method, path: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
+        RequestView { method, path, headers }
+    }
+
+    fn header(name: &str, value: Option<StringMatch>, invert: bool) -> HeaderMatch {
+        HeaderMatch { name: name.to_owned(), value, invert }
+    }
+
+    #[test]
+    fn empty_matches_every_request() {
+        let matcher = RouteMatcher::compile(&[]).expect("compiles");
+        assert!(matcher.matches(&view(&Method::DELETE, "/anything", &HeaderMap::new())));
+    }
+
+    #[test]
+    fn every_part_of_an_alternative_must_hold_and_any_alternative_selects() {
+        let canary = RouteMatch {
+            uri: Some(StringMatch::Prefix("/v1/payments".into())),
+            method: Some(StringMatch::Exact("POST".into())),
+            headers: vec![
+                header("x-canary", Some(StringMatch::Exact("true".into())), false),
+                header("x-tenant-id", Some(StringMatch::Regex("tenant-(gold|platinum)".into())), true),
+            ],
+        };
+        let health = RouteMatch {
+            uri: Some(StringMatch::Exact("/healthz".into())),
+            method: None,
+            headers: Vec::new(),
+        };
+        let matcher = RouteMatcher::compile(&[canary, health]).expect("compiles");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-canary", HeaderValue::from_static("true"));
+        let post = Method::POST;
+        assert!(matcher.matches(&view(&post, "/v1/payments/42", &headers)));
+        assert!(!matcher.matches(&view(&Method::GET, "/v1/payments/42", &headers)));
+        assert!(!matcher.matches(&view(&post, "/v2/payments", &headers)));
+        headers.insert("x-tenant-id", HeaderValue::from_static("tenant-gold"));
+        assert!(!matcher.matches(&view(&post, "/v1/payments", &headers)), "withoutHeaders holds");
+        headers.insert("x-tenant-id", HeaderValue::from_static("tenant-gold-plus"));
+        assert!(matcher.matches(&view(&post, "/v1/payments", &headers)), "regex is anchored");
+        assert!(matcher.matches(&view(&Method::GET, "/healthz", &HeaderMap::new())));
+        assert!(!matcher.matches(&view(&Method::GET, "/healthz/ready", &HeaderMap::new())));
+    }
+
+    #[test]
+    fn presence_absence_and_repeated_headers() {
+        let present = RouteMatcher::compile(&[RouteMatch {
+            uri: None,
+            method: None,
+            headers: vec![header("x-debug", None, false)],
+        }])
+        .expect("compiles");
+        let absent = RouteMatcher::compile(&[RouteMatch {
+            uri: None,
+            method: None,
+            headers: vec![header("x-debug", None, true)],
+        }])
+        .expect("compiles");
+        let joined = RouteMatcher::compile(&[RouteMatch {
+            uri: None,
+            method: None,
+            headers: vec![header("x-debug", Some(StringMatch::Exact("a,b".into())), false)],
+        }])
+        .expect("compiles");
+        let mut headers = HeaderMap::new();
+        let get = Method::GET;
+        assert!(!present.matches(&view(&get, "/", &headers)));
+        assert!(absent.matches(&view(&get, "/", &headers)));
+        headers.append("x-debug", HeaderValue::from_static("a"));
+        headers.append("x-debug", HeaderValue::from_static("b"));
+        assert!(present.matches(&view(&get, "/", &headers)));
+        assert!(!absent.matches(&view(&get, "/", &headers)));
+        assert!(joined.matches(&view(&get, "/", &headers)));
+    }
+
+    #[test]
+    fn bad_regexes_and_names_are_refused_with_the_reason() {
+        let bad = RouteMatch { uri: Some(StringMatch::Regex("/v1/(".into())), method: None, headers: vec![] };
+        let error = RouteMatcher::compile(&[bad]).expect_err("unclosed group");
+        assert!(error.to_string().starts_with("invalid regex `/v1/(`: "), "{error}");
+        let huge = RouteMatch {
+            uri: Some(StringMatch::Regex("a{1000}{1000}".into())),
+            method: None,
+            headers: vec![],
+        };
+        assert!(matches!(RouteMatcher::compile(&[huge]), Err(MatchError::Regex { .. })));
+        let pseudo = RouteMatch { uri: None, method: None, headers: vec![header(":authority", None, false)] };
+        assert_eq!(
+            RouteMatcher::compile(&[pseudo]).expect_err("pseudo").to_string(),
+            "invalid header name `:authority`"
+        );
+        let ops =
+            HeaderOps { set: [("x-a".to_owned(), "bad\nvalue".to_owned())].into(), ..HeaderOps::default() };
+        assert_eq!(
+            HeaderEditor::compile(&ops).expect_err("value").to_string(),
+            "invalid value for header `x-a`"
+        );
+    }
+
+    #[test]
+    fn edits_apply_remove_then_set_then_add() {
+        let ops = HeaderOps {
+            set: [("x-env".to_owned(), "prod".to_owned()), ("x-gone".to_owned(), "back".to_owned())].into(),
+            add: [("x-trace".to_owned(), "gw".to_owned())].into(),
+            remove: vec!["x-gone".to_owned(), "x-fault-test".to_owned()],
+        };
+        let editor = HeaderEditor::compile(&ops).expect("compiles");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-env", HeaderValue::from_static("dev"));
+        headers.insert("x-fault-test", HeaderValue::from_static("abort"));
+        headers.insert("x-gone", HeaderValue::from_static("old"));
+        headers.insert("x-trace", HeaderValue::from_static("client"));
+        editor.apply(&mut headers);
+        assert_eq!(headers["x-env"], "prod");
+        assert_eq!(headers["x-gone"], "back", "set comes after remove");
+        assert!(!headers.contains_key("x-fault-test"));
+        let traces: Vec<_> = headers.get_all("x-trace").iter().collect();
+        assert_eq!(traces, ["client", "gw"]);
+    }
+}
