@@ -197,9 +197,6 @@ fn watched_file_changes_reach_proxies_fast_and_invalid_ones_are_rejected() {
 
 /// Istio's CDS has a cluster for every subset of a DestinationRule, routed to or not.
 #[test]
-#[ignore = "control: a DestinationRule subset no VirtualService routes to gets no cluster \
-            (compile::cluster::ClusterSet::add is only called from routes and the default route); \
-            Istio builds outbound|PORT|SUBSET|HOST for every subset"]
 fn a_destination_rule_subset_alone_gets_a_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("mesh.yaml");

@@ -219,6 +219,7 @@ async fn control_plane_end_to_end() {
             ca_identity: ISTIOD.parse().expect("id"),
             requested_ttl: None,
             timeout: DEADLINE,
+            source: None,
         },
         None,
     )

@@ -228,8 +228,9 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         ca_identity: control_identity.clone(),
         requested_ttl: None,
         timeout: DEFAULT_CA_TIMEOUT,
+        source: Some(config.ip),
     };
-    let identity_manager = IdentityManager::new(ca, config.ip, identity.clone());
+    let identity_manager = IdentityManager::new(ca, identity.clone());
     let store = Arc::clone(identity_manager.store());
     let cert = identity_manager.status();
     let index: Arc<ArcSwapOption<Index>> = Arc::new(ArcSwapOption::empty());

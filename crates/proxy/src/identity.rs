@@ -5,33 +5,20 @@
 //! listener and upstream connection: a renewal only changes what *new* handshakes present, so
 //! no connection is dropped and no request fails. Failed attempts retry with [`Backoff`].
 //!
-//! The CA is called over a channel of our own (not `CaClient`'s), because its socket must bind
-//! the pod IP like every other connection the proxy opens; the exchange itself is the same:
-//! fresh key, CSR, `CreateCertificate`, the answer verified against the trust bundle.
+//! The CA is called through [`CaClient`] (fresh key, CSR, `CreateCertificate`, the answer
+//! verified against the trust bundle), its socket bound to the pod IP like every other
+//! connection the proxy opens.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hyper_util::rt::TokioIo;
-use paymesh_control::ca::auth::AUTHORIZATION;
-use paymesh_control::ca::pb::IstioCertificateRequest;
-use paymesh_control::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient;
-use paymesh_control::ca::{BootstrapToken, CaClientConfig, CaClientError};
-use paymesh_tls::{
-    ALPN_H2, Credential, CredentialStore, ExpectedIdentities, Identity, PrivateKey, certs_from_pem,
-    client_config,
-};
-use rustls_pki_types::ServerName;
+use paymesh_control::ca::{BootstrapToken, CaClient, CaClientConfig, CaClientError};
+use paymesh_tls::{Credential, CredentialStore, Identity};
 use tokio::sync::watch;
-use tokio_rustls::TlsConnector;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint, Uri};
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::readiness::BlockReady;
-use crate::upstream::pool::connect_tcp;
 
 /// The soonest a renewal is scheduled after an issuance (guards against a CA that issues
 /// certificates that are nearly expired).
@@ -62,15 +49,15 @@ impl CertStatus {
 /// Gets and renews the proxy's certificate.
 pub struct IdentityManager {
     ca: CaClientConfig,
-    source: IpAddr,
     store: Arc<CredentialStore>,
     status: watch::Sender<Option<CertStatus>>,
 }
 
 impl IdentityManager {
-    /// A manager for `identity`, talking to the CA described by `ca` from `source` (the pod IP).
-    pub fn new(ca: CaClientConfig, source: IpAddr, identity: Identity) -> Self {
-        IdentityManager { ca, source, store: CredentialStore::new(identity), status: watch::channel(None).0 }
+    /// A manager for `identity`, talking to the CA described by `ca` (whose `source` is the
+    /// pod IP).
+    pub fn new(ca: CaClientConfig, identity: Identity) -> Self {
+        IdentityManager { ca, store: CredentialStore::new(identity), status: watch::channel(None).0 }
     }
 
     /// The live credential (rustls' resolver).
@@ -118,69 +105,11 @@ impl IdentityManager {
         }
     }
 
-    /// A new credential: fresh key, CSR, `CreateCertificate` (with `token` as bearer for the
-    /// first one, else presenting the current certificate), the answer checked.
+    /// A new credential, with `token` as bearer for the first one, else presenting the current
+    /// certificate.
     async fn certify(&self, token: Option<&BootstrapToken>) -> Result<Credential, CaClientError> {
-        let identity = self.store.identity();
-        let key = PrivateKey::generate()?;
-        let csr = key.csr(identity)?;
-        let validity_duration =
-            self.ca.requested_ttl.map_or(0, |ttl| i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-        let mut request = tonic::Request::new(IstioCertificateRequest {
-            csr: csr.as_pem().to_owned(),
-            validity_duration,
-            metadata: None,
-        });
-        if let Some(token) = token {
-            let value = MetadataValue::try_from(format!("Bearer {}", token.expose()))
-                .map_err(|_| CaClientError::Token)?;
-            request.metadata_mut().insert(AUTHORIZATION, value);
-        }
-        let mut grpc = IstioCertificateServiceClient::new(self.channel(token.is_none())?);
-        let response = grpc
-            .create_certificate(request)
-            .await
-            .map_err(|status| CaClientError::Refused(Box::new(status)))?
-            .into_inner();
-        let mut certs = Vec::new();
-        for pem in &response.cert_chain {
-            certs.extend(certs_from_pem(pem)?);
-        }
-        let trust = &self.ca.trust;
-        let chain: Vec<_> = certs.into_iter().filter(|cert| !trust.certs().contains(cert)).collect();
-        let found = trust.verify(&chain, SystemTime::now())?;
-        if &found != identity {
-            return Err(CaClientError::WrongIdentity {
-                requested: Box::new(identity.clone()),
-                found: Box::new(found),
-            });
-        }
-        Ok(Credential::new(key, chain)?)
-    }
-
-    /// A channel to the CA whose socket binds the pod IP, presenting the current certificate
-    /// when `present_cert`; it connects on first use.
-    fn channel(&self, present_cert: bool) -> Result<Channel, CaClientError> {
-        let expected = ExpectedIdentities::one(self.ca.ca_identity.clone());
-        let credentials = present_cert.then(|| Arc::clone(&self.store));
-        let mut tls = client_config(credentials, &self.ca.trust, expected)?;
-        tls.alpn_protocols = vec![ALPN_H2.to_vec()];
-        let connector = TlsConnector::from(Arc::new(tls));
-        let (addr, source) = (self.ca.addr, self.source);
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| CaClientError::Endpoint { addr, source })?
-            .connect_timeout(self.ca.timeout)
-            .timeout(self.ca.timeout);
-        Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-            let connector = connector.clone();
-            async move {
-                let tcp = connect_tcp(source, addr)
-                    .await
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string()))?;
-                let tls = connector.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        })))
+        let current = token.is_none().then(|| Arc::clone(&self.store));
+        CaClient::new(self.ca.clone(), current)?.certify(self.store.identity(), token).await
     }
 
     /// Installs `credential`; returns when to renew it.

@@ -7,7 +7,7 @@
 //! client's own trust bundle and must name the identity asked for before it becomes a
 //! [`Credential`]; the private key never leaves this process.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +17,7 @@ use paymesh_tls::{
     PrivateKey, TrustBundle, certs_from_pem, client_config,
 };
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -44,6 +44,9 @@ pub struct CaClientConfig {
     pub requested_ttl: Option<Duration>,
     /// Limit on connecting and on each request ([`DEFAULT_CA_TIMEOUT`]).
     pub timeout: Duration,
+    /// The address connections bind as their source (a pod's own IP, so the CA sees which pod
+    /// calls); `None` lets the kernel choose.
+    pub source: Option<IpAddr>,
 }
 
 /// Why no certificate was obtained.
@@ -102,7 +105,7 @@ impl CaClient {
         let mut tls = client_config(credentials, &config.trust, expected)?;
         tls.alpn_protocols = vec![ALPN_H2.to_vec()];
         let connector = TlsConnector::from(Arc::new(tls));
-        let addr = config.addr;
+        let (addr, source) = (config.addr, config.source);
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|source| CaClientError::Endpoint { addr, source })?
             .connect_timeout(config.timeout)
@@ -110,7 +113,7 @@ impl CaClient {
         let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
             let connector = connector.clone();
             async move {
-                let tcp = TcpStream::connect(addr).await?;
+                let tcp = connect(source, addr).await?;
                 let tls = connector.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
@@ -166,4 +169,12 @@ impl CaClient {
     ) -> Result<IstioCertificateResponse, Status> {
         Ok(self.grpc.clone().create_certificate(request).await?.into_inner())
     }
+}
+
+/// A TCP connection to `addr`, from `source` when given.
+async fn connect(source: Option<IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect(addr).await };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }

@@ -186,6 +186,20 @@ impl ClusterSet {
         name
     }
 
+    /// The clusters of every subset the DestinationRule for `service` defines, as Istio builds
+    /// them whether or not a route names them (so a route added later finds them warm).
+    pub fn add_subsets(&mut self, input: &Inputs<'_>, service: &Service, port: &ServicePort) {
+        let (root, client) = (input.root_namespace(), input.proxy.namespace.as_str());
+        let Some((_, rule)) =
+            destination_rule(input.store, root, client, &service.hostname, &service.namespace)
+        else {
+            return;
+        };
+        for subset in &rule.subsets {
+            self.add(input, service, port, Some(&subset.name));
+        }
+    }
+
     /// The clusters and endpoints, sorted by name.
     pub fn into_parts(self) -> (Vec<Cluster>, Vec<ClusterEndpoints>) {
         self.built.into_values().unzip()

@@ -48,6 +48,7 @@ pub fn compile(inputs: &Inputs<'_>, ip: std::net::IpAddr) -> Compiled {
         let virtual_service = most_specific(&service.hostname, mesh_services.iter().cloned());
         for port in service.ports.iter().filter(|p| visible(&scope, service, p.port)) {
             let default_cluster = clusters.add(input, service, port, None);
+            clusters.add_subsets(input, service, port);
             if port.protocol == Protocol::Tcp {
                 tcp.push(TcpRoute {
                     hosts: host_names(service, &proxy.namespace),

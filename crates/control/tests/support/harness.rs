@@ -98,6 +98,7 @@ impl Harness {
             ca_identity: self.server.identity.clone(),
             requested_ttl,
             timeout: DEADLINE,
+            source: None,
         }
     }
 
