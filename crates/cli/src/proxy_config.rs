@@ -13,7 +13,8 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::ValueEnum;
 use paymesh_api::model::{
-    Cluster, ClusterEndpoints, Listener, ListenerKind, RouteAction, RouteConfig, UpstreamTls,
+    Cluster, ClusterEndpoints, Listener, ListenerKind, RouteAction, RouteConfig, RouteMatch, StringMatch,
+    UpstreamTls,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -147,6 +148,35 @@ fn listeners(listeners: &[Listener]) -> String {
     table::render(&["ADDRESS", "PORT", "TYPE"], rows)
 }
 
+/// A route's conditions in one cell, istioctl-like: `/v1/payments*`, `x-canary=true`,
+/// `!x-tenant-id~tenant-(gold|platinum)`; alternatives separated by ` | `.
+fn route_match(matches: &[RouteMatch]) -> String {
+    fn string(value: &StringMatch) -> String {
+        match value {
+            StringMatch::Exact(v) => v.clone(),
+            StringMatch::Prefix(v) => format!("{v}*"),
+            StringMatch::Regex(v) => format!("~{v}"),
+        }
+    }
+    if matches.is_empty() {
+        return "/*".to_owned();
+    }
+    let alternatives = matches.iter().map(|m| {
+        let mut parts = vec![m.uri.as_ref().map_or_else(|| "/*".to_owned(), string)];
+        parts.extend(m.method.as_ref().map(|method| format!("method={}", string(method))));
+        for header in &m.headers {
+            let negation = if header.invert { "!" } else { "" };
+            let value = header.value.as_ref().map_or_else(String::new, |v| match v {
+                StringMatch::Regex(_) => string(v),
+                _ => format!("={}", string(v)),
+            });
+            parts.push(format!("{negation}{}{value}", header.name));
+        }
+        parts.join(" ")
+    });
+    alternatives.collect::<Vec<_>>().join(" | ")
+}
+
 fn routes(routes: &[RouteConfig]) -> String {
     let mut rows = Vec::new();
     for config in routes {
@@ -165,7 +195,7 @@ fn routes(routes: &[RouteConfig]) -> String {
                 rows.push(vec![
                     config.name.clone(),
                     domains(&host.domains),
-                    "/*".into(),
+                    route_match(&route.matches),
                     virtual_service,
                     target,
                 ]);

@@ -17,6 +17,7 @@ use paymesh_config::{Loaded, Store, load};
 use crate::state::{DEFAULT_STATE_DIR, State};
 
 pub mod bins;
+mod credentials;
 pub mod plan;
 mod pods;
 mod ports;
@@ -107,6 +108,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("paymesh up is already running with {} (pid {pid})", state_dir.display());
     }
     ports::check_free(&plan.state)?;
+    if plan.state.control.is_some() {
+        for name in credentials::ensure(&store, &state_dir)? {
+            println!("paymesh up: gateway credential {name}: generated a self-signed certificate (curl -k)");
+        }
+    }
     start::run(plan)
 }
 

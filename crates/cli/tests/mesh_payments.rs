@@ -112,6 +112,29 @@ fn the_guides_check_and_a_payment_through_the_ingress_on_the_real_k8s() {
     assert!(payment["status"] == "completed" || payment["status"] == "processing", "{payment}");
     println!("payment through the ingress: {status} {payment}");
 
+    // The same payment (same Idempotency-Key) over HTTPS: the supervisor made a self-signed
+    // certificate for the Gateway's credentialName, and the answer is the payment already made.
+    let https = format!("{}:8443", host(base, 1));
+    let (code, out, err) = curl(&[
+        "-k",
+        "-XPOST",
+        &format!("https://{https}/v1/payments"),
+        "-H",
+        "Host: payments.example.com",
+        "-H",
+        "x-tenant-id: acme",
+        "-H",
+        "Idempotency-Key: order-1",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"from_account": "alice", "to_account": "bob", "amount_minor": 2500, "currency": "EUR"}"#,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let again: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(again["id"], payment["id"], "the idempotent replay over HTTPS: {again}");
+    assert!(state_dir.join("credentials/payments-tls/tls.key").is_file());
+
     // The services' SQLite files live in the Deployment's directory under the state dir, not in
     // the directory `paymesh up` was started from.
     assert!(state_dir.join("data/payments/account-service/account-service.db").is_file());

@@ -2,6 +2,7 @@
 //! variable, so the same binary runs in a container), builds the control plane with its ports
 //! bound, prints the ready line, and serves until SIGINT or SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,7 +58,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Colours only on a terminal: under `paymesh up` stderr is a log file.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

@@ -2,6 +2,7 @@
 //! so the same binary runs in containers) become an [`app::Config`]; [`app::build`] binds and
 //! spawns; `main` prints `paymesh-proxy ready` once ready and drains on SIGTERM/SIGINT.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,7 +78,9 @@ impl Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Colours only on a terminal: under `paymesh up` stderr is a log file.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

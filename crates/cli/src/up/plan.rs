@@ -393,6 +393,8 @@ fn control_process(
         settings.cert_ttl.to_owned(),
         "--gateway-port-offset".into(),
         GATEWAY_PORT_OFFSET.to_string(),
+        "--credentials-dir".into(),
+        super::credentials::credentials_dir(state_dir).display().to_string(),
     ]);
     let log = state_dir.join("logs").join("paymesh-control").join("control.log");
     ControlState {
