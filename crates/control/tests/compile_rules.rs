@@ -312,3 +312,20 @@ fn the_repository_gateway_removes_x_fault_test() {
         "{fields:?}"
     );
 }
+
+#[test]
+fn policies_the_proxies_do_not_enforce_yet_are_listed() {
+    let extra = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec: {}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: pool, namespace: shop}\nspec: {host: account, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}, outlierDetection: {consecutive5xxErrors: 1}}}\n";
+    let store = load(&format!("{BASE}\n---\n{extra}"));
+    let listed: Vec<(String, String)> = scan(&store).into_iter().map(|u| (u.resource, u.field)).collect();
+    for expected in [
+        ("AuthorizationPolicy shop/deny-all", "spec"),
+        ("DestinationRule shop/pool", "spec.trafficPolicy.connectionPool"),
+        ("DestinationRule shop/pool", "spec.trafficPolicy.outlierDetection"),
+    ] {
+        assert!(
+            listed.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} in {listed:?}"
+        );
+    }
+}

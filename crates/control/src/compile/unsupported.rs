@@ -30,6 +30,17 @@ pub struct Unsupported {
 const DROPPED: &str = "not implemented: the route is compiled without it";
 const RULE_DROPPED: &str = "not implemented: the rule is left out";
 const TLS_ORIGINATION: &str = "not implemented: TLS origination";
+const POLICY_DROPPED: &str = "not implemented: endpoints are picked round robin with no limits";
+
+/// Kinds the proxies do not enforce yet, and what that means for traffic.
+const NOT_ENFORCED: [(&str, &str); 6] = [
+    ("AuthorizationPolicy", "not enforced yet: every peer with a mesh certificate is allowed"),
+    ("RequestAuthentication", "not enforced yet: JWTs are not validated"),
+    ("RateLimitPolicy", "not enforced yet: requests are not rate limited"),
+    ("Telemetry", "not implemented: no metrics or traces are exported"),
+    ("ServiceEntry", "not implemented: the host is not in the registry"),
+    ("EnvoyFilter", "not applicable: paymesh's proxy is not Envoy"),
+];
 
 /// Every unsupported field of `store`'s VirtualServices, DestinationRules and Gateways.
 pub fn scan(store: &Store) -> Vec<Unsupported> {
@@ -55,6 +66,11 @@ pub fn scan(store: &Store) -> Vec<Unsupported> {
             if let Some(policy) = &subset.traffic_policy {
                 traffic_policy(policy, &format!("spec.subsets[{i}].trafficPolicy"), &mut add);
             }
+        }
+    }
+    for resource in store.iter() {
+        if let Some((_, reason)) = NOT_ENFORCED.iter().find(|(kind, _)| *kind == resource.kind) {
+            out.push(entry(resource, "spec".to_owned(), reason));
         }
     }
     for (resource, gateway) in store.typed("Gateway", Spec::gateway) {
@@ -131,6 +147,31 @@ fn http_rule(rule: &HttpRoute, path: &str, add: &mut impl FnMut(String, &str)) {
 }
 
 fn traffic_policy(policy: &TrafficPolicy, path: &str, add: &mut impl FnMut(String, &str)) {
+    let not_applied = [
+        ("loadBalancer", policy.load_balancer.is_some()),
+        ("connectionPool", policy.connection_pool.is_some()),
+        ("outlierDetection", policy.outlier_detection.is_some()),
+        ("tunnel", policy.tunnel.is_some()),
+        ("proxyProtocol", policy.proxy_protocol.is_some()),
+        ("retryBudget", policy.retry_budget.is_some()),
+    ];
+    for (field, present) in not_applied {
+        if present {
+            add(format!("{path}.{field}"), POLICY_DROPPED);
+        }
+    }
+    for (i, port) in policy.port_level_settings.iter().enumerate() {
+        let port_level = [
+            ("loadBalancer", port.load_balancer.is_some()),
+            ("connectionPool", port.connection_pool.is_some()),
+            ("outlierDetection", port.outlier_detection.is_some()),
+        ];
+        for (field, present) in port_level {
+            if present {
+                add(format!("{path}.portLevelSettings[{i}].{field}"), POLICY_DROPPED);
+            }
+        }
+    }
     let origination = |tls: Option<&ClientTlsSettings>| {
         tls.is_some_and(|t| matches!(t.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual))
     };
