@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
-use paymesh_config::analyze::{self, Context, Level, MeshConfig, Message, messages, output};
-use paymesh_config::load::{self, Problem};
+use paymesh_config::analyze::{self, Context, Level, MeshConfig, Message, output};
+use paymesh_config::load;
 use paymesh_config::{Loaded, Store};
 
 const EXIT_DATA_ERROR: u8 = 65;
@@ -115,20 +115,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ctx = Context { store: &store, mesh: &mesh, istio_namespace: ISTIO_NAMESPACE };
     let mut found = analyze::run(&ctx, &selected);
     // A resource that does not fit its kind's schema is istioctl's IST0106, not a parse failure.
-    let mut read_errors = Vec::new();
-    for error in errors {
-        match (&error.problem, &error.resource) {
-            (Problem::Schema(field), Some(resource)) => {
-                let mut message = messages::schema_validation_error(field);
-                message.origin = Some(analyze::Origin {
-                    resource: resource.clone(),
-                    location: Some(error.location.clone()),
-                });
-                found.push(message);
-            }
-            _ => read_errors.push(error),
-        }
-    }
+    let (schema, read_errors) = analyze::schema_messages(errors);
+    found.extend(schema);
     found.sort_by_key(|m| m.kind.level);
     found.retain(|m| in_scope(m, &args) && !suppressed(m, &args.suppress));
 

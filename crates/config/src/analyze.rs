@@ -226,6 +226,28 @@ pub fn run(ctx: &Context<'_>, analyzers: &[&dyn Analyzer]) -> Vec<Message> {
     messages
 }
 
+/// Splits load errors: a resource that does not fit its kind's schema is istioctl's IST0106
+/// at the field's line (a message like the analyzers'); every other error means a file or
+/// document could not be read.
+pub fn schema_messages(
+    errors: impl IntoIterator<Item = crate::load::LoadError>,
+) -> (Vec<Message>, Vec<crate::load::LoadError>) {
+    let mut found = Vec::new();
+    let mut unreadable = Vec::new();
+    for error in errors {
+        match (&error.problem, &error.resource) {
+            (crate::load::Problem::Schema(field), Some(resource)) => {
+                let mut message = messages::schema_validation_error(field);
+                message.origin =
+                    Some(Origin { resource: resource.clone(), location: Some(error.location.clone()) });
+                found.push(message);
+            }
+            _ => unreadable.push(error),
+        }
+    }
+    (found, unreadable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use paymesh_config::analyze::{self, Context, Level, MeshConfig, Message, messages, output};
-use paymesh_config::load::{self, Problem};
+use paymesh_config::analyze::{self, Context, Level, MeshConfig, Message, output};
+use paymesh_config::load;
 use paymesh_config::resource::Resource;
 use paymesh_config::{Loaded, Store};
 use tokio::sync::watch;
@@ -348,23 +348,11 @@ fn check(config: Loaded, pods: Loaded) -> Result<Store, Vec<String>> {
     let (store, duplicates) = Store::new(resources);
     let ctx = Context { store: &analysis_store, mesh: &mesh, istio_namespace: ISTIO_NAMESPACE };
     let mut found = analyze::run(&ctx, &analyze::all());
-    let mut unreadable = Vec::new();
-    for error in errors.into_iter().chain(duplicates) {
-        match (&error.problem, &error.resource) {
-            (Problem::Schema(field), Some(resource)) => {
-                let mut message = messages::schema_validation_error(field);
-                message.origin = Some(analyze::Origin {
-                    resource: resource.clone(),
-                    location: Some(error.location.clone()),
-                });
-                found.push(message);
-            }
-            _ => unreadable.push(format!("error: {error}")),
-        }
-    }
+    let (schema, unreadable) = analyze::schema_messages(errors.into_iter().chain(duplicates));
+    found.extend(schema);
     let errors: Vec<Message> = found.into_iter().filter(|m| m.kind.level == Level::Error).collect();
     let mut lines: Vec<String> = output::log(&errors).lines().map(str::to_owned).collect();
-    lines.extend(unreadable);
+    lines.extend(unreadable.iter().map(|error| format!("error: {error}")));
     if lines.is_empty() { Ok(store) } else { Err(lines) }
 }
 

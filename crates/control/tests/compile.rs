@@ -1,15 +1,16 @@
 //! The compiler on small YAML fixtures: domains, clusters and SANs, inbound chains with
 //! PeerAuthentication precedence (port-level, UNSET inheritance), gateway routes.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
 use paymesh_api::model::{
     ListenerKind, MtlsMode, ProxyConfig, ProxyKind, RouteAction, StringMatch, UpstreamTls, WeightedCluster,
 };
-use paymesh_config::{Loaded, Store};
-use paymesh_control::compile::{self, Settings, peer_authn};
+use paymesh_control::compile::{self, peer_authn};
 use paymesh_control::registry::{Registry, WorkloadSource};
+
+#[path = "support/fixture.rs"]
+mod fixture;
+
+use fixture::{compile_store, load, settings};
 
 const BASE: &str = r#"
 apiVersion: v1
@@ -73,29 +74,9 @@ items:
   status: {podIP: 127.10.0.5}
 "#;
 
-fn load(yaml: &str) -> Store {
-    let mut loaded = Loaded::default();
-    paymesh_config::load::load_bytes(Arc::from(Path::new("fixture.yaml")), yaml.as_bytes(), &mut loaded);
-    assert!(loaded.errors.is_empty(), "fixture loads: {:?}", loaded.errors);
-    let (store, duplicates) = Store::new(loaded.resources);
-    assert!(duplicates.is_empty());
-    store
-}
-
-fn settings() -> Settings {
-    Settings {
-        trust_domain: "cluster.local".into(),
-        cert_ttl_secs: 60,
-        gateway_port_offset: 8000,
-        credentials_dir: PathBuf::from("/state/credentials"),
-        root_namespace: "istio-system".into(),
-    }
-}
-
 fn compile_for(extra: &str, namespace: &str, pod: &str, kind: ProxyKind) -> ProxyConfig {
     let store = load(&format!("{BASE}\n---\n{extra}"));
-    let registry = Registry::new(&store, "cluster.local", WorkloadSource::Pods);
-    compile::compile(&store, &registry, &settings(), namespace, pod, kind, 7).expect("compiles")
+    compile_store(&store, namespace, pod, kind, 7)
 }
 
 fn chains(config: &ProxyConfig) -> Vec<(u16, Vec<u16>, MtlsMode, String)> {

@@ -2,16 +2,18 @@
 //! match conditions, no default route under a VirtualService, route headers, wildcard hosts,
 //! Sidecar egress ports, gateway host binding and TLS, and the `unsupported` list.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use paymesh_api::model::{
     ListenerKind, ProxyConfig, ProxyKind, Route, RouteAction, UpstreamTls, VirtualHost,
 };
 use paymesh_config::{Loaded, Store};
 use paymesh_control::compile::unsupported::{Unsupported, scan};
-use paymesh_control::compile::{self, Settings};
-use paymesh_control::registry::{Registry, WorkloadSource};
+
+#[path = "support/fixture.rs"]
+mod fixture;
+
+use fixture::{compile_store, load};
 
 const BASE: &str = r#"
 apiVersion: v1
@@ -62,30 +64,8 @@ items:
   status: {podIP: 127.11.0.100}
 "#;
 
-fn load(yaml: &str) -> Store {
-    let mut loaded = Loaded::default();
-    paymesh_config::load::load_bytes(Arc::from(Path::new("fixture.yaml")), yaml.as_bytes(), &mut loaded);
-    assert!(loaded.errors.is_empty(), "fixture loads: {:?}", loaded.errors);
-    Store::new(loaded.resources).0
-}
-
-fn settings() -> Settings {
-    Settings {
-        trust_domain: "cluster.local".into(),
-        cert_ttl_secs: 60,
-        gateway_port_offset: 8000,
-        credentials_dir: PathBuf::from("/state/credentials"),
-        root_namespace: "istio-system".into(),
-    }
-}
-
-fn compile_store(store: &Store, namespace: &str, pod: &str, kind: ProxyKind) -> ProxyConfig {
-    let registry = Registry::new(store, "cluster.local", WorkloadSource::Pods);
-    compile::compile(store, &registry, &settings(), namespace, pod, kind, 1).expect("compiles")
-}
-
 fn sidecar(extra: &str) -> ProxyConfig {
-    compile_store(&load(&format!("{BASE}\n---\n{extra}")), "shop", "client-0", ProxyKind::Sidecar)
+    compile_store(&load(&format!("{BASE}\n---\n{extra}")), "shop", "client-0", ProxyKind::Sidecar, 1)
 }
 
 fn vhost<'a>(config: &'a ProxyConfig, route: &str, name: &str) -> &'a VirtualHost {
@@ -249,7 +229,7 @@ spec:
 #[test]
 fn gateway_binds_hosts_dedupes_and_serves_only_valid_simple_tls() {
     let store = load(&format!("{BASE}\n---\n{GATEWAY}"));
-    let config = compile_store(&store, "istio-system", "ingress-0", ProxyKind::Gateway);
+    let config = compile_store(&store, "istio-system", "ingress-0", ProxyKind::Gateway, 1);
     let listeners: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(listeners, ["0.0.0.0_8080", "0.0.0.0_8445"], "MUTUAL and a bad credentialName are skipped");
     let ListenerKind::Gateway { servers } = &config.listeners[1].kind else { panic!("gateway kind") };
@@ -301,7 +281,7 @@ fn the_repository_gateway_removes_x_fault_test() {
     let ingress = "apiVersion: v1\nkind: Pod\nmetadata: {name: ingress-0, namespace: istio-system, labels: {istio: ingressgateway}, annotations: {paymesh.io/sidecar: \"true\"}}\nspec: {serviceAccountName: ingress, containers: [{name: proxy}]}\nstatus: {podIP: 127.11.0.100}\n";
     resources.extend(load(ingress).iter().cloned());
     let store = Store::new(resources).0;
-    let config = compile_store(&store, "istio-system", "ingress-0", ProxyKind::Gateway);
+    let config = compile_store(&store, "istio-system", "ingress-0", ProxyKind::Gateway, 1);
     let http = config.routes.iter().find(|r| r.name == "http.8080").expect("http.8080");
     let routes: Vec<&Route> = http.virtual_hosts.iter().flat_map(|v| &v.routes).collect();
     let opt_in = routes.iter().find(|r| r.name == "canary-opt-in").expect("canary-opt-in compiled");
