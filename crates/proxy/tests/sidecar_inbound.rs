@@ -144,3 +144,23 @@ async fn a_slow_client_delays_nobody_and_is_timed_out() {
         "cut off after {elapsed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_garbage_on_the_inbound_port_closes_that_connection_only() {
+    let mesh = Mesh::start(MtlsMode::Strict, Duration::from_secs(3600)).await;
+    // A TLS record header (handshake, TLS 1.0) followed by bytes that are no ClientHello.
+    let mut garbage = tokio::net::TcpStream::connect(mesh.server.pod.at(15006)).await.expect("connect");
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    record.extend(std::iter::repeat_n(0xAB, 64));
+    garbage.write_all(&record).await.expect("write");
+    let mut answer = Vec::new();
+    let read =
+        tokio::time::timeout(DEADLINE, garbage.read_to_end(&mut answer)).await.expect("closed in time");
+    // Either a TLS alert then close, or a reset: never an HTTP answer, never a hang.
+    assert!(!String::from_utf8_lossy(&answer).contains("HTTP/"), "{answer:?}");
+    assert!(read.is_err() || answer.len() < 64, "{read:?} {answer:?}");
+
+    // Everyone else is still served through the same inbound listener.
+    let (ok, out) = curl(vec!["-x".into(), mesh.proxy_url(), "http://echo:8080/after-garbage".into()]).await;
+    assert!(ok && out.contains("path: /after-garbage"), "{out}");
+}
