@@ -122,12 +122,13 @@ async fn measure(
     let control_idle_kib = control.process.memory_kib()?.0;
     let http = reqwest::Client::new();
     let trust = TrustBundle::from_pem(&std::fs::read_to_string(&control.root_cert)?)?;
-    let ca = proxies::ca_client(&control, &trust)?;
 
     let started = Instant::now();
     let mut jobs = JoinSet::new();
     for (i, pod) in chosen.iter().cloned().enumerate() {
-        let (monitoring, http, ca) = (control.monitoring, http.clone(), ca.clone());
+        // One CA connection per proxy, as real proxies have.
+        let (monitoring, http, ca) =
+            (control.monitoring, http.clone(), proxies::ca_client(&control, &trust)?);
         jobs.spawn(async move { proxies::certify(monitoring, &http, &ca, i, pod).await });
     }
     let mut certified = Vec::with_capacity(proxies);
@@ -174,9 +175,10 @@ async fn measure(
         (Some(proxy), Some((ready, _))) => Some((ready, proxy.memory_kib()?.0)),
         _ => None,
     };
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
     drop(proxy);
     drop(control);
-    tasks.abort_all();
     Ok(Row {
         services,
         proxies,

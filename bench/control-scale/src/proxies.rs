@@ -71,7 +71,8 @@ pub async fn certify(
         format!("spiffe://cluster.local/ns/{}/sa/{}", pod.namespace, pod.service_account)
             .parse()
             .context("pod identity")?;
-    let credential = ca.certify(&identity, Some(&token)).await.context("certificate")?;
+    let credential =
+        ca.certify(&identity, Some(&token)).await.with_context(|| format!("certificate for {}", pod.name))?;
     let store = CredentialStore::new(identity);
     store.install(credential).context("installing the certificate")?;
     Ok(Certified { index, pod, store })
