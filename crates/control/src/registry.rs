@@ -128,6 +128,9 @@ pub struct Registry {
     by_name: HashMap<(String, String), usize>,
     /// Indices into `workloads` by namespace (Services select within their own).
     by_namespace: HashMap<String, Vec<usize>>,
+    /// For each of `services`, the indices into `workloads` it selects: matched once per
+    /// config here instead of once per Service per proxy compiled.
+    selected: Vec<Vec<usize>>,
 }
 
 impl Registry {
@@ -151,7 +154,18 @@ impl Registry {
             by_name.entry((w.namespace.clone(), w.name.clone())).or_insert(i);
             by_namespace.entry(w.namespace.clone()).or_default().push(i);
         }
-        Registry { services, workloads, by_host, by_name, by_namespace }
+        let selected = services
+            .iter()
+            .map(|s| {
+                let in_namespace = by_namespace.get(&s.namespace).map_or(&[][..], Vec::as_slice);
+                in_namespace
+                    .iter()
+                    .copied()
+                    .filter(|&i| workloads.get(i).is_some_and(|w| s.selects(w)))
+                    .collect()
+            })
+            .collect();
+        Registry { services, workloads, by_host, by_name, by_namespace, selected }
     }
 
     /// Every Service.
@@ -177,8 +191,14 @@ impl Registry {
     /// The workloads behind `port` of `service`, with the container port resolved; workloads
     /// without a matching container port are left out.
     pub fn endpoints<'a>(&'a self, service: &Service, port: &ServicePort) -> Vec<Endpoint<'a>> {
-        self.workloads_in(&service.namespace)
-            .filter(|w| service.selects(w))
+        let index = self.by_host.get(&service.hostname).filter(|&&i| self.services.get(i) == Some(service));
+        let selected: Vec<&'a Workload> = match index.and_then(|&i| self.selected.get(i)) {
+            Some(selected) => selected.iter().filter_map(|&i| self.workloads.get(i)).collect(),
+            // A Service from elsewhere: match it now.
+            None => self.workloads_in(&service.namespace).filter(|w| service.selects(w)).collect(),
+        };
+        selected
+            .into_iter()
             .filter_map(|workload| Some(Endpoint { workload, target_port: workload.resolve(&port.target)? }))
             .collect()
     }

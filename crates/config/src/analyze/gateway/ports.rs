@@ -26,6 +26,10 @@ impl Analyzer for IngressGatewayPortAnalyzer {
 
     fn analyze(&self, ctx: &Context<'_>, report: &mut Report) {
         let mut report = Unique::new(report);
+        // Without a Gateway there is nothing to check: skip matching every pod to every Service.
+        if gateways(ctx.store).next().is_none() {
+            return;
+        }
         let services: Vec<(&Resource, &Service)> = kube::analyzed(ctx.store, "Service")
             .filter_map(|r| match &r.spec {
                 Spec::Service(s) => Some((r, s.as_ref())),
@@ -38,8 +42,9 @@ impl Analyzer for IngressGatewayPortAnalyzer {
             let ports = exposed.entry(full_name(pod)).or_default();
             for (service, spec) in &services {
                 let Some(spec) = &spec.spec else { continue };
-                let selector = spec.selector.clone().unwrap_or_default();
-                if service.namespace() != pod.namespace() || !set_matches(&selector, &pod.meta.labels) {
+                if service.namespace() != pod.namespace()
+                    || !spec.selector.as_ref().is_none_or(|selector| set_matches(selector, &pod.meta.labels))
+                {
                     continue;
                 }
                 for port in spec.ports.iter().flatten() {

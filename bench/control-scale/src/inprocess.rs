@@ -1,0 +1,72 @@
+//! Where a push's time goes, measured in this process with the control plane's own library
+//! on one thread: loading and analysing the whole config (what every accepted change
+//! repeats), compiling one proxy's config, JSON-encoding it and decoding it (the proxy's side).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use paymesh_api::ProxyConfig;
+use paymesh_api::model::ProxyKind;
+use paymesh_control::compile::{self, Settings};
+use paymesh_control::config_store::{ConfigStore, Sources};
+
+use crate::generate::{Mesh, PodRef};
+
+/// Costs of the control plane's steps for one mesh.
+#[derive(Debug, Clone, Copy)]
+pub struct Breakdown {
+    /// Load + validate + analyze + registry of the whole config.
+    pub load: Duration,
+    /// Mean compile time per proxy.
+    pub compile: Duration,
+    /// Mean JSON encode time per proxy.
+    pub encode: Duration,
+    /// Mean JSON decode time per proxy.
+    pub decode: Duration,
+}
+
+/// Measures [`Breakdown`] for `mesh`, compiling for each of `pods`.
+pub fn measure(mesh: &Mesh, pods: &[PodRef]) -> anyhow::Result<Breakdown> {
+    let sources = Sources {
+        config: vec![mesh.config_dir.clone()],
+        pods: Some(mesh.pods_file.clone()),
+        trust_domain: "cluster.local".into(),
+    };
+    let started = Instant::now();
+    let store = ConfigStore::load(sources).map_err(|e| anyhow::anyhow!("config invalid: {:?}", e.0))?;
+    let load = started.elapsed();
+    let current = store.current();
+    let settings = Settings {
+        trust_domain: "cluster.local".into(),
+        cert_ttl_secs: 86_400,
+        gateway_port_offset: 0,
+        credentials_dir: PathBuf::from("credentials"),
+        root_namespace: "istio-system".into(),
+    };
+    let (mut compiling, mut encoding, mut decoding) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for pod in pods {
+        let started = Instant::now();
+        let config = compile::compile(
+            &current.store,
+            &current.registry,
+            &settings,
+            &pod.namespace,
+            &pod.name,
+            ProxyKind::Sidecar,
+            current.version,
+        )
+        .with_context(|| format!("compiling for {}", pod.name))?;
+        let compiled = Instant::now();
+        let json = config.encode().context("encoding")?;
+        let encoded = Instant::now();
+        let decoded = ProxyConfig::decode(&json).context("decoding")?;
+        let done = Instant::now();
+        anyhow::ensure!(decoded == config, "decode(encode(config)) differs for {}", pod.name);
+        compiling += compiled - started;
+        encoding += encoded - compiled;
+        decoding += done - encoded;
+    }
+    let n = u32::try_from(pods.len().max(1)).unwrap_or(u32::MAX);
+    Ok(Breakdown { load, compile: compiling / n, encode: encoding / n, decode: decoding / n })
+}

@@ -1,0 +1,331 @@
+//! `paymesh-bench-control-scale`: how the control plane scales with the number of services.
+//!
+//! For each N: generate N Services × 10 pods (generate), measure the control plane's steps in
+//! process (inprocess), start the real `paymesh-control`, connect P simulated proxies (proxies),
+//! then make two changes — a new Service file, a pod label edit — and time each from the file
+//! write until every proxy decoded the new version. Memory is the processes' VmRSS; one real
+//! `paymesh-proxy` gives the data plane's footprint for that config. Prints markdown tables.
+
+mod generate;
+mod inprocess;
+mod process;
+mod proxies;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use paymesh_control::config_store::Version;
+use paymesh_tls::TrustBundle;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::generate::{ENDPOINTS_PER_SERVICE, Mesh, PodRef};
+use crate::inprocess::Breakdown;
+use crate::process::{Control, Guard};
+use crate::proxies::Received;
+
+/// How long all proxies may take to get one version.
+const PUSH_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Control-plane scale bench.
+#[derive(Debug, Parser)]
+#[command(name = "paymesh-bench-control-scale", about)]
+struct Args {
+    /// Numbers of Services to sweep (each with 10 pods).
+    #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000")]
+    services: Vec<usize>,
+    /// Simulated proxies connected.
+    #[arg(long, default_value_t = 100)]
+    proxies: usize,
+    /// The `paymesh-control` binary (default: next to this binary).
+    #[arg(long)]
+    control_binary: Option<PathBuf>,
+    /// The `paymesh-proxy` binary for the one real proxy (default: next to this binary).
+    #[arg(long)]
+    proxy_binary: Option<PathBuf>,
+    /// Skip the real `paymesh-proxy`.
+    #[arg(long)]
+    no_real_proxy: bool,
+}
+
+/// One N's measurements.
+struct Row {
+    services: usize,
+    proxies: usize,
+    breakdown: Breakdown,
+    certify: Duration,
+    first_all: Duration,
+    snapshot_bytes: usize,
+    clusters: usize,
+    endpoints: usize,
+    add_service: Push,
+    relabel: Push,
+    control_idle_kib: u64,
+    control_connected_kib: u64,
+    control_changed_kib: (u64, u64),
+    proxy_kib: Option<(u64, u64)>,
+}
+
+/// One change's push.
+struct Push {
+    /// Write → `/debug/configz` shows the new version.
+    accepted: Duration,
+    /// Write → decoded, median over proxies.
+    p50: Duration,
+    /// Write → decoded at the last proxy.
+    max: Duration,
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("own path")?;
+    Ok(exe.parent().context("own directory")?.join(name))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let control_binary = args.control_binary.clone().map_or_else(|| sibling("paymesh-control"), Ok)?;
+    let proxy_binary = args.proxy_binary.clone().map_or_else(|| sibling("paymesh-proxy"), Ok)?;
+    let mut rows = Vec::new();
+    for (run, &services) in args.services.iter().enumerate() {
+        let octet = 20 + u8::try_from(run % 100).unwrap_or(0);
+        let real_proxy = (!args.no_real_proxy).then_some(proxy_binary.as_path());
+        let row = measure(&control_binary, real_proxy, services, args.proxies, octet).await?;
+        eprintln!("N={services}: done");
+        rows.push(row);
+    }
+    print_tables(&rows);
+    Ok(())
+}
+
+async fn measure(
+    control_binary: &Path,
+    proxy_binary: Option<&Path>,
+    services: usize,
+    proxies: usize,
+    octet: u8,
+) -> anyhow::Result<Row> {
+    anyhow::ensure!(services > 0 && proxies > 0, "need at least one service and one proxy");
+    anyhow::ensure!(proxies < services * ENDPOINTS_PER_SERVICE, "more proxies than pods");
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let mut mesh = Mesh::generate(dir.path(), services, octet)?;
+    let total = mesh.pods.len();
+    let chosen: Vec<PodRef> = (0..proxies).map(|k| mesh.pods[k * total / proxies].clone()).collect();
+    let real_pod = mesh.pods[total - 1].clone();
+    anyhow::ensure!(!chosen.iter().any(|p| p.name == real_pod.name), "the real proxy's pod is simulated too");
+    let breakdown = tokio::task::block_in_place(|| inprocess::measure(&mesh, &chosen))?;
+
+    let control = Control::start(control_binary, &mesh, dir.path(), Ipv4Addr::new(127, octet, 255, 1))?;
+    let control_idle_kib = control.process.memory_kib()?.0;
+    let http = reqwest::Client::new();
+    let trust = TrustBundle::from_pem(&std::fs::read_to_string(&control.root_cert)?)?;
+
+    let started = Instant::now();
+    let mut jobs = JoinSet::new();
+    for (i, pod) in chosen.iter().cloned().enumerate() {
+        // One CA connection per proxy, as real proxies have.
+        let (monitoring, http, ca) =
+            (control.monitoring, http.clone(), proxies::ca_client(&control, &trust)?);
+        jobs.spawn(async move { proxies::certify(monitoring, &http, &ca, i, pod).await });
+    }
+    let mut certified = Vec::with_capacity(proxies);
+    while let Some(job) =
+        tokio::time::timeout(PUSH_DEADLINE, jobs.join_next()).await.context("certificates took too long")?
+    {
+        certified.push(job??);
+    }
+    let certify = started.elapsed();
+
+    let (events, mut received) = mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    let started = Instant::now();
+    for proxy in certified {
+        let (grpc, trust, events) = (control.grpc, trust.clone(), events.clone());
+        tasks.spawn(async move {
+            if let Err(error) = proxies::run(grpc, trust, proxy, events).await {
+                eprintln!("simulated proxy failed: {error:#}");
+            }
+        });
+    }
+    let first = wait_all(&mut received, proxies, 1, started).await?;
+    let first_all = first.iter().map(|r| r.at - started).max().unwrap_or_default();
+    let control_connected_kib = control.process.memory_kib()?.0;
+    let (snapshot_bytes, clusters, endpoints) =
+        first.first().map(|r| (r.bytes, r.clusters, r.endpoints)).unwrap_or_default();
+
+    let proxy = match proxy_binary {
+        Some(binary) => {
+            let token = process::token(&http, control.monitoring, &real_pod).await?;
+            Some(process::start_proxy(binary, &control, &real_pod, &token, dir.path())?)
+        }
+        None => None,
+    };
+    let proxy_ready_kib = proxy.as_ref().map(Guard::memory_kib).transpose()?;
+
+    let add_service =
+        change(&control, &http, &mut received, proxies, 2, || mesh.add_service("svc-extra")).await?;
+    let relabel = change(&control, &http, &mut received, proxies, 3, || mesh.relabel(5, "svc-1")).await?;
+    // Let the last compilations' garbage settle into the allocator's free lists.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let control_changed_kib = control.process.memory_kib()?;
+    let proxy_kib = match (&proxy, proxy_ready_kib) {
+        (Some(proxy), Some((ready, _))) => Some((ready, proxy.memory_kib()?.0)),
+        _ => None,
+    };
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    drop(proxy);
+    drop(control);
+    Ok(Row {
+        services,
+        proxies,
+        breakdown,
+        certify,
+        first_all,
+        snapshot_bytes,
+        clusters,
+        endpoints,
+        add_service,
+        relabel,
+        control_idle_kib,
+        control_connected_kib,
+        control_changed_kib,
+        proxy_kib,
+    })
+}
+
+/// Waits until each of `proxies` decoded a version whose `n` is at least `n`; the first such
+/// snapshot of each, in proxy order.
+async fn wait_all(
+    received: &mut mpsc::UnboundedReceiver<Received>,
+    proxies: usize,
+    n: u64,
+    since: Instant,
+) -> anyhow::Result<Vec<Received>> {
+    let mut got: Vec<Option<Received>> = (0..proxies).map(|_| None).collect();
+    let mut missing = proxies;
+    while missing > 0 {
+        let left = PUSH_DEADLINE.saturating_sub(since.elapsed());
+        let event = tokio::time::timeout(left, received.recv())
+            .await
+            .with_context(|| format!("{missing} proxies never got version n={n}"))?
+            .context("every simulated proxy stopped")?;
+        let version: Version = event.version.parse().context("snapshot version")?;
+        let slot = got.get_mut(event.proxy).context("unknown proxy")?;
+        if version.n >= n && slot.is_none() {
+            *slot = Some(event);
+            missing -= 1;
+        }
+    }
+    Ok(got.into_iter().flatten().collect())
+}
+
+/// Applies `edit` and times it until config version `n` is accepted and decoded everywhere.
+async fn change(
+    control: &Control,
+    http: &reqwest::Client,
+    received: &mut mpsc::UnboundedReceiver<Received>,
+    proxies: usize,
+    n: u64,
+    edit: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<Push> {
+    let written = Instant::now();
+    edit()?;
+    let accepted = async {
+        loop {
+            let version: Option<Version> = control.version(http).await.ok().and_then(|v| v.parse().ok());
+            if version.is_some_and(|v| v.n >= n) || written.elapsed() > PUSH_DEADLINE {
+                return written.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let (accepted, decoded) = tokio::join!(accepted, wait_all(received, proxies, n, written));
+    let mut latencies: Vec<Duration> = decoded?.iter().map(|r| r.at - written).collect();
+    latencies.sort();
+    Ok(Push {
+        accepted,
+        p50: latencies.get(latencies.len() / 2).copied().unwrap_or_default(),
+        max: latencies.last().copied().unwrap_or_default(),
+    })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1000.0)
+}
+
+fn ms1(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn print_tables(rows: &[Row]) {
+    println!("### Push latency (ms; write → decoded at every proxy)\n");
+    println!(
+        "| services | endpoints | proxies | certs for all | first snapshot, all | +Service: accepted | p50 | max | pod relabel: accepted | p50 | max |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | **{}** |",
+            r.services,
+            r.services * ENDPOINTS_PER_SERVICE,
+            r.proxies,
+            ms(r.certify),
+            ms(r.first_all),
+            ms(r.add_service.accepted),
+            ms(r.add_service.p50),
+            ms(r.add_service.max),
+            ms(r.relabel.accepted),
+            ms(r.relabel.p50),
+            ms(r.relabel.max),
+        );
+    }
+    println!("\n### Where the time goes (in process, one thread, ms)\n");
+    println!(
+        "| services | load + analyze + registry | compile / proxy | JSON encode / proxy | JSON decode / proxy | × proxies (compile + encode) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let b = r.breakdown;
+        let per_push = (b.compile + b.encode) * u32::try_from(r.proxies).unwrap_or(u32::MAX);
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.services,
+            ms(b.load),
+            ms1(b.compile),
+            ms1(b.encode),
+            ms1(b.decode),
+            ms(per_push)
+        );
+    }
+    println!("\n### Memory and snapshot size\n");
+    println!(
+        "| services | snapshot KiB / proxy | clusters | endpoints | control RSS idle MiB | + {} proxies | after changes (peak) | real proxy RSS ready MiB | after changes |",
+        rows.first().map_or(0, |r| r.proxies)
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let (proxy_ready, proxy_after) =
+            r.proxy_kib.map_or(("-".to_owned(), "-".to_owned()), |(a, b)| (mib(a), mib(b)));
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} ({}) | {} | {} |",
+            r.services,
+            r.snapshot_bytes as f64 / 1024.0,
+            r.clusters,
+            r.endpoints,
+            mib(r.control_idle_kib),
+            mib(r.control_connected_kib),
+            mib(r.control_changed_kib.0),
+            mib(r.control_changed_kib.1),
+            proxy_ready,
+            proxy_after,
+        );
+    }
+}

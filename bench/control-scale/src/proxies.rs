@@ -1,0 +1,152 @@
+//! Simulated proxies: each is a tokio task that does what `paymesh-proxy` does up to its data
+//! path (crates/proxy/src/discovery.rs): a bootstrap token over HTTP, a certificate from the CA
+//! ([`CaClient`]), a `MeshDiscovery/Subscribe` stream over mutual TLS with a Hello for its pod,
+//! then for every Snapshot: decode the [`ProxyConfig`] and ACK it.
+//!
+//! Each decoded snapshot is reported as a [`Received`] on one channel, stamped when decoding
+//! finished, so the bench measures "file written → config decoded at every proxy".
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hyper_util::rt::TokioIo;
+use paymesh_api::ProxyConfig;
+use paymesh_api::pb::mesh_discovery_client::MeshDiscoveryClient;
+use paymesh_api::pb::subscribe_request::Kind;
+use paymesh_api::pb::{Ack, Hello, SubscribeRequest};
+use paymesh_control::ca::{CaClient, CaClientConfig};
+use paymesh_tls::{ALPN_H2, CredentialStore, ExpectedIdentities, Identity, TrustBundle, client_config};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Endpoint, Uri};
+
+use crate::generate::PodRef;
+use crate::process::Control;
+
+/// The control plane's serving identity.
+const ISTIOD: &str = "spiffe://cluster.local/ns/istio-system/sa/istiod";
+
+/// Limit on connecting and on CA calls.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One snapshot decoded by one proxy.
+#[derive(Debug)]
+pub struct Received {
+    /// Which proxy.
+    pub proxy: usize,
+    /// The snapshot's version.
+    pub version: String,
+    /// When decoding finished.
+    pub at: Instant,
+    /// `config_json` length.
+    pub bytes: usize,
+    /// Clusters in the decoded config.
+    pub clusters: usize,
+    /// Endpoints over all clusters.
+    pub endpoints: usize,
+}
+
+/// A proxy with its certificate, ready to subscribe.
+pub struct Certified {
+    index: usize,
+    pod: PodRef,
+    store: Arc<CredentialStore>,
+}
+
+/// Token + certificate for `pod` (proxy number `index`).
+pub async fn certify(
+    monitoring: SocketAddr,
+    http: &reqwest::Client,
+    ca: &CaClient,
+    index: usize,
+    pod: PodRef,
+) -> anyhow::Result<Certified> {
+    let token = crate::process::token(http, monitoring, &pod).await?;
+    let identity: Identity =
+        format!("spiffe://cluster.local/ns/{}/sa/{}", pod.namespace, pod.service_account)
+            .parse()
+            .context("pod identity")?;
+    let credential =
+        ca.certify(&identity, Some(&token)).await.with_context(|| format!("certificate for {}", pod.name))?;
+    let store = CredentialStore::new(identity);
+    store.install(credential).context("installing the certificate")?;
+    Ok(Certified { index, pod, store })
+}
+
+/// A CA client for `control`.
+pub fn ca_client(control: &Control, trust: &TrustBundle) -> anyhow::Result<CaClient> {
+    let config = CaClientConfig {
+        addr: control.grpc,
+        trust: trust.clone(),
+        ca_identity: ISTIOD.parse().context("istiod identity")?,
+        requested_ttl: None,
+        timeout: TIMEOUT,
+    };
+    CaClient::new(config, None).context("CA client")
+}
+
+/// Subscribes `proxy` and serves its stream until the control plane closes it or the
+/// receiver of `events` goes away.
+pub async fn run(
+    grpc: SocketAddr,
+    trust: TrustBundle,
+    proxy: Certified,
+    events: mpsc::UnboundedSender<Received>,
+) -> anyhow::Result<()> {
+    let expected = ExpectedIdentities::one(ISTIOD.parse().context("istiod identity")?);
+    let mut tls = client_config(Some(Arc::clone(&proxy.store)), &trust, expected)?;
+    tls.alpn_protocols = vec![ALPN_H2.to_vec()];
+    let connector = TlsConnector::from(Arc::new(tls));
+    let channel = Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect_timeout(TIMEOUT)
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = TcpStream::connect(grpc).await?;
+                let tls = connector.connect(ServerName::IpAddress(grpc.ip().into()), tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .context("connecting to discovery")?;
+    let (requests, outgoing) = mpsc::channel(4);
+    let hello = Hello {
+        pod: proxy.pod.name.clone(),
+        namespace: proxy.pod.namespace.clone(),
+        ip: proxy.pod.ip.to_string(),
+        kind: "sidecar".into(),
+        running_version: String::new(),
+        cert_expiry_unix: 0,
+        cert_serial: String::new(),
+    };
+    requests.send(SubscribeRequest { kind: Some(Kind::Hello(hello)) }).await?;
+    let mut snapshots =
+        MeshDiscoveryClient::new(channel).subscribe(ReceiverStream::new(outgoing)).await?.into_inner();
+    while let Some(snapshot) = snapshots.message().await? {
+        let config = ProxyConfig::decode(&snapshot.config_json).context("snapshot decodes")?;
+        let received = Received {
+            proxy: proxy.index,
+            version: snapshot.version.clone(),
+            at: Instant::now(),
+            bytes: snapshot.config_json.len(),
+            clusters: config.clusters.len(),
+            endpoints: config.endpoints.iter().map(|e| e.endpoints.len()).sum(),
+        };
+        let ack = Ack {
+            version: snapshot.version,
+            nonce: snapshot.nonce,
+            cert_expiry_unix: 0,
+            cert_serial: String::new(),
+        };
+        requests.send(SubscribeRequest { kind: Some(Kind::Ack(ack)) }).await?;
+        if events.send(received).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
