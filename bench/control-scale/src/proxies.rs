@@ -86,6 +86,7 @@ pub fn ca_client(control: &Control, trust: &TrustBundle) -> anyhow::Result<CaCli
         ca_identity: ISTIOD.parse().context("istiod identity")?,
         requested_ttl: None,
         timeout: TIMEOUT,
+        source: None,
     };
     CaClient::new(config, None).context("CA client")
 }
