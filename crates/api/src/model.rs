@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 /// Everything one proxy runs with, at one version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyConfig {
     /// The config version: increases with every change the control plane accepts.
@@ -33,7 +33,7 @@ pub struct ProxyConfig {
 }
 
 /// The proxy a config is for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Node {
     /// Pod name.
@@ -78,7 +78,7 @@ impl ProxyKind {
 }
 
 /// Mesh-wide settings (Istio's MeshConfig subset the proxy needs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeshSettings {
     /// The SPIFFE trust domain (`cluster.local`).
@@ -88,7 +88,7 @@ pub struct MeshSettings {
 }
 
 /// A listener: a port the proxy accepts on and what it does with a connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Listener {
     /// Istio-style name: `virtualOutbound`, `virtualInbound`, `0.0.0.0_8080`.
@@ -100,7 +100,7 @@ pub struct Listener {
 }
 
 /// The kinds of listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "type")]
 pub enum ListenerKind {
     /// The app's HTTP proxy (sidecar, 15001): absolute-form HTTP/1.1, h2c, CONNECT. The
@@ -123,7 +123,7 @@ pub enum ListenerKind {
 }
 
 /// A TCP service the outbound listener can tunnel to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TcpRoute {
     /// The host names the authority may use (`db`, `db.ns`, `db.ns.svc.cluster.local`).
@@ -135,7 +135,7 @@ pub struct TcpRoute {
 }
 
 /// One port of the workload behind an inbound listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InboundChain {
     /// The container port the app listens on (on the pod IP).
@@ -178,7 +178,7 @@ pub enum Protocol {
 }
 
 /// One server of an ingress gateway listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayServer {
     /// The `Gateway` resource (`namespace/name`).
@@ -192,7 +192,7 @@ pub struct GatewayServer {
 }
 
 /// TLS termination at the gateway (`SIMPLE` mode).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerTls {
     /// The `credentialName` it came from.
@@ -204,7 +204,7 @@ pub struct ServerTls {
 }
 
 /// A named HTTP route table (Envoy RouteConfiguration).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteConfig {
     /// The port number for outbound (`"8083"`), `http.8080` for a gateway.
@@ -214,7 +214,7 @@ pub struct RouteConfig {
 }
 
 /// Requests for a set of domains (Envoy VirtualHost).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualHost {
     /// `account-service.payments.svc.cluster.local:8083`.
@@ -227,7 +227,7 @@ pub struct VirtualHost {
 }
 
 /// One route: where matching requests go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     /// `default`, or the VirtualService route's name.
@@ -245,7 +245,7 @@ pub struct Route {
 }
 
 /// Header edits of a route (Istio `Headers`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderEdits {
     /// Edits of the request, applied before forwarding.
@@ -265,7 +265,7 @@ impl HeaderEdits {
 
 /// Edits of one header section (Istio `HeaderOperations`), applied in the order remove, set,
 /// add.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderOps {
     /// Headers replaced (or created) with these values; names lower case.
@@ -287,7 +287,7 @@ impl HeaderOps {
 }
 
 /// One alternative of a route's conditions (Istio `HTTPMatchRequest`): every part must hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteMatch {
     /// The request path.
@@ -302,7 +302,7 @@ pub struct RouteMatch {
 }
 
 /// A condition on one request header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderMatch {
     /// Header name, lower case.
@@ -316,7 +316,7 @@ pub struct HeaderMatch {
 }
 
 /// How a string is compared (Istio `StringMatch`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
     /// Equal.
@@ -328,7 +328,7 @@ pub enum StringMatch {
 }
 
 /// What a route does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "type")]
 pub enum RouteAction {
     /// Forward to clusters, split by weight (one entry: all traffic).
@@ -346,7 +346,7 @@ pub enum RouteAction {
 }
 
 /// A cluster and its share of a route's traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WeightedCluster {
     /// Cluster name.
@@ -356,7 +356,7 @@ pub struct WeightedCluster {
 }
 
 /// An upstream: a service port (and subset) with its connection policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cluster {
     /// `outbound|8083||account-service.payments.svc.cluster.local`, with the subset between
@@ -377,7 +377,7 @@ pub struct Cluster {
 }
 
 /// Transport security towards a cluster's endpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "mode")]
 pub enum UpstreamTls {
     /// Istio mutual TLS: present the proxy's certificate, accept only these identities.
@@ -390,7 +390,7 @@ pub enum UpstreamTls {
 }
 
 /// Endpoint selection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LbPolicy {
     /// Each endpoint in turn.
@@ -398,7 +398,7 @@ pub enum LbPolicy {
 }
 
 /// The endpoints of one cluster (Envoy ClusterLoadAssignment).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterEndpoints {
     /// The cluster.
@@ -408,7 +408,7 @@ pub struct ClusterEndpoints {
 }
 
 /// One pod serving a cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     /// Pod IP and container (target) port.

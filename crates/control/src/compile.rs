@@ -2,7 +2,7 @@
 //!
 //! [`compile`] is a pure function of the accepted config and the proxy: the push server calls
 //! it for every connected proxy on each accepted change and sends the result only when it
-//! differs from what that proxy has ([`same_content`]). Sidecars and gateways have their own
+//! differs from what that proxy has ([`content_digest`]). Sidecars and gateways have their own
 //! module; [`cluster`] builds upstreams for both, [`routes`] turns VirtualService rules into
 //! routes, [`peer_authn`] resolves inbound mTLS, [`naming`] holds Istio's names, and
 //! [`unsupported`] lists what the model cannot express yet, for `/debug/configz`.
@@ -131,12 +131,13 @@ pub fn compile(
     })
 }
 
-/// Whether two configs differ only in their version.
-pub fn same_content(a: &ProxyConfig, b: &ProxyConfig) -> bool {
-    a.node == b.node
-        && a.mesh == b.mesh
-        && a.listeners == b.listeners
-        && a.routes == b.routes
-        && a.clusters == b.clusters
-        && a.endpoints == b.endpoints
+/// A digest of everything in `config` but its version: a stream keeps this instead of the last
+/// config it sent (which costs megabytes per proxy in a large mesh) to tell whether a new
+/// version changes anything for its proxy.
+pub fn content_digest(config: &ProxyConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&config.node, &config.mesh, &config.listeners, &config.routes, &config.clusters, &config.endpoints)
+        .hash(&mut hasher);
+    hasher.finish()
 }

@@ -333,8 +333,9 @@ impl ProxyStream {
         let d = self.discovery.clone();
         d.metrics.connected.fetch_add(1, Ordering::Relaxed);
         let mut shutdown = self.shutdown.clone();
-        let mut last = first;
-        let mut open = self.send(&last).await;
+        let mut last = compile::content_digest(&first);
+        let mut open = self.send(&first).await;
+        drop(first);
         while open {
             tokio::select! {
                 _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
@@ -361,13 +362,16 @@ impl ProxyStream {
     }
 
     /// Compiles for the new version; sends when the content changed. `false`: the stream is gone.
-    async fn push_if_changed(&mut self, current: Arc<Accepted>, last: &mut ProxyConfig) -> bool {
+    async fn push_if_changed(&mut self, current: Arc<Accepted>, last: &mut u64) -> bool {
         let d = &self.discovery;
         match compile_blocking(&d.compiling, Arc::clone(&d.settings), current, self.target.clone()).await {
-            Ok(config) if compile::same_content(&config, last) => true,
             Ok(config) => {
-                *last = config;
-                self.send(last).await
+                let digest = compile::content_digest(&config);
+                if digest == *last {
+                    return true;
+                }
+                *last = digest;
+                self.send(&config).await
             }
             Err(error) => {
                 warn!(proxy = %self.key, %error, "no config for proxy at this version; it keeps its last one");
