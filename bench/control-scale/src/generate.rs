@@ -13,8 +13,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodIP, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Container, ContainerPort};
+use paymesh_control::pods_file::{self, RunningPod};
 
 /// Pods (endpoints) behind each Service.
 pub const ENDPOINTS_PER_SERVICE: usize = 10;
@@ -123,8 +123,7 @@ impl Mesh {
     /// Writes the pods file from [`Mesh::pods`].
     pub fn write_pods(&self) -> anyhow::Result<()> {
         let items: Vec<_> = self.pods.iter().map(manifest).collect();
-        let list = serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items });
-        self.write_atomic(&self.pods_file, &list.to_string())
+        self.write_atomic(&self.pods_file, &pods_file::list(items).to_string())
     }
 
     /// Adds Service `name` (selecting the pods of `svc-0`) as a new file in the config dir.
@@ -141,43 +140,26 @@ impl Mesh {
     }
 }
 
-/// The Pod manifest of `pod`, shaped like the supervisor's (`crates/cli/src/up/pods.rs`).
+/// The Pod manifest of `pod`, written as the supervisor writes it.
 fn manifest(pod: &PodRef) -> serde_json::Value {
     let labels = BTreeMap::from([("app".to_owned(), pod.app.clone())]);
-    let annotations = BTreeMap::from([("paymesh.io/sidecar".to_owned(), "true".to_owned())]);
-    let object = Pod {
-        metadata: ObjectMeta {
-            name: Some(pod.name.clone()),
-            namespace: Some(pod.namespace.clone()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            ..ObjectMeta::default()
+    pods_file::manifest(RunningPod {
+        name: &pod.name,
+        namespace: &pod.namespace,
+        labels: &labels,
+        annotations: &BTreeMap::new(),
+        service_account: &pod.service_account,
+        ip: pod.ip.into(),
+        sidecar: true,
+        container: Container {
+            name: "app".into(),
+            image: Some("bench".into()),
+            ports: Some(vec![ContainerPort {
+                container_port: TARGET_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            }]),
+            ..Container::default()
         },
-        spec: Some(PodSpec {
-            service_account_name: Some(pod.service_account.clone()),
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some("bench".into()),
-                ports: Some(vec![ContainerPort {
-                    container_port: TARGET_PORT,
-                    protocol: Some("TCP".into()),
-                    ..ContainerPort::default()
-                }]),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        }),
-        status: Some(PodStatus {
-            phase: Some("Running".into()),
-            pod_ip: Some(pod.ip.to_string()),
-            pod_ips: Some(vec![PodIP { ip: pod.ip.to_string() }]),
-            ..PodStatus::default()
-        }),
-    };
-    let mut value = serde_json::to_value(object).unwrap_or(serde_json::Value::Null);
-    if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), "v1".into());
-        map.insert("kind".into(), "Pod".into());
-    }
-    value
+    })
 }

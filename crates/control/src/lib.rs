@@ -14,4 +14,5 @@ pub mod config_store;
 pub mod discovery;
 pub mod grpc;
 pub mod monitoring;
+pub mod pods_file;
 pub mod registry;

@@ -195,7 +195,7 @@ pub fn plan(store: &Store, settings: &Settings<'_>) -> Result<Plan, PlanError> {
     };
     let state =
         State { supervisor_pid: None, state_dir: settings.state_dir.to_owned(), control, ingress_url, pods };
-    Ok(Plan { state, pods_manifest: super::pods::list(manifests), missing_programs: missing })
+    Ok(Plan { state, pods_manifest: paymesh_control::pods_file::list(manifests), missing_programs: missing })
 }
 
 /// The parts of a Deployment's pod template a pod is made from.
