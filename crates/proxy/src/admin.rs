@@ -19,9 +19,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::drain::Shutdown;
+use crate::drain::{Acceptor, Shutdown};
 use crate::http::{Body, full, server};
 use crate::identity::CertStatus;
 use crate::index::Index;
@@ -49,19 +49,12 @@ pub enum Port {
 
 /// Serves `port`'s endpoints on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, port: Port, state: AdminState, shutdown: Shutdown) {
-    let stop = shutdown.signaled();
-    tokio::pin!(stop);
-    loop {
-        let tcp = tokio::select! {
-            () = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    warn!(%error, ?port, "admin accept failed");
-                    continue;
-                }
-            },
-        };
+    let name = match port {
+        Port::Admin => "admin",
+        Port::Readiness => "readiness",
+    };
+    let mut acceptor = Acceptor::new(name, listener, shutdown);
+    while let Some((tcp, _)) = acceptor.next().await {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

@@ -4,9 +4,13 @@
 //! The signal is a `watch` channel, so it crosses runtimes (data and control) and late
 //! subscribers see it too.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -40,6 +44,41 @@ impl Shutdown {
     /// Whether shutdown was triggered.
     pub fn is_signaled(&self) -> bool {
         *self.0.borrow()
+    }
+}
+
+/// How long a listener pauses after a failed accept (e.g. out of file descriptors), so it
+/// neither spins nor gives up.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// A listener's accept loop until the shutdown signal: every listener stops the same way.
+pub struct Acceptor {
+    name: &'static str,
+    listener: TcpListener,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Acceptor {
+    /// Accepts on `listener` (named `name` in logs) until `shutdown`.
+    pub fn new(name: &'static str, listener: TcpListener, shutdown: Shutdown) -> Self {
+        Acceptor { name, listener, stop: Box::pin(shutdown.signaled()) }
+    }
+
+    /// The next connection, or `None` once shutdown is signaled (the listening socket closes
+    /// when the acceptor is dropped).
+    pub async fn next(&mut self) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            tokio::select! {
+                () = &mut self.stop => return None,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => return Some(accepted),
+                    Err(error) => {
+                        warn!(listener = self.name, %error, "accept failed");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                    }
+                },
+            }
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-use crate::drain::{self, Shutdown, Trigger};
+use crate::drain::{self, Acceptor, Shutdown, Trigger};
 use crate::error::ProxyError;
 use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
 use crate::inbound::HANDSHAKE_TIMEOUT;
@@ -143,21 +143,9 @@ impl Gateway {
         shutdown: Shutdown,
     ) {
         let graceful = GracefulShutdown::new();
-        let stop = shutdown.signaled();
-        tokio::pin!(stop);
         let proto = if tls.is_some() { "https" } else { "http" };
-        loop {
-            let tcp = tokio::select! {
-                () = &mut stop => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(error) => {
-                        warn!(%addr, %error, "gateway accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
+        let mut acceptor = Acceptor::new("gateway", listener, shutdown);
+        while let Some((tcp, _)) = acceptor.next().await {
             let (this, watcher, tls) = (Arc::clone(&self), graceful.watcher(), tls.clone());
             tokio::spawn(async move {
                 let handler = move |req| Arc::clone(&this).handle(addr, proto, req);
@@ -173,7 +161,7 @@ impl Gateway {
                 }
             });
         }
-        drop(listener);
+        drop(acceptor);
         drain::drain("gateway", graceful, self.config.drain_timeout).await;
     }
 

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::access::UpstreamHost;
-use crate::drain::{Shutdown, drain};
+use crate::drain::{Acceptor, Shutdown, drain};
 use crate::error::ProxyError;
 use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
 use crate::index::{ChainEntry, Index};
@@ -80,24 +80,12 @@ impl Inbound {
     /// Accepts on `listener` until `shutdown`, then drains.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: Shutdown) {
         let graceful = GracefulShutdown::new();
-        let stop = shutdown.signaled();
-        tokio::pin!(stop);
-        loop {
-            let tcp = tokio::select! {
-                () = &mut stop => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(error) => {
-                        warn!(%error, "inbound accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
+        let mut acceptor = Acceptor::new("inbound", listener, shutdown);
+        while let Some((tcp, _)) = acceptor.next().await {
             let _ = tcp.set_nodelay(true);
             tokio::spawn(Arc::clone(&self).connection(tcp, graceful.watcher()));
         }
-        drop(listener);
+        drop(acceptor);
         drain("inbound", graceful, self.config.drain_timeout).await;
     }
 

@@ -14,9 +14,9 @@ use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::drain::{Shutdown, drain};
+use crate::drain::{Acceptor, Shutdown, drain};
 use crate::error::ProxyError;
 use crate::http::{Authority, Body, add_forwarding_headers, empty, serve_connection};
 use crate::index::{ClusterEntry, Index};
@@ -48,20 +48,8 @@ impl Outbound {
     /// Accepts on `listener` until `shutdown`, then drains.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: Shutdown) {
         let graceful = GracefulShutdown::new();
-        let stop = shutdown.signaled();
-        tokio::pin!(stop);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = &mut stop => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        warn!(%error, "outbound accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
+        let mut acceptor = Acceptor::new("outbound", listener, shutdown);
+        while let Some((tcp, peer)) = acceptor.next().await {
             let _ = tcp.set_nodelay(true);
             let this = Arc::clone(&self);
             let watcher = graceful.watcher();
@@ -70,7 +58,7 @@ impl Outbound {
                 serve_connection("outbound", tcp, move |req| Arc::clone(&this).handle(req), watcher).await;
             });
         }
-        drop(listener);
+        drop(acceptor);
         drain("outbound", graceful, self.config.drain_timeout).await;
     }
 
