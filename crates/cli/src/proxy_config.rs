@@ -300,6 +300,22 @@ pub fn mtls_summary(dump: &Value) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn route_conditions_read_like_the_virtual_service() {
+        let matches: Vec<RouteMatch> = serde_json::from_value(serde_json::json!([
+            {"uri": {"prefix": "/v1/payments"}, "headers": [
+                {"name": "x-canary", "value": {"exact": "true"}, "invert": false},
+                {"name": "x-tenant-id", "value": {"regex": "tenant-(gold|platinum)"}, "invert": true}]},
+            {"method": {"exact": "GET"}, "headers": [{"name": "x-debug", "invert": false}]}
+        ]))
+        .expect("matches");
+        assert_eq!(
+            route_match(&matches),
+            "/v1/payments* x-canary=true !x-tenant-id~tenant-(gold|platinum) | /* method=GET x-debug"
+        );
+        assert_eq!(route_match(&[]), "/*");
+    }
+
     fn dump() -> Value {
         serde_json::json!({
             "version": "7",

@@ -309,3 +309,21 @@ fn policies_the_proxies_do_not_enforce_yet_are_listed() {
         );
     }
 }
+
+#[test]
+fn the_content_digest_ignores_the_version_and_sees_any_other_change() {
+    let store = load(BASE);
+    let at = |version| compile_store(&store, "shop", "client-0", ProxyKind::Sidecar, version);
+    let (one, two) = (at(1), at(2));
+    assert_ne!(one.version, two.version);
+    assert_eq!(
+        paymesh_control::compile::content_digest(&one),
+        paymesh_control::compile::content_digest(&two)
+    );
+    let mut moved = two.clone();
+    moved.endpoints[0].endpoints.pop();
+    assert_ne!(
+        paymesh_control::compile::content_digest(&one),
+        paymesh_control::compile::content_digest(&moved)
+    );
+}
