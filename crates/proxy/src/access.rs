@@ -5,7 +5,8 @@
 //! ```
 //!
 //! [`Pending`] is made when the request arrives (counting request body bytes as the handler
-//! reads them); [`Pending::respond`] wraps the response body, which counts what is sent and
+//! reads them), only when the `access` target is enabled: a disabled log costs the hot path one
+//! filter check, not the allocations and formatting of a record; [`Pending::respond`] wraps the response body, which counts what is sent and
 //! writes the line when hyper drops it, after the last byte (Envoy's `%DURATION%`). The flag is
 //! the [`ResponseFlag`] the proxy's own answers carry as an extension, `-` otherwise; the
 //! upstream host is the [`UpstreamHost`] extension the forwarding code sets. Requests hyper
@@ -44,8 +45,12 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Starts the record of `req` (after its `x-request-id` is set) and counts its body.
-    pub fn start(listener: &'static str, req: Request<Body>) -> (Self, Request<Body>) {
+    /// Starts the record of `req` (after its `x-request-id` is set) and counts its body; `None`
+    /// (and `req` untouched) when the access log is off.
+    pub fn start(listener: &'static str, req: Request<Body>) -> (Option<Self>, Request<Body>) {
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return (None, req);
+        }
         let bytes_in = Arc::new(AtomicU64::new(0));
         let path = req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |p| p.to_string());
         let authority = req
@@ -67,7 +72,7 @@ impl Pending {
             bytes_in: Arc::clone(&bytes_in),
         };
         let req = req.map(|inner| Body::new(Counted { inner, bytes: bytes_in }));
-        (pending, req)
+        (Some(pending), req)
     }
 
     /// Wraps `response`'s body so the line is written once it has been sent (or dropped).

@@ -106,8 +106,15 @@ where
         let mut req = boxed_request(req);
         add_request_id(req.headers_mut());
         let (pending, req) = access::Pending::start(listener, req);
-        let response = handler(req);
-        async move { Ok::<_, Infallible>(pending.respond(response.await)) }
+        // Boxed: hyper moves the returned future several times, and ours is kilobytes.
+        let response = Box::pin(handler(req));
+        async move {
+            let response = response.await;
+            Ok::<_, Infallible>(match pending {
+                Some(pending) => pending.respond(response),
+                None => response,
+            })
+        }
     });
     let builder = server();
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
