@@ -52,8 +52,9 @@ pub struct Config {
 /// How a connection reached the proxy.
 #[derive(Debug, Clone)]
 enum Peer {
-    /// Mutual TLS; the client proved this identity.
-    Mtls(Identity),
+    /// Mutual TLS; the client proved an identity, which `xfcc` (its
+    /// `x-forwarded-client-cert`, made once per connection) names to the app.
+    Mtls { xfcc: HeaderValue },
     /// Plaintext.
     Plaintext,
 }
@@ -109,7 +110,11 @@ impl Inbound {
                 _ => return warn!(peer = ?peer_addr, "inbound TLS peer has no mesh identity"),
             };
             debug!(peer = ?peer_addr, %identity, "inbound mutual TLS connection");
-            let peer = Peer::Mtls(identity);
+            let Ok(xfcc) = HeaderValue::from_str(&format!("By={};URI={identity}", self.config.identity))
+            else {
+                return warn!(peer = ?peer_addr, %identity, "inbound TLS peer identity is not a header value");
+            };
+            let peer = Peer::Mtls { xfcc };
             serve_connection("inbound", tls, move |req| Arc::clone(&self).handle(req, peer.clone()), watcher)
                 .await;
         } else {
@@ -147,7 +152,7 @@ impl Inbound {
             authority: authority.as_ref().map_or_else(String::new, |a| a.text.clone()),
         };
         let chain = match (peer, target) {
-            (Peer::Mtls(_), Some(target)) => index.inbound().for_target(target).ok_or_else(no_route)?,
+            (Peer::Mtls { .. }, Some(target)) => index.inbound().for_target(target).ok_or_else(no_route)?,
             _ => {
                 let port = authority.as_ref().map(|a| a.port).filter(|port| *port != 0);
                 index.inbound().for_request(port).ok_or_else(no_route)?
@@ -156,10 +161,8 @@ impl Inbound {
         authorize(chain, peer)?;
         let headers = req.headers_mut();
         headers.remove(XFCC);
-        if let Peer::Mtls(identity) = peer
-            && let Ok(xfcc) = HeaderValue::from_str(&format!("By={};URI={identity}", self.config.identity))
-        {
-            headers.insert(XFCC, xfcc);
+        if let Peer::Mtls { xfcc } = peer {
+            headers.insert(XFCC, xfcc.clone());
         }
         add_forwarding_headers(headers, "http");
         let authority = authority.map_or_else(|| chain.app.to_string(), |a| a.text);
@@ -206,7 +209,7 @@ impl Inbound {
 fn authorize(chain: &ChainEntry, peer: &Peer) -> Result<(), ProxyError> {
     let required = match (chain.chain.mtls, peer) {
         (MtlsMode::Strict, Peer::Plaintext) => "mutual TLS",
-        (MtlsMode::Disable, Peer::Mtls(_)) => "plaintext",
+        (MtlsMode::Disable, Peer::Mtls { .. }) => "plaintext",
         _ => return Ok(()),
     };
     Err(ProxyError::PeerAuthentication {

@@ -70,7 +70,8 @@ impl H2Pool {
         if let Some(sender) = self.live() {
             return Ok(sender);
         }
-        let sender = self.connect().await?;
+        // Boxed: the handshake's state is kilobytes, and every request future would carry it.
+        let sender = Box::pin(self.connect()).await?;
         self.current.store(Some(Arc::new(sender.clone())));
         Ok(sender)
     }
