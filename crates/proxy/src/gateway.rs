@@ -183,7 +183,7 @@ impl Gateway {
         let index = self.index.load_full().ok_or(ProxyError::NoConfig)?;
         let authority = Authority::of(&req, addr.port())
             .ok_or_else(|| ProxyError::BadRequest("request has no valid authority or Host".to_owned()))?;
-        let no_route = || ProxyError::NoRoute { authority: authority.text.clone() };
+        let no_route = || ProxyError::NoRoute { authority: authority.text().to_owned() };
         let listener = index.gateway(&addr).ok_or_else(no_route)?;
         let server = listener.server_for(authority.host()).ok_or_else(no_route)?;
         let mut req = req;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::{
     CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
+use http::uri::Authority as UriAuthority;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -177,47 +178,64 @@ pub fn add_forwarding_headers(headers: &mut HeaderMap, proto: &'static str) {
     }
 }
 
-/// A request's authority: `host[:port]` as the client wrote it.
+/// A request's authority: `host[:port]` as the client wrote it, lowercased, parsed once: routing
+/// reads it as text and forwarding reuses it as the upstream request's `:authority`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authority {
-    /// The text as received, lowercased (virtual host domains are lowercase).
-    pub text: String,
-    /// The host part, without brackets for IPv6.
-    pub host_len: usize,
-    /// The port, or `default_port` when the authority has none.
-    pub port: u16,
+    parsed: UriAuthority,
+    port: u16,
 }
 
 impl Authority {
     /// The authority of `req`: the URI's (absolute-form, HTTP/2 `:authority`, CONNECT), else
     /// `Host`. `None` when there is none or it is not `host[:port]`.
     pub fn of<B>(req: &Request<B>, default_port: u16) -> Option<Self> {
-        let text = match req.uri().authority() {
-            Some(authority) => authority.as_str(),
-            None => req.headers().get(HOST)?.to_str().ok()?,
-        };
-        Self::parse(text, default_port)
+        match req.uri().authority() {
+            Some(authority) => Self::from_parsed(authority.clone(), default_port),
+            None => Self::parse(req.headers().get(HOST)?.to_str().ok()?, default_port),
+        }
     }
 
     /// Parses `host[:port]`.
     pub fn parse(text: &str, default_port: u16) -> Option<Self> {
-        let authority: http::uri::Authority = text.parse().ok()?;
-        if authority.as_str().contains('@') || authority.host().is_empty() {
-            return None;
-        }
-        let port = match authority.port() {
-            Some(port) => port.as_u16(),
-            None if authority.as_str().len() > authority.host().len() => return None,
-            None => default_port,
-        };
-        let text = authority.as_str().to_ascii_lowercase();
-        let host_len = authority.host().len();
-        Some(Authority { text, host_len, port })
+        Self::from_parsed(text.parse().ok()?, default_port)
     }
 
-    /// The host part.
+    fn from_parsed(parsed: UriAuthority, default_port: u16) -> Option<Self> {
+        if parsed.as_str().contains('@') || parsed.host().is_empty() {
+            return None;
+        }
+        let port = match parsed.port_u16() {
+            Some(port) => port,
+            None if parsed.as_str().len() > parsed.host().len() => return None,
+            None => default_port,
+        };
+        let parsed = if parsed.as_str().bytes().any(|b| b.is_ascii_uppercase()) {
+            parsed.as_str().to_ascii_lowercase().parse().ok()?
+        } else {
+            parsed
+        };
+        Some(Authority { parsed, port })
+    }
+
+    /// The text, lowercased (virtual host domains are lowercase).
+    pub fn text(&self) -> &str {
+        self.parsed.as_str()
+    }
+
+    /// The host part (IPv6 with its brackets).
     pub fn host(&self) -> &str {
-        &self.text[..self.host_len]
+        self.parsed.host()
+    }
+
+    /// The port, or the default port when the authority has none.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// As a URI authority (a reference-counted clone away from a request's).
+    pub fn uri(&self) -> &UriAuthority {
+        &self.parsed
     }
 }
 
@@ -245,9 +263,11 @@ mod tests {
     #[test]
     fn authorities_parse_with_default_ports() {
         let a = Authority::parse("Account-Service:8083", 80).expect("valid");
-        assert_eq!((a.text.as_str(), a.host(), a.port), ("account-service:8083", "account-service", 8083));
+        assert_eq!((a.text(), a.host(), a.port()), ("account-service:8083", "account-service", 8083));
         let b = Authority::parse("foo", 80).expect("valid");
-        assert_eq!((b.host(), b.port), ("foo", 80));
+        assert_eq!((b.host(), b.port()), ("foo", 80));
+        let v6 = Authority::parse("[::1]:80", 0).expect("valid");
+        assert_eq!((v6.host(), v6.port(), v6.uri().as_str()), ("[::1]", 80, "[::1]:80"));
         assert!(Authority::parse("user@foo:80", 80).is_none());
         assert!(Authority::parse("foo:bar", 80).is_none());
         assert!(Authority::parse("", 80).is_none());

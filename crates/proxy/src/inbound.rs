@@ -149,12 +149,12 @@ impl Inbound {
         let mut req = req;
         let target = req.headers_mut().remove(TARGET_PORT).and_then(|v| v.to_str().ok()?.parse::<u16>().ok());
         let no_route = || ProxyError::NoRoute {
-            authority: authority.as_ref().map_or_else(String::new, |a| a.text.clone()),
+            authority: authority.as_ref().map_or_else(String::new, |a| a.text().to_owned()),
         };
         let chain = match (peer, target) {
             (Peer::Mtls { .. }, Some(target)) => index.inbound().for_target(target).ok_or_else(no_route)?,
             _ => {
-                let port = authority.as_ref().map(|a| a.port).filter(|port| *port != 0);
+                let port = authority.as_ref().map(Authority::port).filter(|port| *port != 0);
                 index.inbound().for_request(port).ok_or_else(no_route)?
             }
         };
@@ -165,10 +165,10 @@ impl Inbound {
             headers.insert(XFCC, xfcc.clone());
         }
         add_forwarding_headers(headers, "http");
-        let authority = authority.map_or_else(|| chain.app.to_string(), |a| a.text);
+        let authority = authority.as_ref().map_or(&chain.app_authority, Authority::uri);
         let mut response = match &chain.h2 {
-            Some(pool) => send_h2(pool, &authority, req).await,
-            None => self.upstream.send_h1(chain.app, &authority, req).await,
+            Some(pool) => send_h2(pool, authority, req).await,
+            None => self.upstream.send_h1(chain.app, &chain.app_authority, authority.as_str(), req).await,
         }?;
         response.extensions_mut().insert(UpstreamHost(chain.app));
         Ok(response)
@@ -179,12 +179,12 @@ impl Inbound {
         index: &'a Index,
         authority: &Authority,
     ) -> Result<&'a ChainEntry, ProxyError> {
-        let no_route = || ProxyError::NoRoute { authority: authority.text.clone() };
+        let no_route = || ProxyError::NoRoute { authority: authority.text().to_owned() };
         let ip: IpAddr = authority.host().trim_matches(['[', ']']).parse().map_err(|_| no_route())?;
         if ip != self.config.pod_ip {
             return Err(no_route());
         }
-        index.inbound().for_target(authority.port).ok_or_else(no_route)
+        index.inbound().for_target(authority.port()).ok_or_else(no_route)
     }
 
     async fn tunnel_to_app(

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::StatusCode;
+use http::uri::Authority as UriAuthority;
 use paymesh_api::ProxyConfig;
 use paymesh_api::model::{InboundChain, Protocol, ServerTls};
 
@@ -56,8 +57,8 @@ impl Index {
 
     /// The TCP route for `host:port` (outbound listener).
     pub fn tcp_route(&self, authority: &Authority) -> Option<&Arc<ClusterEntry>> {
-        self.tcp.get(&authority.text).or_else(|| {
-            let with_port = format!("{}:{}", authority.host(), authority.port);
+        self.tcp.get(authority.text()).or_else(|| {
+            let with_port = format!("{}:{}", authority.host(), authority.port());
             self.tcp.get(&with_port)
         })
     }
@@ -94,7 +95,7 @@ impl RouteTable {
     /// the `*` catch-all.
     pub fn virtual_host(&self, authority: &Authority) -> Option<&Arc<VirtualHostEntry>> {
         self.hosts
-            .get(&authority.text)
+            .get(authority.text())
             .or_else(|| self.hosts.get(authority.host()))
             .or_else(|| self.hosts.get("*"))
     }
@@ -218,6 +219,8 @@ pub struct ChainEntry {
     pub chain: InboundChain,
     /// `POD_IP:target_port`.
     pub app: SocketAddr,
+    /// `app` as a URI authority, made once.
+    pub app_authority: UriAuthority,
     /// The h2c pool to the app, for HTTP/2 ports.
     pub h2: Option<Arc<H2Pool>>,
 }

@@ -75,8 +75,8 @@ impl Outbound {
             return open_tunnel(&self.upstream, cluster, req).await;
         }
         let table = index
-            .port_routes(authority.port)
-            .ok_or_else(|| ProxyError::NoRoute { authority: authority.text.clone() })?;
+            .port_routes(authority.port())
+            .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })?;
         let mut req = req;
         add_forwarding_headers(req.headers_mut(), "http");
         self.upstream.route(table, &authority, req).await
@@ -89,9 +89,9 @@ fn tunnel_cluster<'a>(index: &'a Index, authority: &Authority) -> Result<&'a Arc
     index
         .tcp_route(authority)
         .or_else(|| {
-            index.port_routes(authority.port).and_then(|table| Upstream::cluster_of(table, authority))
+            index.port_routes(authority.port()).and_then(|table| Upstream::cluster_of(table, authority))
         })
-        .ok_or_else(|| ProxyError::NoRoute { authority: authority.text.clone() })
+        .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })
 }
 
 /// Dials the tunnel first (so a failure is a 503 with its flag), answers 200, then copies bytes

@@ -68,10 +68,10 @@ impl Upstream {
     ) -> Result<Response<Body>, ProxyError> {
         let vhost = table
             .virtual_host(authority)
-            .ok_or_else(|| ProxyError::NoRoute { authority: authority.text.clone() })?;
+            .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })?;
         let view = RequestView { method: req.method(), path: req.uri().path(), headers: req.headers() };
         let route = vhost.route_for(&view).ok_or_else(|| ProxyError::NoRouteMatched {
-            authority: authority.text.clone(),
+            authority: authority.text().to_owned(),
             path: req.uri().path().to_owned(),
         })?;
         route.headers.request.apply(req.headers_mut());
@@ -112,28 +112,31 @@ impl Upstream {
         let mut response = match &endpoint.transport {
             Transport::Mesh(pool) => {
                 req.headers_mut().insert(TARGET_PORT, HeaderValue::from(endpoint.address.port()));
-                send_h2(pool, &authority.text, req).await
+                send_h2(pool, authority.uri(), req).await
             }
-            Transport::PlainH2(pool) => send_h2(pool, &authority.text, req).await,
-            Transport::PlainH1 => self.send_h1(endpoint.address, &authority.text, req).await,
+            Transport::PlainH2(pool) => send_h2(pool, authority.uri(), req).await,
+            Transport::PlainH1 => {
+                self.send_h1(endpoint.address, &endpoint_authority(endpoint.address)?, authority.text(), req)
+                    .await
+            }
         }?;
         response.extensions_mut().insert(UpstreamHost(endpoint.address));
         Ok(response)
     }
 
-    /// HTTP/1.1 to `addr` over hyper's pooled client, `Host` set to `authority`.
+    /// HTTP/1.1 to `addr` (`target`, as a URI authority) over hyper's pooled client, `Host`
+    /// set to `host`.
     pub async fn send_h1(
         &self,
         addr: SocketAddr,
-        authority: &str,
+        target: &UriAuthority,
+        host: &str,
         req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        parts.uri = rewrite_uri(&parts.uri, &addr.to_string())?;
+        parts.uri = rewrite_uri(&parts.uri, target.clone())?;
         parts.version = Version::HTTP_11;
-        let host = authority
-            .parse()
-            .map_err(|_| ProxyError::BadRequest(format!("invalid authority {authority}")))?;
+        let host = host.parse().map_err(|_| ProxyError::BadRequest(format!("invalid authority {host}")))?;
         parts.headers.insert(HOST, host);
         strip_hop_by_hop(&mut parts.headers);
         match self.h1.request(Request::from_parts(parts, body)).await {
@@ -165,11 +168,11 @@ fn pick(cluster: &ClusterEntry) -> Result<&EndpointEntry, ProxyError> {
 /// HTTP/2 to `pool`'s address with `:authority` = `authority`.
 pub async fn send_h2(
     pool: &H2Pool,
-    authority: &str,
+    authority: &UriAuthority,
     req: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    parts.uri = rewrite_uri(&parts.uri, authority)?;
+    parts.uri = rewrite_uri(&parts.uri, authority.clone())?;
     parts.version = Version::HTTP_2;
     parts.headers.remove(HOST);
     strip_hop_by_hop(&mut parts.headers);
@@ -201,10 +204,13 @@ async fn connect_h2(pool: &H2Pool, target: SocketAddr) -> Result<Pin<Box<dyn Tun
     Ok(Box::pin(TokioIo::new(upgraded)))
 }
 
+/// `addr` as a URI authority.
+pub fn endpoint_authority(addr: SocketAddr) -> Result<UriAuthority, ProxyError> {
+    addr.to_string().parse().map_err(|_| ProxyError::BadRequest(format!("invalid authority {addr}")))
+}
+
 /// `http://authority/path?query`, the form HTTP/2 and hyper's client need.
-fn rewrite_uri(uri: &Uri, authority: &str) -> Result<Uri, ProxyError> {
-    let authority: UriAuthority =
-        authority.parse().map_err(|_| ProxyError::BadRequest(format!("invalid authority {authority}")))?;
+fn rewrite_uri(uri: &Uri, authority: UriAuthority) -> Result<Uri, ProxyError> {
     let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     Uri::builder()
         .scheme(Scheme::HTTP)

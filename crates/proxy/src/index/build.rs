@@ -19,6 +19,7 @@ use super::{
     Action, ChainEntry, ClusterEntry, EndpointEntry, GatewayListener, GatewayServerEntry, InboundIndex,
     Index, RouteEntry, RouteTable, Transport, VirtualHostEntry, WeightedClusters,
 };
+use crate::upstream::endpoint_authority;
 use crate::upstream::pool::Pools;
 
 /// Why a snapshot was rejected.
@@ -340,8 +341,12 @@ fn inbound_index(
                 return Err(IndexError::PortConflict { port: *port });
             }
         }
+        let app_authority = endpoint_authority(app).map_err(|_| IndexError::BadAddress {
+            what: format!("inbound chain {}", chain.cluster),
+            addr: app,
+        })?;
         let h2 = (chain.protocol == Protocol::Http2).then(|| pools.plaintext(app));
-        entries.push(ChainEntry { chain: chain.clone(), app, h2 });
+        entries.push(ChainEntry { chain: chain.clone(), app, app_authority, h2 });
     }
     let mut http =
         entries.iter().enumerate().filter(|(_, e)| e.chain.protocol != Protocol::Tcp).map(|(i, _)| i);
