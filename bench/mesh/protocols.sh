@@ -103,7 +103,6 @@ nginx_out_http_extra() {
   upstream inbound_h2 { server 127.0.0.1:$IN_H2; keepalive 256; keepalive_requests 10000000; keepalive_timeout 120s; }
   server {
     listen 127.0.0.1:$OUT_H2 http2 backlog=4096;
-    http2_max_requests 10000000;
     location / {
       proxy_pass https://inbound_h2;
       proxy_http_version 1.1;
@@ -117,7 +116,6 @@ EOF
   upstream inbound_grpc { server 127.0.0.1:$IN_GRPC; keepalive 256; keepalive_requests 10000000; keepalive_timeout 120s; }
   server {
     listen 127.0.0.1:$OUT_GRPC http2 backlog=4096;
-    http2_max_requests 10000000;
     location / {
       grpc_pass grpcs://inbound_grpc;
 $(nginx_ssl_client grpc)
@@ -145,7 +143,6 @@ EOF
   upstream echo_grpc { server 127.0.0.1:$ECHO_GRPC_PORT; keepalive 256; keepalive_requests 10000000; keepalive_timeout 120s; }
   server {
     listen 127.0.0.1:$IN_GRPC ssl http2 backlog=4096;
-    http2_max_requests 10000000;
 $(nginx_ssl_server grpc)
     location / {
       if (\$ssl_client_s_dn !~ "^CN=payment-service\.payments,") { return 403; }
@@ -212,12 +209,13 @@ run_loadgen() {
   local impl=$1 round=$2 test=$3; shift 3
   local out=$RUN_DIR/loadgen-$test.json t0 t1 line
   t0=$(pair_ticks)
-  timeout -k 5 $(( PROTO_DURATION + SETUP_DURATION + 60 )) "$LOADGEN" "$@" > "$out" 2> "$out.err" || true
+  RUST_BACKTRACE=0 timeout -k 5 $(( PROTO_DURATION + SETUP_DURATION + 60 )) "$LOADGEN" "$@" > "$out" 2> "$out.err" || true
   t1=$(pair_ticks)
-  line=$(tail -1 "$out" 2>/dev/null)
-  if ! jq -e . >/dev/null 2>&1 <<<"$line"; then
-    line=$(jq -cn --arg e "$(tail -3 "$out.err" | tr '\n' ' ')" '{setup_error: $e}')
-    log "WARN: loadgen $test failed for $impl: $(tail -1 "$out.err")"
+  line=$(tail -n 1 "$out" 2>/dev/null || true)
+  if [[ -z $line ]] || ! jq -e . >/dev/null 2>&1 <<<"$line"; then
+    local why; why=$(grep -m1 '^Error' "$out.err" || tail -n 1 "$out.err" || true)
+    line=$(jq -cn --arg e "${why:-no output}" '{setup_error: $e}')
+    log "WARN: loadgen $test failed for $impl: ${why:-no output}"
   fi
   jq -c --arg r "$round" --arg i "$impl" --arg t "$test" --argjson cpu "$(( t1 - t0 ))" --argjson clk "$CLK_TCK" \
     '. + {round: ($r|tonumber), impl: $i, test: $t, pair_cpu_s: ($cpu / $clk)}' <<<"$line" >> "$OUT_DIR/loadgen.jsonl"

@@ -44,6 +44,18 @@ fn message(seq: u64, payload: &str) -> EchoMessage {
     EchoMessage { seq, payload: payload.to_owned(), pod: String::new() }
 }
 
+/// A status with its source chain (tonic's message alone hides e.g. the h2 reason).
+fn describe(status: &tonic::Status) -> String {
+    let mut out = format!("{} {}", status.code(), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
 fn check(sent: u64, answer: &EchoMessage) -> Result<(), String> {
     if answer.seq == sent { Ok(()) } else { Err(format!("answer seq {} for {sent}", answer.seq)) }
 }
@@ -81,7 +93,7 @@ impl Op for Unary {
             .client
             .unary(message(self.seq, &self.payload))
             .await
-            .map_err(|s| format!("unary: {} {}", s.code(), s.message()))?;
+            .map_err(|s| format!("unary: {}", describe(&s)))?;
         check(self.seq, answer.get_ref())
     }
 }
@@ -106,12 +118,21 @@ impl Chat {
         let mut out = Vec::with_capacity(workers);
         for i in 0..workers {
             let mut client = EchoClient::new(channels[i % channels.len()].clone());
+            // The stream opens with a first message already queued and its answer read here,
+            // unmeasured: some proxies (nginx's grpc_pass) reset a stream whose request body
+            // has not started yet.
             let (sender, receiver) = mpsc::channel(1);
-            let answers = client
+            sender.send(message(0, payload)).await.map_err(|_| "chat stream closed".to_owned())?;
+            let mut answers = client
                 .chat(ReceiverStream::new(receiver))
                 .await
-                .map_err(|s| format!("opening chat: {} {}", s.code(), s.message()))?
+                .map_err(|s| format!("opening chat: {}", describe(&s)))?
                 .into_inner();
+            match answers.message().await {
+                Ok(Some(first)) => check(0, &first)?,
+                Ok(None) => return Err("chat stream ended before its first answer".to_owned()),
+                Err(s) => return Err(format!("chat: {}", describe(&s))),
+            }
             out.push(Self { sender, answers, payload: payload.to_owned(), seq: 0 });
         }
         Ok(out)
@@ -128,7 +149,7 @@ impl Op for Chat {
         match self.answers.message().await {
             Ok(Some(answer)) => check(self.seq, &answer),
             Ok(None) => Err("chat stream ended".to_owned()),
-            Err(s) => Err(format!("chat: {} {}", s.code(), s.message())),
+            Err(s) => Err(format!("chat: {}", describe(&s))),
         }
     }
 }
