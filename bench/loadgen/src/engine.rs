@@ -2,9 +2,11 @@
 //! operation (a connection, a stream), and per-worker HDR histograms merged at the end.
 //!
 //! Slot `k` of a run at `rate` per second is due at `start + k / rate`. Workers claim slots from
-//! one shared counter, sleep until the slot is due, run the operation and record
-//! `finish - due`, so time a request spent waiting behind a slow one is counted (no coordinated
-//! omission, as wrk2 and oha's `--latency-correction` do). With no rate the run is closed-loop:
+//! one shared counter. A slot claimed late (every worker was busy past its time) records
+//! `finish - due`, so time a request spent waiting behind slow ones is counted (no coordinated
+//! omission, as wrk2 and oha's `--latency-correction` do); a slot claimed early is slept for
+//! and records `finish - wake`, so the timer's millisecond granularity is not charged to the
+//! server (tokio wakes a sleep up to 1 ms late). With no rate the run is closed-loop:
 //! every worker starts its next operation as soon as the last one ends (a maximum-rate
 //! measurement, latency from the actual start).
 
@@ -150,11 +152,20 @@ async fn worker<O: Op>(
             Some(rate) => {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let due = start + Duration::from_secs_f64(k as f64 / rate);
-                if due >= end || Instant::now() > end + OVERDUE_GRACE {
+                let now = Instant::now();
+                if due >= end || now > end + OVERDUE_GRACE {
                     break;
                 }
-                tokio::time::sleep_until(due).await;
-                due
+                if now < due {
+                    // Idle until the slot: the timer wakes up to a millisecond late, which is
+                    // the client's delay, not the server's, so the latency starts at the wake.
+                    tokio::time::sleep_until(due).await;
+                    Instant::now()
+                } else {
+                    // Overdue: every worker was busy with earlier requests past this slot's
+                    // time, so that wait counts (the coordinated-omission correction).
+                    due
+                }
             }
             None => {
                 tokio::time::sleep_until(start).await;
@@ -201,6 +212,33 @@ mod tests {
         assert_eq!(tally.dropped, 0);
         assert_eq!(tally.histogram.len(), 100);
         assert!(tally.first_error.is_some_and(|e| e.starts_with("odd ")));
+    }
+
+    struct Slow(Duration);
+
+    impl Op for Slow {
+        async fn call(&mut self) -> Result<(), String> {
+            tokio::time::sleep(self.0).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_server_is_charged_for_the_requests_it_held_back() {
+        // One worker, a slot every 10 ms, 40 ms per request: slot k starts at 40k ms instead
+        // of 10k ms, so the last of 20 slots waits ~570 ms before its 40 ms; coordinated
+        // omission would report 40 ms for every request.
+        let plan =
+            Plan { rate: Some(100.0), duration: Duration::from_millis(200), timeout: Duration::from_secs(2) };
+        let tally = drive(plan, vec![Slow(Duration::from_millis(40))]).await.expect("histogram");
+        assert_eq!((tally.started, tally.ok, tally.dropped), (20, 20, 0));
+        assert!(tally.histogram.min() >= 40_000, "min {} us", tally.histogram.min());
+        assert!(tally.histogram.max() >= 550_000, "max {} us", tally.histogram.max());
+        assert!(
+            tally.histogram.value_at_quantile(0.5) >= 200_000,
+            "p50 {} us",
+            tally.histogram.value_at_quantile(0.5)
+        );
     }
 
     #[test]
