@@ -70,6 +70,9 @@ struct Args {
     /// TLS handshake mode: ALPN protocols offered, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "h2,http/1.1")]
     alpn: Vec<String>,
+    /// Runtime threads of the load client (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Slow-clients mode: how many slow connections.
     #[arg(long, default_value_t = 500)]
     slow_clients: usize,
@@ -122,8 +125,14 @@ fn main() -> anyhow::Result<()> {
         slow_clients: args.slow_clients,
         slow_interval: args.slow_interval,
     };
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    // One thread by default: on a busy two-core box every cross-thread wake-up (timer worker →
+    // connection task → back) costs scheduler latency that would be charged to the target.
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
+    }
+    .context("starting tokio")?;
     let report = runtime.block_on(run(&config))?;
     println!("{}", serde_json::to_string(&report).context("encoding the report")?);
     Ok(())
