@@ -255,7 +255,8 @@ EOF
 # ---- nginx pair ------------------------------------------------------------------------------
 impl_nginx_version() { "$NGINX" -v 2>&1 | sed 's/^nginx version: //'; }
 impl_nginx() {
-  local common="worker_processes $WORKERS;
+  local common="$(nginx_modules)
+worker_processes $WORKERS;
 daemon off;
 events { worker_connections 8192; }"
   local temps="client_body_temp_path $RUN_DIR/tmp; proxy_temp_path $RUN_DIR/tmp; fastcgi_temp_path $RUN_DIR/tmp; uwsgi_temp_path $RUN_DIR/tmp; scgi_temp_path $RUN_DIR/tmp;"
@@ -285,7 +286,9 @@ http {
       proxy_ssl_session_reuse on;
     }
   }
+$(nginx_out_http_extra)
 }
+$(nginx_out_stream)
 EOF
   cat > "$RUN_DIR/in.conf" <<EOF
 $common
@@ -312,7 +315,9 @@ http {
       proxy_set_header Connection "";
     }
   }
+$(nginx_in_http_extra)
 }
+$(nginx_in_stream)
 EOF
   "$NGINX" -p "$RUN_DIR" -e "$RUN_DIR/in.err" -c "$RUN_DIR/in.conf" > "$RUN_DIR/in.log" 2>&1 &
   IN_PID=$!
@@ -343,6 +348,7 @@ frontend outbound
   default_backend to_inbound
 backend to_inbound
   server in1 127.0.0.1:$IN_PORT ssl crt $CERT_DIR/client.pem ca-file $CERT_DIR/ca.crt verify required verifyhost $SERVER_NAME sni str($SERVER_NAME) pool-max-conn 256
+$(haproxy_out_extra)
 EOF
   cat > "$RUN_DIR/in.cfg" <<EOF
 $g
@@ -353,6 +359,7 @@ frontend inbound
   default_backend app
 backend app
   server up 127.0.0.1:$UP_PORT pool-max-conn 256
+$(haproxy_in_extra)
 EOF
   "$HAPROXY" -db -f "$RUN_DIR/in.cfg" > "$RUN_DIR/in.log" 2>&1 &
   IN_PID=$!
@@ -423,6 +430,9 @@ impl_ztunnel_cleanup() {
   fi
 }
 
+# ---- protocols beyond HTTP/1.1 (h2, gRPC, TCP, connection set-up, slow clients) ----------------
+source "$BENCH_DIR/protocols.sh"
+
 # ---- optional add-on implementations ----------------------------------------------------------
 if [[ -d $BENCH_DIR/impls.d ]]; then
   for f in "$BENCH_DIR"/impls.d/*.sh; do [[ -r $f ]] && source "$f"; done
@@ -447,6 +457,7 @@ measure() {
   local impl=$1 round=$2 ver="-"
   RUN_DIR=$OUT_DIR/runs/r${round}-$impl; mkdir -p "$RUN_DIR"
   OUT_PID=""; IN_PID=""; INBOUND_TLS_PORT=$IN_PORT; INBOUND_TLS_ADDR=""; CLIENT_ADDR=""; CLIENT_HOST=""
+  proto_reset_targets
   local p
   for p in "$OUT_PORT" "$IN_PORT"; do port_free "$p" || die "port $p busy before $impl"; done
   local target host=""
@@ -491,6 +502,7 @@ measure() {
     rss_o=$(mem_kb VmRSS "$OUT_PID"); hwm_o=$(mem_kb VmHWM "$OUT_PID")
     if [[ $IN_PID != "$OUT_PID" ]]; then rss_i=$(mem_kb VmRSS "$IN_PID"); hwm_i=$(mem_kb VmHWM "$IN_PID"); fi
   fi
+  measure_protocols "$impl" "$round"
   if [[ $impl != direct ]] && declare -F "impl_${impl}_version" >/dev/null; then ver=$("impl_${impl}_version" | tr '\t' ' '); fi
   [[ $impl == direct ]] && ver="nginx $("$NGINX" -v 2>&1 | sed 's/^nginx version: nginx\///') (upstream only)"
   stop_impl "$impl"
@@ -546,6 +558,8 @@ main() {
     echo "lat_cmd=$OHA --no-tui --output-format json --latency-correction -q $RATE -c $LAT_CONNS -z ${LAT_DURATION}s [-H 'Host: CLIENT_HOST'] http://ADDR/"
     echo "max_cmd=$WRK -t$MAX_THREADS -c$MAX_CONNS -d${MAX_DURATION}s [-H 'Host: CLIENT_HOST'] http://ADDR/"
     echo "ADDR=127.0.0.1:$UP_PORT (direct), 127.0.0.1:$OUT_PORT or the implementation's CLIENT_ADDR; CLIENT_HOST only where the implementation sets one"
+    echo "protocols=$PROTOCOLS rates=$RATES proto_duration=${PROTO_DURATION}s proto_warmup=${PROTO_WARMUP}s proto_concurrency=$PROTO_CONCURRENCY proto_conns=$PROTO_CONNS setup_duration=${SETUP_DURATION}s setup_concurrency=$SETUP_CONCURRENCY slow_clients=$SLOW_CLIENTS slow_interval=$SLOW_INTERVAL tcp_payload=$TCP_PAYLOAD"
+    echo "loadgen=$LOADGEN (bench/loadgen; one JSON line per test in loadgen.jsonl)"
   } > "$OUT_DIR/meta.txt"
   cat "$OUT_DIR/meta.txt" >&2
 
@@ -558,6 +572,7 @@ main() {
     fi
   done
   start_upstream
+  start_echo_upstream
   printf 'round\timpl\tp50_s\tp90_s\tp99_s\tp999_s\toha_rps\toha_success\toha_n\toha_n200\tcpu_out_lat_ticks\tcpu_in_lat_ticks\twrk_rps\twrk_n\tcpu_out_max_ticks\tcpu_in_max_ticks\trss_out_kb\trss_in_kb\thwm_out_kb\thwm_in_kb\tnprocs\tmtls_check\twrk_errors\tclk_tck\tversion\tidle_rss_out_kb\tidle_rss_in_kb\n' > "$OUT_DIR/raw.tsv"
 
   local order=(direct "${impls[@]}") r k n=$(( ${#impls[@]} + 1 ))

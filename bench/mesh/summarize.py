@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Summarise mesh-bench.sh raw.tsv into Markdown (one row per implementation).
 
-Copied from ../shared/bench/summarize.py; paymesh change: an idle RSS column (VmRSS right
-after readiness, before load). Every delta/ratio is computed against the `direct` run of the SAME round, then
+Copied from ../shared/bench/summarize.py; paymesh changes: an idle RSS column (VmRSS right
+after readiness, before load), and the protocols.sh tables (summarize_protocols.py) after these. Every delta/ratio is computed against the `direct` run of the SAME round, then
 reported as mean [min..max] over rounds.  Usage: summarize.py OUT_DIR
 """
 import csv
@@ -131,3 +131,8 @@ def main(out_dir):
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import summarize_protocols  # noqa: E402  (protocols.sh's tables, when loadgen.jsonl exists)
+
+    print()
+    summarize_protocols.main(sys.argv[1])

@@ -72,7 +72,11 @@ kind: Service
 metadata: {name: account-service, namespace: payments}
 spec:
   selector: {app: account-service}
-  ports: [{name: http, port: 80, targetPort: $UP_PORT}]
+  ports:
+  - {name: http, port: 80, targetPort: $UP_PORT}
+  - {name: http2, port: 81, targetPort: $ECHO_PORT}
+  - {name: grpc, port: 82, targetPort: $ECHO_GRPC_PORT}
+  - {name: tcp-echo, port: 83, targetPort: $ECHO_TCP_PORT}
 ---
 apiVersion: v1
 kind: Service
@@ -110,7 +114,10 @@ items:
     annotations: {paymesh.io/sidecar: "true"}
   spec:
     serviceAccountName: account-service
-    containers: [{name: app, image: nginx, ports: [{containerPort: $UP_PORT}]}]
+    containers:
+    - name: app
+      image: nginx
+      ports: [{containerPort: $UP_PORT}, {containerPort: $ECHO_PORT}, {containerPort: $ECHO_GRPC_PORT}, {containerPort: $ECHO_TCP_PORT}]
   status: {podIP: $PM_SERVER_IP}
 EOF
   ( umask 077; printf '%s\n' "$PM_ADMIN_TOKEN" > "$1/admin-token" )
@@ -134,6 +141,20 @@ pm_start_proxy() {  # $1 pod, $2 service account, $3 ip; sets PM_LAST_PID
     > "$RUN_DIR/$1.out" 2> "$RUN_DIR/$1.log" &
   PM_LAST_PID=$!
   PM_PROXY_PIDS+=("$PM_LAST_PID")
+}
+
+# A client certificate for the TLS handshake test against the inbound port: the identity of
+# payment-service, signed with the control plane's own CA key (its self-signed root in --ca-dir),
+# so the inbound accepts it as a mesh certificate. Quicker than a CSR over the CA's gRPC API,
+# and the same chain a proxy gets (paymesh signs leaves directly with its root).
+pm_mesh_client_cert() {  # $1 output prefix
+  local ca=$RUN_DIR/ca
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/O=cluster.local" \
+    -keyout "$1.key" -out "$1.csr" 2>/dev/null || return 1
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:spiffe://cluster.local/ns/payments/sa/payment-service\n' > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$ca/ca-cert.pem" -CAkey "$ca/ca-key.pem" -CAcreateserial -days 1 \
+    -extfile "$1.ext" -out "$1.crt" 2>/dev/null || return 1
+  chmod 600 "$1.key"
 }
 
 impl_paymesh() {
@@ -162,6 +183,17 @@ impl_paymesh() {
   CLIENT_ADDR=$PM_CLIENT_IP:15001
   CLIENT_HOST=$PM_HOST
   INBOUND_TLS_ADDR=$PM_SERVER_IP:15006
+  # protocols.sh: every protocol goes to the one outbound port, routed by authority; TCP is an
+  # HTTP CONNECT to the tcp-echo Service port (paymesh has no transparent capture).
+  H2_ADDR=$CLIENT_ADDR; H2_AUTHORITY=$PM_HOST:81
+  GRPC_ADDR=$CLIENT_ADDR; GRPC_AUTHORITY=$PM_HOST:82
+  TCP_ADDR=$CLIENT_ADDR; TCP_TUNNEL=$PM_HOST:83
+  HS_ADDR=$INBOUND_TLS_ADDR; HS_ALPN=h2
+  if pm_mesh_client_cert "$RUN_DIR/mesh-client"; then
+    HS_CERT=$RUN_DIR/mesh-client.crt; HS_KEY=$RUN_DIR/mesh-client.key
+  else
+    log "paymesh: could not sign a mesh client certificate; the handshake test will be rejected"
+  fi
 }
 
 impl_paymesh_cleanup() {  # the harness kills OUT_PID/IN_PID; this also covers a failed start
