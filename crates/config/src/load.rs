@@ -18,6 +18,8 @@ use crate::resource::{ApiVersion, FieldError, KindSupport, Metadata, Origin, Res
 use crate::source::Location;
 use crate::yaml::{self, Node};
 
+pub mod list;
+
 /// Largest file read; Kubernetes itself caps an object at 1.5 MB.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 

@@ -134,3 +134,69 @@ async fn a_rejected_edit_keeps_the_last_good_config_and_reverting_it_is_read() {
     assert!(current.registry.service_by_host("ledger.shop.svc.cluster.local").is_some());
     watcher.abort();
 }
+
+/// A pods file of `n` pods (over the item-by-item threshold), pretty as the supervisor writes it.
+fn pods_file(n: usize, moved: Option<usize>) -> String {
+    let items: Vec<_> = (0..n)
+        .map(|i| {
+            let app = if Some(i) == moved { "ledger-moved" } else { "ledger" };
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("ledger-{i}"), "namespace": "shop", "labels": {"app": app}},
+                "spec": {"serviceAccountName": "ledger", "containers": [{"name": "app", "ports": [{"containerPort": 8080}]}]},
+                "status": {"podIP": format!("127.3.{}.{}", i / 200, i % 200 + 1)}
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))
+        .expect("json")
+}
+
+#[test]
+fn a_large_pods_file_is_reloaded_item_by_item_with_the_same_result() {
+    use paymesh_control::config_store::files::FileCache;
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").subsec_nanos();
+    let dir = TempDir(std::env::temp_dir().join(format!("paymesh-items-{}-{nanos}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let path = dir.0.join("pods.yaml");
+    let mut cache = FileCache::default();
+    let debug = |resources: &[std::sync::Arc<paymesh_config::resource::Resource>]| -> Vec<String> {
+        resources.iter().map(|r| format!("{r:?}")).collect()
+    };
+    let whole = || {
+        let loaded = paymesh_config::load::load_paths(&[&path]);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        loaded.resources.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()
+    };
+    let text = pods_file(300, None);
+    assert!(text.len() > paymesh_config::load::list::MIN_BYTES, "{}", text.len());
+    std::fs::write(&path, &text).expect("pods");
+    let first = cache.load(&[&path]);
+    assert_eq!(debug(&first.resources), whole());
+
+    // One pod relabelled (a longer label: every later pod moves along its line).
+    std::fs::write(&path, pods_file(300, Some(10))).expect("pods");
+    let second = cache.load(&[&path]);
+    assert_eq!(debug(&second.resources), whole());
+    assert!(std::sync::Arc::ptr_eq(&first.resources[9], &second.resources[9]), "an unchanged pod is reused");
+    assert!(!std::sync::Arc::ptr_eq(&first.resources[10], &second.resources[10]));
+    assert_eq!(second.resources[10].meta.labels["app"], "ledger-moved");
+
+    // A pod gone from the middle: the later ones move up a few lines.
+    let mut fewer: serde_json::Value = serde_json::from_str(&pods_file(300, Some(10))).expect("json");
+    fewer["items"].as_array_mut().expect("items").remove(100);
+    std::fs::write(&path, serde_json::to_string_pretty(&fewer).expect("json")).expect("pods");
+    let third = cache.load(&[&path]);
+    assert_eq!(third.resources.len(), 299);
+    assert_eq!(debug(&third.resources), whole());
+    assert_eq!(third.resources[100].meta.name, "ledger-101");
+
+    // Broken JSON: loaded whole, with the YAML loader's error and location.
+    std::fs::write(&path, pods_file(300, None).replace("\"ledger-250\"", "\"ledger-250\" \"x\""))
+        .expect("pods");
+    let broken = cache.load(&[&path]);
+    let expected = paymesh_config::load::load_paths(&[&path]);
+    assert!(!expected.errors.is_empty());
+    assert_eq!(broken.errors, expected.errors);
+    assert_eq!(broken.resources.len(), expected.resources.len());
+}

@@ -6,13 +6,18 @@
 //! (`Arc`), so a one-file edit in a thousand-file config costs one parse. Files that are gone
 //! are forgotten. The result is what [`load::load_paths`] returns for the same files, in the
 //! same order, with the same locations: analysis still sees everything on every change.
+//!
+//! A large JSON `kind: List` (the pods file) is cached item by item ([`load::list`]): when one
+//! pod changes, that pod is parsed, and the others are reused (moved, when an earlier item's
+//! size change shifted them).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use paymesh_config::Loaded;
+use paymesh_config::load::list::{self, ItemText};
 use paymesh_config::load::{self, LoadError};
 use paymesh_config::resource::Resource;
 
@@ -37,19 +42,26 @@ impl From<Loaded> for SharedLoaded {
 /// A file's content length and digest.
 type Key = (usize, u128);
 
+/// A List file's items by content digest: where each was and what it loaded as.
+type Items = HashMap<u128, ((u32, u32), Arc<Resource>)>;
+
 /// What one file parsed into.
 #[derive(Debug)]
 struct Entry {
     key: Key,
     parsed: Arc<SharedLoaded>,
+    /// Its items, when it was loaded item by item.
+    items: Option<Items>,
 }
 
-/// A file to parse: its place in the load order, path, content and key.
+/// A file to parse: its place in the load order, path, content and key, and its items the
+/// last time.
 struct Changed {
     slot: usize,
     path: PathBuf,
     bytes: Vec<u8>,
     key: Key,
+    previous: Option<Items>,
 }
 
 /// A file parsed.
@@ -58,6 +70,7 @@ struct Parsed {
     path: PathBuf,
     parsed: Arc<SharedLoaded>,
     key: Key,
+    items: Option<Items>,
 }
 
 /// Parsed files by path.
@@ -65,13 +78,13 @@ struct Parsed {
 pub struct FileCache {
     files: HashMap<PathBuf, Entry>,
     /// Keys the content digest; fixed for the cache's life.
-    hasher: std::hash::RandomState,
+    hasher: RandomState,
     parses: u64,
 }
 
 impl Default for FileCache {
     fn default() -> Self {
-        FileCache { files: HashMap::new(), hasher: std::hash::RandomState::new(), parses: 0 }
+        FileCache { files: HashMap::new(), hasher: RandomState::new(), parses: 0 }
     }
 }
 
@@ -89,20 +102,21 @@ impl FileCache {
             match load::read_file(path) {
                 Err(error) => slots.push(Some(Err(error))),
                 Ok(bytes) => {
-                    let key = (bytes.len(), self.digest(&bytes));
-                    match self.files.get(path) {
+                    let key = (bytes.len(), digest(&self.hasher, &bytes));
+                    match self.files.get_mut(path) {
                         Some(entry) if entry.key == key => slots.push(Some(Ok(Arc::clone(&entry.parsed)))),
-                        _ => {
+                        entry => {
                             slots.push(None);
-                            changed.push(Changed { slot, path: path.clone(), bytes, key });
+                            let previous = entry.and_then(|e| e.items.take());
+                            changed.push(Changed { slot, path: path.clone(), bytes, key, previous });
                         }
                     }
                 }
             }
         }
-        for Parsed { slot, path, parsed, key } in parse_all(changed) {
+        for Parsed { slot, path, parsed, key, items } in parse_all(&self.hasher, changed) {
             self.parses += 1;
-            self.files.insert(path, Entry { key, parsed: Arc::clone(&parsed) });
+            self.files.insert(path, Entry { key, parsed: Arc::clone(&parsed), items });
             slots[slot] = Some(Ok(parsed));
         }
         let present: std::collections::HashSet<&PathBuf> = files.iter().collect();
@@ -125,24 +139,58 @@ impl FileCache {
     pub fn parses(&self) -> u64 {
         self.parses
     }
+}
 
-    fn digest(&self, bytes: &[u8]) -> u128 {
-        let half = |seed: u8| {
-            let mut h = self.hasher.build_hasher();
-            h.write_u8(seed);
-            h.write(bytes);
-            h.finish()
-        };
-        (u128::from(half(0)) << 64) | u128::from(half(1))
+/// A 128-bit digest of `bytes`, keyed by `hasher`.
+fn digest(hasher: &RandomState, bytes: &[u8]) -> u128 {
+    let half = |seed: u8| {
+        let mut h = hasher.build_hasher();
+        h.write_u8(seed);
+        h.write(bytes);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}
+
+/// A large `kind: List` JSON file, item by item, reusing the items of `previous`; `None`
+/// when it must be loaded whole.
+fn load_items(
+    hasher: &RandomState,
+    path: &Path,
+    bytes: &[u8],
+    previous: Option<&Items>,
+) -> Option<(SharedLoaded, Items)> {
+    if bytes.len() < list::MIN_BYTES {
+        return None;
     }
+    let text = std::str::from_utf8(bytes).ok()?;
+    let file: Arc<Path> = Arc::from(path);
+    let mut items = Items::new();
+    let mut resources = Vec::new();
+    for item in list::split(text)? {
+        let ItemText { text, line, column } = item;
+        let key = digest(hasher, text.as_bytes());
+        let at = (line, column);
+        let resource = match previous.and_then(|p| p.get(&key)) {
+            Some((from, resource)) if *from == at => Arc::clone(resource),
+            Some((from, resource)) => Arc::new(list::moved(resource, *from, at)),
+            None => Arc::new(list::load_item(&file, item)?),
+        };
+        items.insert(key, (at, Arc::clone(&resource)));
+        resources.push(resource);
+    }
+    Some((SharedLoaded { resources, errors: Vec::new() }, items))
 }
 
 /// Parses the changed files on all cores, as [`load::load_paths`] does.
-fn parse_all(changed: Vec<Changed>) -> Vec<Parsed> {
-    let parse = |Changed { slot, path, bytes, key }: Changed| {
+fn parse_all(hasher: &RandomState, changed: Vec<Changed>) -> Vec<Parsed> {
+    let parse = |Changed { slot, path, bytes, key, previous }: Changed| {
+        if let Some((parsed, items)) = load_items(hasher, &path, &bytes, previous.as_ref()) {
+            return Parsed { slot, path, parsed: Arc::new(parsed), key, items: Some(items) };
+        }
         let mut loaded = Loaded::default();
         load::load_bytes(Arc::from(path.as_path()), &bytes, &mut loaded);
-        Parsed { slot, path, parsed: Arc::new(SharedLoaded::from(loaded)), key }
+        Parsed { slot, path, parsed: Arc::new(SharedLoaded::from(loaded)), key, items: None }
     };
     let workers = std::thread::available_parallelism().map_or(1, usize::from).min(changed.len());
     if workers <= 1 {
