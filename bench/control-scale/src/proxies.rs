@@ -41,6 +41,8 @@ pub struct Received {
     pub proxy: usize,
     /// The snapshot's version.
     pub version: String,
+    /// When the snapshot had arrived, before decoding: what the control plane's push costs.
+    pub arrived: Instant,
     /// When decoding finished.
     pub at: Instant,
     /// `config_json` length.
@@ -129,10 +131,20 @@ pub async fn run(
     let mut snapshots =
         MeshDiscoveryClient::new(channel).subscribe(ReceiverStream::new(outgoing)).await?.into_inner();
     while let Some(snapshot) = snapshots.message().await? {
-        let config = ProxyConfig::decode(&snapshot.config_json).context("snapshot decodes")?;
+        let arrived = Instant::now();
+        // Decoded off the runtime's workers, as a real proxy decodes in its own process: a
+        // decode here does not hold up the other simulated proxies' streams.
+        let (snapshot, config) = tokio::task::spawn_blocking(move || {
+            let config = ProxyConfig::decode(&snapshot.config_json);
+            (snapshot, config)
+        })
+        .await
+        .context("decode task")?;
+        let config = config.context("snapshot decodes")?;
         let received = Received {
             proxy: proxy.index,
             version: snapshot.version.clone(),
+            arrived,
             at: Instant::now(),
             bytes: snapshot.config_json.len(),
             clusters: config.clusters.len(),

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use paymesh_config::Store;
@@ -124,13 +124,16 @@ struct Prepared {
     store: Store,
     registry: Registry,
     unsupported: Vec<Unsupported>,
+    /// Reading and parsing, then validation and analysis, then the registry (for the log).
+    took: [Duration; 3],
 }
 
 impl Prepared {
-    fn new(store: Store, trust_domain: &str) -> Self {
+    fn new(store: Store, trust_domain: &str, read: Duration, analyzed: Duration) -> Self {
+        let started = Instant::now();
         let registry = Registry::new(&store, trust_domain, WorkloadSource::Pods);
         let unsupported = unsupported::scan(&store);
-        Prepared { store, registry, unsupported }
+        Prepared { store, registry, unsupported, took: [read, analyzed, started.elapsed()] }
     }
 
     fn accept(self, version: Version) -> Accepted {
@@ -216,7 +219,8 @@ impl ConfigStore {
         let (config, pods) = files.load(&sources);
         let config_resources = config.resources.clone();
         let store = check(config, pods).map_err(InvalidConfig)?;
-        let first = Prepared::new(store, &sources.trust_domain).accept(Version::first());
+        let first = Prepared::new(store, &sources.trust_domain, Duration::ZERO, Duration::ZERO)
+            .accept(Version::first());
         let (accepted, _) = watch::channel(Arc::new(first));
         Ok(Arc::new(ConfigStore {
             accepted,
@@ -291,21 +295,22 @@ impl ConfigStore {
         let outcome = tokio::task::spawn_blocking(move || this.evaluate_change()).await;
         let accept = |prepared: Prepared| {
             let version = self.current().version.next();
+            let [read, analyzed, registry] = prepared.took.map(|d| d.as_millis());
             self.accepted.send_replace(Arc::new(prepared.accept(version)));
-            version
+            (version, read, analyzed, registry)
         };
         match outcome {
             Ok(Outcome::Accepted(store, last_good)) => {
                 *self.last_good.lock().unwrap_or_else(PoisonError::into_inner) = last_good;
                 self.rejection.store(None);
-                let version = accept(store);
-                info!(%version, "config change accepted");
+                let (version, read_ms, analyze_ms, registry_ms) = accept(store);
+                info!(%version, read_ms, analyze_ms, registry_ms, "config change accepted");
             }
             Ok(Outcome::PodsOnly(store, pods, messages)) => {
                 self.last_good.lock().unwrap_or_else(PoisonError::into_inner).pods = pods;
                 self.reject(messages);
-                let version = accept(store);
-                info!(%version, "pods change accepted against the last good config; the config change stays rejected");
+                let (version, read_ms, analyze_ms, registry_ms) = accept(store);
+                info!(%version, read_ms, analyze_ms, registry_ms, "pods change accepted against the last good config; the config change stays rejected");
             }
             Ok(Outcome::Rejected(messages)) => self.reject(messages),
             Err(error) => warn!(%error, "config load task failed"),
@@ -322,13 +327,17 @@ impl ConfigStore {
     /// checked against the last good config.
     fn evaluate_change(&self) -> Outcome {
         let pods_fingerprint = fingerprint(&self.sources.pods.iter().cloned().collect::<Vec<_>>());
+        let started = Instant::now();
         let (config, pods) = self.files.lock().unwrap_or_else(PoisonError::into_inner).load(&self.sources);
+        let read = started.elapsed();
         let config_resources = config.resources.clone();
         let pods_readable = pods.errors.is_empty();
         let pods_resources = pods.resources.clone();
-        let messages = match check(config, pods) {
+        let checked = check(config, pods);
+        let analyzed = started.elapsed().saturating_sub(read);
+        let messages = match checked {
             Ok(store) => {
-                let prepared = Prepared::new(store, &self.sources.trust_domain);
+                let prepared = Prepared::new(store, &self.sources.trust_domain, read, analyzed);
                 return Outcome::Accepted(
                     prepared,
                     LastGood { config: config_resources, pods: pods_fingerprint },
@@ -344,7 +353,7 @@ impl ConfigStore {
         let pods = SharedLoaded { resources: pods_resources, errors: Vec::new() };
         match check(SharedLoaded { resources: good, errors: Vec::new() }, pods) {
             Ok(store) => Outcome::PodsOnly(
-                Prepared::new(store, &self.sources.trust_domain),
+                Prepared::new(store, &self.sources.trust_domain, read, analyzed),
                 pods_fingerprint,
                 messages,
             ),
