@@ -53,6 +53,10 @@ struct Args {
     /// accepted" lines give read, analyze and registry milliseconds).
     #[arg(long)]
     logs: Option<PathBuf>,
+    /// HTTP/2 receive windows of the simulated proxies, KiB (default: h2's 64 KiB, as
+    /// `paymesh-proxy` has).
+    #[arg(long)]
+    h2_window_kib: Option<u32>,
 }
 
 /// One N's measurements.
@@ -100,7 +104,8 @@ async fn main() -> anyhow::Result<()> {
         let octet = 20 + u8::try_from(run % 100).unwrap_or(0);
         let real_proxy = (!args.no_real_proxy).then_some(proxy_binary.as_path());
         let logs = args.logs.as_deref();
-        let row = measure(&control_binary, real_proxy, services, args.proxies, octet, logs).await?;
+        let window = args.h2_window_kib.map(|k| k.saturating_mul(1024));
+        let row = measure(&control_binary, real_proxy, services, args.proxies, octet, logs, window).await?;
         eprintln!("N={services}: done");
         rows.push(row);
     }
@@ -115,6 +120,7 @@ async fn measure(
     proxies: usize,
     octet: u8,
     logs: Option<&Path>,
+    window: Option<u32>,
 ) -> anyhow::Result<Row> {
     anyhow::ensure!(services > 0 && proxies > 0, "need at least one service and one proxy");
     anyhow::ensure!(proxies < services * ENDPOINTS_PER_SERVICE, "more proxies than pods");
@@ -153,7 +159,7 @@ async fn measure(
     for proxy in certified {
         let (grpc, trust, events) = (control.grpc, trust.clone(), events.clone());
         tasks.spawn(async move {
-            if let Err(error) = proxies::run(grpc, trust, proxy, events).await {
+            if let Err(error) = proxies::run(grpc, trust, proxy, events, window).await {
                 eprintln!("simulated proxy failed: {error:#}");
             }
         });

@@ -94,18 +94,22 @@ pub fn ca_client(control: &Control, trust: &TrustBundle) -> anyhow::Result<CaCli
 }
 
 /// Subscribes `proxy` and serves its stream until the control plane closes it or the
-/// receiver of `events` goes away.
+/// receiver of `events` goes away. `window`: the HTTP/2 receive windows (`None`: h2's 64 KiB
+/// default, as `paymesh-proxy` has).
 pub async fn run(
     grpc: SocketAddr,
     trust: TrustBundle,
     proxy: Certified,
     events: mpsc::UnboundedSender<Received>,
+    window: Option<u32>,
 ) -> anyhow::Result<()> {
     let expected = ExpectedIdentities::one(ISTIOD.parse().context("istiod identity")?);
     let mut tls = client_config(Some(Arc::clone(&proxy.store)), &trust, expected)?;
     tls.alpn_protocols = vec![ALPN_H2.to_vec()];
     let connector = TlsConnector::from(Arc::new(tls));
     let channel = Endpoint::from_shared(format!("http://{grpc}"))?
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
         .connect_timeout(TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let connector = connector.clone();
