@@ -49,6 +49,14 @@ struct Args {
     /// Skip the real `paymesh-proxy`.
     #[arg(long)]
     no_real_proxy: bool,
+    /// Keep each run's control-plane log here, as `control-<N>.log` (its "config change
+    /// accepted" lines give read, analyze and registry milliseconds).
+    #[arg(long)]
+    logs: Option<PathBuf>,
+    /// HTTP/2 receive windows of the simulated proxies, KiB (default: h2's 64 KiB, as
+    /// `paymesh-proxy` has).
+    #[arg(long)]
+    h2_window_kib: Option<u32>,
 }
 
 /// One N's measurements.
@@ -73,6 +81,8 @@ struct Row {
 struct Push {
     /// Write → `/debug/configz` shows the new version.
     accepted: Duration,
+    /// Write → the snapshot arrived (before decoding), at the last proxy.
+    arrived: Duration,
     /// Write → decoded, median over proxies.
     p50: Duration,
     /// Write → decoded at the last proxy.
@@ -93,7 +103,9 @@ async fn main() -> anyhow::Result<()> {
     for (run, &services) in args.services.iter().enumerate() {
         let octet = 20 + u8::try_from(run % 100).unwrap_or(0);
         let real_proxy = (!args.no_real_proxy).then_some(proxy_binary.as_path());
-        let row = measure(&control_binary, real_proxy, services, args.proxies, octet).await?;
+        let logs = args.logs.as_deref();
+        let window = args.h2_window_kib.map(|k| k.saturating_mul(1024));
+        let row = measure(&control_binary, real_proxy, services, args.proxies, octet, logs, window).await?;
         eprintln!("N={services}: done");
         rows.push(row);
     }
@@ -107,6 +119,8 @@ async fn measure(
     services: usize,
     proxies: usize,
     octet: u8,
+    logs: Option<&Path>,
+    window: Option<u32>,
 ) -> anyhow::Result<Row> {
     anyhow::ensure!(services > 0 && proxies > 0, "need at least one service and one proxy");
     anyhow::ensure!(proxies < services * ENDPOINTS_PER_SERVICE, "more proxies than pods");
@@ -145,7 +159,7 @@ async fn measure(
     for proxy in certified {
         let (grpc, trust, events) = (control.grpc, trust.clone(), events.clone());
         tasks.spawn(async move {
-            if let Err(error) = proxies::run(grpc, trust, proxy, events).await {
+            if let Err(error) = proxies::run(grpc, trust, proxy, events, window).await {
                 eprintln!("simulated proxy failed: {error:#}");
             }
         });
@@ -168,6 +182,10 @@ async fn measure(
     let add_service =
         change(&control, &http, &mut received, proxies, 2, || mesh.add_service("svc-extra")).await?;
     let relabel = change(&control, &http, &mut received, proxies, 3, || mesh.relabel(5, "svc-1")).await?;
+    // Three more pod moves (untimed), so memory is read after five changes.
+    for (n, app) in (4u64..).zip(["svc-2", "svc-3", "svc-0"]) {
+        change(&control, &http, &mut received, proxies, n, || mesh.relabel(5, app)).await?;
+    }
     // Let the last compilations' garbage settle into the allocator's free lists.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let control_changed_kib = control.process.memory_kib()?;
@@ -179,6 +197,11 @@ async fn measure(
     while tasks.join_next().await.is_some() {}
     drop(proxy);
     drop(control);
+    if let Some(logs) = logs {
+        std::fs::create_dir_all(logs).context("logs dir")?;
+        std::fs::copy(dir.path().join("control.log"), logs.join(format!("control-{services}.log")))
+            .context("keeping the control log")?;
+    }
     Ok(Row {
         services,
         proxies,
@@ -244,10 +267,13 @@ async fn change(
         }
     };
     let (accepted, decoded) = tokio::join!(accepted, wait_all(received, proxies, n, written));
-    let mut latencies: Vec<Duration> = decoded?.iter().map(|r| r.at - written).collect();
+    let decoded = decoded?;
+    let arrived = decoded.iter().map(|r| r.arrived - written).max().unwrap_or_default();
+    let mut latencies: Vec<Duration> = decoded.iter().map(|r| r.at - written).collect();
     latencies.sort();
     Ok(Push {
         accepted,
+        arrived,
         p50: latencies.get(latencies.len() / 2).copied().unwrap_or_default(),
         max: latencies.last().copied().unwrap_or_default(),
     })
@@ -268,46 +294,54 @@ fn mib(kib: u64) -> String {
 fn print_tables(rows: &[Row]) {
     println!("### Push latency (ms; write → decoded at every proxy)\n");
     println!(
-        "| services | endpoints | proxies | certs for all | first snapshot, all | +Service: accepted | p50 | max | pod relabel: accepted | p50 | max |"
+        "| services | endpoints | proxies | certs for all | first snapshot, all | +Service: accepted | arrived, all | p50 | max | pod relabel: accepted | arrived, all | p50 | max |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | **{}** |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {} | **{}** |",
             r.services,
             r.services * ENDPOINTS_PER_SERVICE,
             r.proxies,
             ms(r.certify),
             ms(r.first_all),
             ms(r.add_service.accepted),
+            ms(r.add_service.arrived),
             ms(r.add_service.p50),
             ms(r.add_service.max),
             ms(r.relabel.accepted),
+            ms(r.relabel.arrived),
             ms(r.relabel.p50),
             ms(r.relabel.max),
         );
     }
     println!("\n### Where the time goes (in process, one thread, ms)\n");
     println!(
-        "| services | load + analyze + registry | compile / proxy | JSON encode / proxy | JSON decode / proxy | × proxies (compile + encode) |"
+        "| services | first load + analyze + registry | whole config / proxy: compile | encode | decode | × proxies (compile + encode) | scopes | per scope: compile + encode | splice / proxy | push total (scopes + splices) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let b = r.breakdown;
-        let per_push = (b.compile + b.encode) * u32::try_from(r.proxies).unwrap_or(u32::MAX);
+        let proxies = u32::try_from(r.proxies).unwrap_or(u32::MAX);
+        let per_push = (b.compile + b.encode) * proxies;
+        let scoped = b.outbound * u32::try_from(b.scopes).unwrap_or(u32::MAX) + b.splice * proxies;
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.services,
             ms(b.load),
             ms1(b.compile),
             ms1(b.encode),
             ms1(b.decode),
-            ms(per_push)
+            ms(per_push),
+            b.scopes,
+            ms1(b.outbound),
+            ms1(b.splice),
+            ms(scoped)
         );
     }
     println!("\n### Memory and snapshot size\n");
     println!(
-        "| services | snapshot KiB / proxy | clusters | endpoints | control RSS idle MiB | + {} proxies | after changes (peak) | real proxy RSS ready MiB | after changes |",
+        "| services | snapshot KiB / proxy | clusters | endpoints | control RSS idle MiB | + {} proxies | after 5 changes (peak) | real proxy RSS ready MiB | after 5 changes |",
         rows.first().map_or(0, |r| r.proxies)
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

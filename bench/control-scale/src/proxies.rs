@@ -41,6 +41,8 @@ pub struct Received {
     pub proxy: usize,
     /// The snapshot's version.
     pub version: String,
+    /// When the snapshot had arrived, before decoding: what the control plane's push costs.
+    pub arrived: Instant,
     /// When decoding finished.
     pub at: Instant,
     /// `config_json` length.
@@ -92,18 +94,22 @@ pub fn ca_client(control: &Control, trust: &TrustBundle) -> anyhow::Result<CaCli
 }
 
 /// Subscribes `proxy` and serves its stream until the control plane closes it or the
-/// receiver of `events` goes away.
+/// receiver of `events` goes away. `window`: the HTTP/2 receive windows (`None`: h2's 64 KiB
+/// default, as `paymesh-proxy` has).
 pub async fn run(
     grpc: SocketAddr,
     trust: TrustBundle,
     proxy: Certified,
     events: mpsc::UnboundedSender<Received>,
+    window: Option<u32>,
 ) -> anyhow::Result<()> {
     let expected = ExpectedIdentities::one(ISTIOD.parse().context("istiod identity")?);
     let mut tls = client_config(Some(Arc::clone(&proxy.store)), &trust, expected)?;
     tls.alpn_protocols = vec![ALPN_H2.to_vec()];
     let connector = TlsConnector::from(Arc::new(tls));
     let channel = Endpoint::from_shared(format!("http://{grpc}"))?
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
         .connect_timeout(TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let connector = connector.clone();
@@ -129,10 +135,20 @@ pub async fn run(
     let mut snapshots =
         MeshDiscoveryClient::new(channel).subscribe(ReceiverStream::new(outgoing)).await?.into_inner();
     while let Some(snapshot) = snapshots.message().await? {
-        let config = ProxyConfig::decode(&snapshot.config_json).context("snapshot decodes")?;
+        let arrived = Instant::now();
+        // Decoded off the runtime's workers, as a real proxy decodes in its own process: a
+        // decode here does not hold up the other simulated proxies' streams.
+        let (snapshot, config) = tokio::task::spawn_blocking(move || {
+            let config = ProxyConfig::decode(&snapshot.config_json);
+            (snapshot, config)
+        })
+        .await
+        .context("decode task")?;
+        let config = config.context("snapshot decodes")?;
         let received = Received {
             proxy: proxy.index,
             version: snapshot.version.clone(),
+            arrived,
             at: Instant::now(),
             bytes: snapshot.config_json.len(),
             clusters: config.clusters.len(),

@@ -18,6 +18,8 @@ use crate::resource::{ApiVersion, FieldError, KindSupport, Metadata, Origin, Res
 use crate::source::Location;
 use crate::yaml::{self, Node};
 
+pub mod list;
+
 /// Largest file read; Kubernetes itself caps an object at 1.5 MB.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -89,10 +91,7 @@ impl fmt::Display for LoadError {
 /// depend on how many.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
     let mut loaded = Loaded::default();
-    let mut files = Vec::new();
-    for path in paths {
-        files.extend(collect_files(path.as_ref(), &mut loaded.errors));
-    }
+    let files = config_files(paths, &mut loaded.errors);
     let workers = std::thread::available_parallelism().map_or(1, usize::from).min(files.len()).max(1);
     let chunk = files.len().div_ceil(workers).max(1);
     let parts: Vec<Loaded> = std::thread::scope(|scope| {
@@ -116,25 +115,36 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
     loaded
 }
 
+/// The config files under `paths`, in the order [`load_paths`] loads them; directories that
+/// cannot be read land in `errors`. With [`read_file`] and [`load_bytes`], a caller that
+/// caches parsed files (the control plane) loads exactly what [`load_paths`] would.
+pub fn config_files<P: AsRef<Path>>(paths: &[P], errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
+    paths.iter().flat_map(|path| collect_files(path.as_ref(), errors)).collect()
+}
+
 /// Loads one file; `loaded` receives its resources and errors.
 pub fn load_file(path: &Path, loaded: &mut Loaded) {
-    let file: Arc<Path> = Arc::from(path);
-    let at_start = Location::new(file.clone(), 1, 1);
+    match read_file(path) {
+        Ok(bytes) => load_bytes(Arc::from(path), &bytes, loaded),
+        Err(e) => loaded.errors.push(e),
+    }
+}
+
+/// The contents of the config file `path`: a regular file of at most [`MAX_FILE_BYTES`].
+pub fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+    let at_start = || Location::new(Arc::from(path), 1, 1);
     let bytes = match fs::metadata(path) {
         // Reading a FIFO or a device could block or never end.
         Ok(meta) if !meta.is_file() => {
-            return loaded.errors.push(error(at_start, None, Problem::Io("not a regular file".into())));
+            return Err(error(at_start(), None, Problem::Io("not a regular file".into())));
         }
         Ok(meta) if meta.len() > MAX_FILE_BYTES => {
-            return loaded.errors.push(error(at_start, None, Problem::TooLarge { bytes: meta.len() }));
+            return Err(error(at_start(), None, Problem::TooLarge { bytes: meta.len() }));
         }
         Ok(_) => fs::read(path),
         Err(e) => Err(e),
     };
-    match bytes {
-        Ok(bytes) => load_bytes(file, &bytes, loaded),
-        Err(e) => loaded.errors.push(error(at_start, None, Problem::Io(e.to_string()))),
-    }
+    bytes.map_err(|e| error(at_start(), None, Problem::Io(e.to_string())))
 }
 
 /// Loads resources from the contents of `file`.

@@ -5,13 +5,16 @@
 //! differs from what that proxy has ([`content_digest`]). Sidecars and gateways have their own
 //! module; [`cluster`] builds upstreams for both, [`routes`] turns VirtualService rules into
 //! routes, [`peer_authn`] resolves inbound mTLS, [`naming`] holds Istio's names, and
-//! [`unsupported`] lists what the model cannot express yet, for `/debug/configz`.
+//! [`unsupported`] lists what the model cannot express yet, for `/debug/configz`. The push
+//! server builds sidecar snapshots through [`scope`]: the outbound part compiled and encoded
+//! once per scope, the same bytes as [`compile`] then [`ProxyConfig::encode`].
 
 pub mod cluster;
 pub mod gateway;
 pub mod naming;
 pub mod peer_authn;
 pub mod routes;
+pub mod scope;
 pub mod sidecar;
 pub mod unsupported;
 
@@ -88,6 +91,16 @@ pub enum CompileError {
         namespace: String,
         /// Pod.
         pod: String,
+    },
+    /// The compiled config did not encode as JSON.
+    #[error("config of pod {namespace}/{pod} did not encode: {reason}")]
+    Encode {
+        /// Namespace.
+        namespace: String,
+        /// Pod.
+        pod: String,
+        /// The encoder's error.
+        reason: String,
     },
 }
 

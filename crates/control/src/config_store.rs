@@ -10,6 +10,9 @@
 //! file is the supervisor's, not the operator's: a pods change is accepted against the last
 //! good config even while a config edit stays rejected, so restarted pods keep being served.
 //!
+//! Files are parsed only when their content changed ([`files::FileCache`]); validation and
+//! every analyzer still run over the whole config on each change.
+//!
 //! Versions are [`Version`]s, `<boot unix ms>-<n>`: a restarted control plane's versions
 //! compare greater than any version the previous run sent, so a proxy never sees one go back.
 
@@ -18,19 +21,23 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
+use paymesh_config::Store;
 use paymesh_config::analyze::{self, Context, Level, MeshConfig, Message, output};
 use paymesh_config::load;
 use paymesh_config::resource::Resource;
-use paymesh_config::{Loaded, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::compile::unsupported::{self, Unsupported};
 use crate::registry::{Registry, WorkloadSource};
+
+pub mod files;
+
+use files::{FileCache, SharedLoaded};
 
 /// How often the watched files are looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -117,13 +124,16 @@ struct Prepared {
     store: Store,
     registry: Registry,
     unsupported: Vec<Unsupported>,
+    /// Reading and parsing, then validation and analysis, then the registry (for the log).
+    took: [Duration; 3],
 }
 
 impl Prepared {
-    fn new(store: Store, trust_domain: &str) -> Self {
+    fn new(store: Store, trust_domain: &str, read: Duration, analyzed: Duration) -> Self {
+        let started = Instant::now();
         let registry = Registry::new(&store, trust_domain, WorkloadSource::Pods);
         let unsupported = unsupported::scan(&store);
-        Prepared { store, registry, unsupported }
+        Prepared { store, registry, unsupported, took: [read, analyzed, started.elapsed()] }
     }
 
     fn accept(self, version: Version) -> Accepted {
@@ -161,12 +171,30 @@ pub struct ConfigStore {
     /// The last accepted config's resources from the config paths (pods excluded) and the
     /// pods file's fingerprint then: a pods change is checked against these.
     last_good: Mutex<LastGood>,
+    /// Parsed files of the config paths and of the pods file.
+    files: Mutex<Files>,
 }
 
 #[derive(Debug, Default)]
 struct LastGood {
-    config: Vec<Resource>,
+    config: Vec<Arc<Resource>>,
     pods: Fingerprint,
+}
+
+#[derive(Debug, Default)]
+struct Files {
+    config: FileCache,
+    pods: FileCache,
+}
+
+impl Files {
+    fn load(&mut self, sources: &Sources) -> (SharedLoaded, SharedLoaded) {
+        let pods = match &sources.pods {
+            Some(path) => self.pods.load(&[path]),
+            None => SharedLoaded::default(),
+        };
+        (self.config.load(&sources.config), pods)
+    }
 }
 
 /// What one reload produced.
@@ -187,10 +215,12 @@ impl ConfigStore {
         // Fingerprint first: an edit made while this load runs differs from it and is read.
         let baseline = fingerprint(&watched_files(&sources));
         let pods_fingerprint = fingerprint(&sources.pods.iter().cloned().collect::<Vec<_>>());
-        let config = load::load_paths(&sources.config);
+        let mut files = Files::default();
+        let (config, pods) = files.load(&sources);
         let config_resources = config.resources.clone();
-        let store = check(config, load_pods(&sources)).map_err(InvalidConfig)?;
-        let first = Prepared::new(store, &sources.trust_domain).accept(Version::first());
+        let store = check(config, pods).map_err(InvalidConfig)?;
+        let first = Prepared::new(store, &sources.trust_domain, Duration::ZERO, Duration::ZERO)
+            .accept(Version::first());
         let (accepted, _) = watch::channel(Arc::new(first));
         Ok(Arc::new(ConfigStore {
             accepted,
@@ -199,6 +229,7 @@ impl ConfigStore {
             sources,
             baseline: Mutex::new(Some(baseline)),
             last_good: Mutex::new(LastGood { config: config_resources, pods: pods_fingerprint }),
+            files: Mutex::new(files),
         }))
     }
 
@@ -215,6 +246,13 @@ impl ConfigStore {
     /// The last refused change since the last accepted one.
     pub fn rejection(&self) -> Option<Arc<Rejection>> {
         self.rejection.load_full()
+    }
+
+    /// How many files were parsed since start: a file whose content did not change is not
+    /// parsed again.
+    pub fn files_parsed(&self) -> u64 {
+        let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        files.config.parses() + files.pods.parses()
     }
 
     /// How many changes were refused since start.
@@ -257,21 +295,22 @@ impl ConfigStore {
         let outcome = tokio::task::spawn_blocking(move || this.evaluate_change()).await;
         let accept = |prepared: Prepared| {
             let version = self.current().version.next();
+            let [read, analyzed, registry] = prepared.took.map(|d| d.as_millis());
             self.accepted.send_replace(Arc::new(prepared.accept(version)));
-            version
+            (version, read, analyzed, registry)
         };
         match outcome {
             Ok(Outcome::Accepted(store, last_good)) => {
                 *self.last_good.lock().unwrap_or_else(PoisonError::into_inner) = last_good;
                 self.rejection.store(None);
-                let version = accept(store);
-                info!(%version, "config change accepted");
+                let (version, read_ms, analyze_ms, registry_ms) = accept(store);
+                info!(%version, read_ms, analyze_ms, registry_ms, "config change accepted");
             }
             Ok(Outcome::PodsOnly(store, pods, messages)) => {
                 self.last_good.lock().unwrap_or_else(PoisonError::into_inner).pods = pods;
                 self.reject(messages);
-                let version = accept(store);
-                info!(%version, "pods change accepted against the last good config; the config change stays rejected");
+                let (version, read_ms, analyze_ms, registry_ms) = accept(store);
+                info!(%version, read_ms, analyze_ms, registry_ms, "pods change accepted against the last good config; the config change stays rejected");
             }
             Ok(Outcome::Rejected(messages)) => self.reject(messages),
             Err(error) => warn!(%error, "config load task failed"),
@@ -288,14 +327,17 @@ impl ConfigStore {
     /// checked against the last good config.
     fn evaluate_change(&self) -> Outcome {
         let pods_fingerprint = fingerprint(&self.sources.pods.iter().cloned().collect::<Vec<_>>());
-        let config = load::load_paths(&self.sources.config);
+        let started = Instant::now();
+        let (config, pods) = self.files.lock().unwrap_or_else(PoisonError::into_inner).load(&self.sources);
+        let read = started.elapsed();
         let config_resources = config.resources.clone();
-        let pods = load_pods(&self.sources);
         let pods_readable = pods.errors.is_empty();
         let pods_resources = pods.resources.clone();
-        let messages = match check(config, pods) {
+        let checked = check(config, pods);
+        let analyzed = started.elapsed().saturating_sub(read);
+        let messages = match checked {
             Ok(store) => {
-                let prepared = Prepared::new(store, &self.sources.trust_domain);
+                let prepared = Prepared::new(store, &self.sources.trust_domain, read, analyzed);
                 return Outcome::Accepted(
                     prepared,
                     LastGood { config: config_resources, pods: pods_fingerprint },
@@ -308,10 +350,10 @@ impl ConfigStore {
             (pods_readable && last.pods != pods_fingerprint).then(|| last.config.clone())
         };
         let Some(good) = good else { return Outcome::Rejected(messages) };
-        let pods = Loaded { resources: pods_resources, errors: Vec::new() };
-        match check(Loaded { resources: good, errors: Vec::new() }, pods) {
+        let pods = SharedLoaded { resources: pods_resources, errors: Vec::new() };
+        match check(SharedLoaded { resources: good, errors: Vec::new() }, pods) {
             Ok(store) => Outcome::PodsOnly(
-                Prepared::new(store, &self.sources.trust_domain),
+                Prepared::new(store, &self.sources.trust_domain, read, analyzed),
                 pods_fingerprint,
                 messages,
             ),
@@ -324,19 +366,16 @@ fn watched_files(sources: &Sources) -> Vec<PathBuf> {
     sources.config.iter().chain(&sources.pods).cloned().collect()
 }
 
-fn load_pods(sources: &Sources) -> Loaded {
-    sources.pods.as_ref().map(|p| load::load_paths(&[p])).unwrap_or_default()
-}
-
 /// Loads `sources` and runs validation and every analyzer, as `paymesh analyze` does: the
 /// store when nothing reaches Error level, else the Error lines (and unreadable files).
 pub fn evaluate(sources: &Sources) -> Result<Store, Vec<String>> {
-    check(load::load_paths(&sources.config), load_pods(sources))
+    let pods = sources.pods.as_ref().map(|p| load::load_paths(&[p])).unwrap_or_default();
+    check(load::load_paths(&sources.config).into(), pods.into())
 }
 
 /// Validation and analysis of the config and pods loaded.
-fn check(config: Loaded, pods: Loaded) -> Result<Store, Vec<String>> {
-    let Loaded { mut resources, mut errors } = config;
+fn check(config: SharedLoaded, pods: SharedLoaded) -> Result<Store, Vec<String>> {
+    let SharedLoaded { mut resources, mut errors } = config;
     resources.extend(pods.resources);
     errors.extend(pods.errors);
     let mesh = MeshConfig::default();
@@ -344,8 +383,8 @@ fn check(config: Loaded, pods: Loaded) -> Result<Store, Vec<String>> {
     // does not (the real gateway pod comes with the pods file).
     let mut analyzed = resources.clone();
     analyze::gateway::builtin::add_missing(&mut analyzed, &mesh, ISTIO_NAMESPACE);
-    let (analysis_store, _) = Store::new(analyzed);
-    let (store, duplicates) = Store::new(resources);
+    let (analysis_store, _) = Store::from_shared(analyzed);
+    let (store, duplicates) = Store::from_shared(resources);
     let ctx = Context { store: &analysis_store, mesh: &mesh, istio_namespace: ISTIO_NAMESPACE };
     let mut found = analyze::run(&ctx, &analyze::all());
     let (schema, unreadable) = analyze::schema_messages(errors.into_iter().chain(duplicates));

@@ -9,6 +9,10 @@
 //! a newer stream for the same pod replaces it (one stream per pod, as a restarted proxy
 //! reconnects before its old connection times out).
 //!
+//! A sidecar's snapshot is spliced from its scope's outbound part, compiled and encoded once
+//! per scope and version for all streams ([`scopes`], [`crate::compile::scope`]), and its own
+//! node and listeners; a stream keeps only the digest of what it last sent.
+//!
 //! Every send races shutdown, so a proxy that stops reading cannot hold up SIGTERM; compiling
 //! runs on the blocking pool. NACKs count only for the snapshot in flight (their nonce), their
 //! reasons are cut to [`MAX_NACK_REASON`] bytes and logged once per version.
@@ -18,7 +22,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use paymesh_api::model::{ProxyConfig, ProxyKind};
+use paymesh_api::model::ProxyKind;
 use paymesh_api::pb::mesh_discovery_server::MeshDiscovery;
 use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Hello, Snapshot, SubscribeRequest};
@@ -30,9 +34,14 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use crate::compile::{self, Settings};
+use crate::compile::scope::{self, Encoded, Outbound};
+use crate::compile::{self, CompileError, Inputs, Settings};
 use crate::config_store::{Accepted, ConfigStore};
 use crate::registry::spiffe_id;
+
+mod scopes;
+
+use scopes::Scopes;
 
 /// How long a proxy has to send its Hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,6 +155,8 @@ pub struct Discovery {
     nonces: Arc<AtomicU64>,
     /// Compilations running at once on the blocking pool.
     compiling: Arc<Semaphore>,
+    /// The current version's outbound parts, by scope.
+    scopes: Arc<Scopes>,
 }
 
 impl Discovery {
@@ -166,6 +177,7 @@ impl Discovery {
             shutdown,
             nonces: Arc::new(AtomicU64::new(0)),
             compiling: Arc::new(Semaphore::new(slots)),
+            scopes: Arc::new(Scopes::default()),
         }
     }
 }
@@ -198,7 +210,8 @@ impl MeshDiscovery for Discovery {
             warn!(%identity, pod = %hello.pod, namespace = %hello.namespace, reason = status.message(), "discovery refused a proxy");
         })?;
         let target = Target { namespace: hello.namespace.clone(), pod: hello.pod.clone(), kind };
-        let first = compile_blocking(&self.compiling, Arc::clone(&self.settings), current, target.clone())
+        let first = self
+            .build(current, target.clone())
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let key = format!("{}/{}", hello.namespace, hello.pod);
@@ -244,32 +257,82 @@ struct Target {
     kind: ProxyKind,
 }
 
-/// Compiles `target`'s config on the blocking pool (compilation walks the whole config), at
-/// most one per core at once: a config change for a thousand proxies queues here instead of
-/// starting a thousand threads.
-async fn compile_blocking(
-    slots: &Semaphore,
-    settings: Arc<Settings>,
-    current: Arc<Accepted>,
-    target: Target,
-) -> Result<ProxyConfig, compile::CompileError> {
-    let (namespace, pod) = (target.namespace.clone(), target.pod.clone());
-    // Never closed: acquiring only waits.
-    let _slot = slots.acquire().await.ok();
-    tokio::task::spawn_blocking(move || {
-        compile::compile(
-            &current.store,
-            &current.registry,
-            &settings,
-            &target.namespace,
-            &target.pod,
-            target.kind,
-            current.version,
-        )
-    })
-    .await
-    // The compiler does not panic; if it ever did, the proxy is told, not left waiting.
-    .unwrap_or(Err(compile::CompileError::UnknownPod { namespace, pod }))
+impl Discovery {
+    /// `target`'s snapshot at `current`'s version. Compiling runs on the blocking pool
+    /// (it walks the whole config), at most one job per core at once: a change for a
+    /// thousand proxies queues here instead of starting a thousand threads. A sidecar's
+    /// outbound part comes from its scope's shared slot, compiled by the first stream to ask.
+    async fn build(&self, current: Arc<Accepted>, target: Target) -> Result<Encoded, CompileError> {
+        let unknown =
+            || CompileError::UnknownPod { namespace: target.namespace.clone(), pod: target.pod.clone() };
+        if target.kind == ProxyKind::Gateway {
+            let (settings, target) = (Arc::clone(&self.settings), target.clone());
+            return self
+                .blocking(unknown(), move || {
+                    let config = compile::compile(
+                        &current.store,
+                        &current.registry,
+                        &settings,
+                        &target.namespace,
+                        &target.pod,
+                        target.kind,
+                        current.version,
+                    )?;
+                    Encoded::whole(&config)
+                })
+                .await;
+        }
+        let proxy = current.registry.workload(&target.namespace, &target.pod).ok_or_else(unknown)?;
+        let slot = self.scopes.slot(&current, proxy);
+        let outbound = slot
+            .get_or_try_init(|| {
+                let (current, settings, target) =
+                    (Arc::clone(&current), Arc::clone(&self.settings), target.clone());
+                self.blocking(unknown(), move || {
+                    let proxy =
+                        current.registry.workload(&target.namespace, &target.pod).ok_or_else(|| {
+                            CompileError::UnknownPod {
+                                namespace: target.namespace.clone(),
+                                pod: target.pod.clone(),
+                            }
+                        })?;
+                    let inputs = Inputs {
+                        store: &current.store,
+                        registry: &current.registry,
+                        settings: &settings,
+                        proxy,
+                    };
+                    Outbound::compile(&inputs).map(Arc::new)
+                })
+            })
+            .await
+            .map(Arc::clone)?;
+        let settings = Arc::clone(&self.settings);
+        self.blocking(unknown(), move || {
+            scope::encode_sidecar(
+                &current.store,
+                &current.registry,
+                &settings,
+                &target.namespace,
+                &target.pod,
+                current.version,
+                &outbound,
+            )
+        })
+        .await
+    }
+
+    /// Runs `job` on the blocking pool once a compile slot is free; `panicked` if it panics
+    /// (the compiler does not; if it ever did, the proxy is told, not left waiting).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        panicked: CompileError,
+        job: impl FnOnce() -> Result<T, CompileError> + Send + 'static,
+    ) -> Result<T, CompileError> {
+        // Never closed: acquiring only waits.
+        let _slot = self.compiling.acquire().await.ok();
+        tokio::task::spawn_blocking(job).await.unwrap_or(Err(panicked))
+    }
 }
 
 /// The caller's identity: its client certificate, valid now.
@@ -325,7 +388,7 @@ struct ProxyStream {
 impl ProxyStream {
     async fn run(
         mut self,
-        first: ProxyConfig,
+        first: Encoded,
         mut inbound: Streaming<SubscribeRequest>,
         mut changes: watch::Receiver<Arc<Accepted>>,
         replaced: Arc<Notify>,
@@ -333,9 +396,8 @@ impl ProxyStream {
         let d = self.discovery.clone();
         d.metrics.connected.fetch_add(1, Ordering::Relaxed);
         let mut shutdown = self.shutdown.clone();
-        let mut last = compile::content_digest(&first);
-        let mut open = self.send(&first).await;
-        drop(first);
+        let mut last = first.digest;
+        let mut open = self.send(first).await;
         while open {
             tokio::select! {
                 _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
@@ -363,15 +425,13 @@ impl ProxyStream {
 
     /// Compiles for the new version; sends when the content changed. `false`: the stream is gone.
     async fn push_if_changed(&mut self, current: Arc<Accepted>, last: &mut u64) -> bool {
-        let d = &self.discovery;
-        match compile_blocking(&d.compiling, Arc::clone(&d.settings), current, self.target.clone()).await {
-            Ok(config) => {
-                let digest = compile::content_digest(&config);
-                if digest == *last {
+        match self.discovery.build(current, self.target.clone()).await {
+            Ok(encoded) => {
+                if encoded.digest == *last {
                     return true;
                 }
-                *last = digest;
-                self.send(&config).await
+                *last = encoded.digest;
+                self.send(encoded).await
             }
             Err(error) => {
                 warn!(proxy = %self.key, %error, "no config for proxy at this version; it keeps its last one");
@@ -382,17 +442,10 @@ impl ProxyStream {
 
     /// Queues `config`; `false` when the stream is gone or the control plane is stopping
     /// (a proxy that stops reading does not hold up shutdown).
-    async fn send(&mut self, config: &ProxyConfig) -> bool {
+    async fn send(&mut self, encoded: Encoded) -> bool {
         let d = &self.discovery;
-        let config_json = match config.encode() {
-            Ok(json) => json,
-            Err(error) => {
-                warn!(proxy = %self.key, %error, "config did not encode");
-                return true;
-            }
-        };
+        let Encoded { version, json: config_json, .. } = encoded;
         let nonce = format!("{:x}", d.nonces.fetch_add(1, Ordering::Relaxed) + 1);
-        let version = config.version.clone();
         d.status.update(&self.key, self.stream_id, |s| {
             s.sent_version = Some(version.clone());
             s.nonce = nonce.clone();
@@ -481,6 +534,7 @@ mod tests {
         truncate,
     };
     use crate::compile::Settings;
+    use crate::compile::scope::Encoded;
     use crate::config_store::{ConfigStore, Sources};
 
     #[tokio::test]
@@ -531,10 +585,11 @@ mod tests {
             clusters: Vec::new(),
             endpoints: Vec::new(),
         };
+        let encoded = move || Encoded::whole(&snapshot).expect("encodes");
         for _ in 0..STREAM_QUEUE {
-            assert!(stream.send(&snapshot).await, "queued");
+            assert!(stream.send(encoded()).await, "queued");
         }
-        let blocked = tokio::spawn(async move { stream.send(&snapshot).await });
+        let blocked = tokio::spawn(async move { stream.send(encoded()).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!blocked.is_finished(), "the queue is full: the send waits");
         stop.send(true).expect("stop");

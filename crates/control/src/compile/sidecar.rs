@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 
 use paymesh_api::model::Protocol;
 use paymesh_api::model::{
-    HeaderEdits, InboundChain, Listener, ListenerKind, Route, RouteAction, RouteConfig, TcpRoute,
-    VirtualHost, WeightedCluster, inbound_cluster_name,
+    Cluster, ClusterEndpoints, HeaderEdits, InboundChain, Listener, ListenerKind, Route, RouteAction,
+    RouteConfig, TcpRoute, VirtualHost, WeightedCluster, inbound_cluster_name,
 };
 use paymesh_api::ports::{PROXY_INBOUND, PROXY_OUTBOUND};
 use paymesh_config::networking::Host;
@@ -32,6 +32,44 @@ use crate::registry::{Service, Workload};
 
 /// Compiles the listeners, routes and clusters of the sidecar of `inputs.proxy`.
 pub fn compile(inputs: &Inputs<'_>, ip: std::net::IpAddr) -> Compiled {
+    let Outbound { tcp, routes, clusters, endpoints } = outbound(inputs);
+    let listeners = listeners(inputs, ip, tcp);
+    Compiled { listeners, routes, clusters, endpoints }
+}
+
+/// What a sidecar sees of the mesh: the same for every proxy of one scope
+/// ([`super::scope`]).
+pub struct Outbound {
+    /// `virtualOutbound`'s TCP routes.
+    pub tcp: Vec<TcpRoute>,
+    /// Route configs, one per service port.
+    pub routes: Vec<RouteConfig>,
+    /// Clusters, sorted by name.
+    pub clusters: Vec<Cluster>,
+    /// Their endpoints, in the same order.
+    pub endpoints: Vec<ClusterEndpoints>,
+}
+
+/// The two listeners of the sidecar of `inputs.proxy` at `ip`, `virtualOutbound` with `tcp`.
+pub fn listeners(inputs: &Inputs<'_>, ip: std::net::IpAddr, tcp: Vec<TcpRoute>) -> Vec<Listener> {
+    vec![
+        Listener {
+            name: "virtualOutbound".to_owned(),
+            address: SocketAddr::new(ip, PROXY_OUTBOUND),
+            kind: ListenerKind::Outbound { tcp },
+        },
+        Listener {
+            name: "virtualInbound".to_owned(),
+            address: SocketAddr::new(ip, PROXY_INBOUND),
+            kind: ListenerKind::Inbound { chains: inbound_chains(inputs, inputs.proxy) },
+        },
+    ]
+}
+
+/// The routes and clusters the sidecar of `inputs.proxy` sees. Reads of the proxy: its
+/// namespace, and its labels through the Sidecar resource's `workloadSelector` and the
+/// VirtualService matches' `sourceLabels` (what [`super::scope::ScopeKey`] captures).
+pub fn outbound(inputs: &Inputs<'_>) -> Outbound {
     let proxy = inputs.proxy;
     let input = inputs;
     let mut clusters = ClusterSet::default();
@@ -76,24 +114,12 @@ pub fn compile(inputs: &Inputs<'_>, ip: std::net::IpAddr) -> Compiled {
             });
         }
     }
-    let listeners = vec![
-        Listener {
-            name: "virtualOutbound".to_owned(),
-            address: SocketAddr::new(ip, PROXY_OUTBOUND),
-            kind: ListenerKind::Outbound { tcp },
-        },
-        Listener {
-            name: "virtualInbound".to_owned(),
-            address: SocketAddr::new(ip, PROXY_INBOUND),
-            kind: ListenerKind::Inbound { chains: inbound_chains(inputs, proxy) },
-        },
-    ];
     let routes = route_configs
         .into_iter()
         .map(|(port, virtual_hosts)| RouteConfig { name: port.to_string(), virtual_hosts })
         .collect();
     let (clusters, endpoints) = clusters.into_parts();
-    Compiled { listeners, routes, clusters, endpoints }
+    Outbound { tcp, routes, clusters, endpoints }
 }
 
 /// One egress host of a Sidecar: namespace (`*` any), host, and the listener's port (`None`:

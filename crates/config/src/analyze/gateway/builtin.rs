@@ -15,6 +15,7 @@
 //! gateway listens on locally) are too. A resource of the input with the same kind,
 //! namespace and name replaces its built-in twin, as a file's does in istioctl.
 
+use std::borrow::Borrow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -46,15 +47,20 @@ pub fn resources(mesh: &MeshConfig, istio_namespace: &str) -> Vec<Resource> {
     loaded.resources
 }
 
-/// Appends to `input` the built-in resources it does not define itself.
-pub fn add_missing(input: &mut Vec<Resource>, mesh: &MeshConfig, istio_namespace: &str) {
-    let builtin: Vec<Resource> = resources(mesh, istio_namespace)
+/// Appends to `input` the built-in resources it does not define itself (`input` holds
+/// resources, or shared handles to them).
+pub fn add_missing<R>(input: &mut Vec<R>, mesh: &MeshConfig, istio_namespace: &str)
+where
+    R: Borrow<Resource> + From<Resource>,
+{
+    let builtin: Vec<R> = resources(mesh, istio_namespace)
         .into_iter()
         .filter(|b| {
-            !input
-                .iter()
-                .any(|r| r.kind == b.kind && r.namespace() == b.namespace() && r.meta.name == b.meta.name)
+            !input.iter().map(Borrow::borrow).any(|r: &Resource| {
+                r.kind == b.kind && r.namespace() == b.namespace() && r.meta.name == b.meta.name
+            })
         })
+        .map(R::from)
         .collect();
     input.extend(builtin);
 }
