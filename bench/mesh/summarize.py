@@ -6,28 +6,11 @@ after readiness, before load), and the protocols.sh tables (summarize_protocols.
 reported as mean [min..max] over rounds.  Usage: summarize.py OUT_DIR
 """
 import csv
-import math
 import os
 import sys
 from collections import defaultdict
 
-
-def f(x):
-    try:
-        v = float(x)
-        return v if math.isfinite(v) else float("nan")
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def agg(vals, fmt="{:.3f}"):
-    vals = [v for v in vals if not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    m = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return fmt.format(m)
-    return f"{fmt.format(m)} [{fmt.format(min(vals))}..{fmt.format(max(vals))}]"
+from stats import agg, num as f
 
 
 def main(out_dir):

@@ -8,10 +8,11 @@ Values are mean [min..max] over rounds. Usage: summarize_protocols.py OUT_DIR (s
 calls it after the HTTP/1.1 tables).
 """
 import json
-import math
 import os
 import sys
 from collections import defaultdict
+
+from stats import agg, num
 
 ORDER = ["h1", "h2", "grpc-unary", "grpc-stream", "tcp"]
 PATHS = {
@@ -21,24 +22,6 @@ PATHS = {
     "grpc-stream": "one message + answer on a long-lived gRPC Echo/Chat stream per worker",
     "tcp": "TCP echo round trip of 128 bytes on kept-open connections (paymesh: via HTTP CONNECT)",
 }
-
-
-def num(x):
-    try:
-        v = float(x)
-        return v if math.isfinite(v) else float("nan")
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def agg(vals, fmt="{:.3f}"):
-    vals = [v for v in vals if not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    m = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return fmt.format(m)
-    return f"{fmt.format(m)} [{fmt.format(min(vals))}..{fmt.format(max(vals))}]"
 
 
 def cpu_per_10k(r):
