@@ -18,6 +18,7 @@ pub mod scope;
 pub mod sidecar;
 pub mod unsupported;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use paymesh_api::model::{
@@ -104,6 +105,20 @@ pub enum CompileError {
     },
 }
 
+/// The workload of pod `namespace/pod` and its IP: a proxy config needs both.
+fn proxy_workload<'a>(
+    registry: &'a Registry,
+    namespace: &str,
+    pod: &str,
+) -> Result<(&'a Workload, IpAddr), CompileError> {
+    let unknown = || CompileError::UnknownPod { namespace: namespace.to_owned(), pod: pod.to_owned() };
+    let proxy = registry.workload(namespace, pod).ok_or_else(unknown)?;
+    let ip = proxy
+        .ip
+        .ok_or_else(|| CompileError::NoIp { namespace: namespace.to_owned(), pod: pod.to_owned() })?;
+    Ok((proxy, ip))
+}
+
 /// The config of the proxy of pod `namespace/pod`, as `kind`, at `version`.
 pub fn compile(
     store: &Store,
@@ -114,11 +129,7 @@ pub fn compile(
     kind: ProxyKind,
     version: impl std::fmt::Display,
 ) -> Result<ProxyConfig, CompileError> {
-    let unknown = || CompileError::UnknownPod { namespace: namespace.to_owned(), pod: pod.to_owned() };
-    let proxy: &Workload = registry.workload(namespace, pod).ok_or_else(unknown)?;
-    let ip = proxy
-        .ip
-        .ok_or_else(|| CompileError::NoIp { namespace: namespace.to_owned(), pod: pod.to_owned() })?;
+    let (proxy, ip) = proxy_workload(registry, namespace, pod)?;
     let inputs = Inputs { store, registry, settings, proxy };
     let Compiled { listeners, routes, clusters, endpoints } = match kind {
         ProxyKind::Sidecar => sidecar::compile(&inputs, ip),

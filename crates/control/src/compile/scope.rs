@@ -16,7 +16,7 @@ use paymesh_config::Store;
 use paymesh_config::resource::Spec;
 use serde::Serialize;
 
-use super::{CompileError, Inputs, Settings, content_digest, sidecar};
+use super::{CompileError, Inputs, Settings, content_digest, proxy_workload, sidecar};
 use crate::registry::{Registry, Workload};
 
 /// Label keys that can change what a sidecar sees: those of every Sidecar resource's
@@ -127,11 +127,7 @@ pub fn encode_sidecar(
     version: impl std::fmt::Display,
     outbound: &Outbound,
 ) -> Result<Encoded, CompileError> {
-    let unknown = || CompileError::UnknownPod { namespace: namespace.to_owned(), pod: pod.to_owned() };
-    let proxy: &Workload = registry.workload(namespace, pod).ok_or_else(unknown)?;
-    let ip = proxy
-        .ip
-        .ok_or_else(|| CompileError::NoIp { namespace: namespace.to_owned(), pod: pod.to_owned() })?;
+    let (proxy, ip) = proxy_workload(registry, namespace, pod)?;
     let inputs = Inputs { store, registry, settings, proxy };
     let head = Head {
         version: version.to_string(),
