@@ -35,6 +35,27 @@ fn ensure_payments_bin() {
     });
 }
 
+/// POSTs the test's one payment (tenant acme, `Idempotency-Key: order-1`) to `url` through the
+/// gateway's host, with `extra` curl options first.
+fn pay(extra: &[&str], url: &str) -> (Option<i32>, String, String) {
+    let mut args = extra.to_vec();
+    args.extend([
+        "-XPOST",
+        url,
+        "-H",
+        "Host: payments.example.com",
+        "-H",
+        "x-tenant-id: acme",
+        "-H",
+        "Idempotency-Key: order-1",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"from_account": "alice", "to_account": "bob", "amount_minor": 2500, "currency": "EUR"}"#,
+    ]);
+    curl(&args)
+}
+
 fn exec_in_payment_service(state_dir: &std::path::Path, curl_args: &[&str]) -> (Option<i32>, String, String) {
     let mut args =
         vec!["exec", "-n", "payments", "deploy/payment-service", "--", "curl", "-s", "--max-time", "10"];
@@ -88,22 +109,7 @@ fn the_guides_check_and_a_payment_through_the_ingress_on_the_real_k8s() {
     }
 
     // One payment through the ingress gateway.
-    let (code, out, err) = curl(&[
-        "-w",
-        "\n%{http_code}",
-        "-XPOST",
-        &format!("http://{ingress}/v1/payments"),
-        "-H",
-        "Host: payments.example.com",
-        "-H",
-        "x-tenant-id: acme",
-        "-H",
-        "Idempotency-Key: order-1",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        r#"{"from_account": "alice", "to_account": "bob", "amount_minor": 2500, "currency": "EUR"}"#,
-    ]);
+    let (code, out, err) = pay(&["-w", "\n%{http_code}"], &format!("http://{ingress}/v1/payments"));
     assert_eq!(code, Some(0), "{err}");
     let (body, status) = out.rsplit_once('\n').expect("status line");
     assert!(status == "201" || status == "202", "payment answered {status}: {body}");
@@ -115,21 +121,7 @@ fn the_guides_check_and_a_payment_through_the_ingress_on_the_real_k8s() {
     // The same payment (same Idempotency-Key) over HTTPS: the supervisor made a self-signed
     // certificate for the Gateway's credentialName, and the answer is the payment already made.
     let https = format!("{}:8443", host(base, 1));
-    let (code, out, err) = curl(&[
-        "-k",
-        "-XPOST",
-        &format!("https://{https}/v1/payments"),
-        "-H",
-        "Host: payments.example.com",
-        "-H",
-        "x-tenant-id: acme",
-        "-H",
-        "Idempotency-Key: order-1",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        r#"{"from_account": "alice", "to_account": "bob", "amount_minor": 2500, "currency": "EUR"}"#,
-    ]);
+    let (code, out, err) = pay(&["-k"], &format!("https://{https}/v1/payments"));
     assert_eq!(code, Some(0), "{err}");
     let again: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(again["id"], payment["id"], "the idempotent replay over HTTPS: {again}");

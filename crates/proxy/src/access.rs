@@ -5,13 +5,13 @@
 //! ```
 //!
 //! [`Pending`] is made when the request arrives (counting request body bytes as the handler
-//! reads them), only when the `access` target is enabled: a disabled log costs the hot path one
-//! filter check, not the allocations and formatting of a record; [`Pending::respond`] wraps the response body, which counts what is sent and
-//! writes the line when hyper drops it, after the last byte (Envoy's `%DURATION%`). The flag is
-//! the [`ResponseFlag`] the proxy's own answers carry as an extension, `-` otherwise; the
-//! upstream host is the [`UpstreamHost`] extension the forwarding code sets. Requests hyper
-//! refuses before a handler runs (malformed, header section too large) are logged by
-//! [`log_refused`].
+//! reads them), and only when the `access` target is enabled: a disabled log costs the hot path
+//! one filter check, not a record's allocations and formatting. [`Pending::respond`] wraps the
+//! response body, which counts what is sent and writes the line when hyper drops it, after the
+//! last byte (Envoy's `%DURATION%`). The flag is the [`ResponseFlag`] the proxy's own answers
+//! carry as an extension, `-` otherwise; the upstream host is the [`UpstreamHost`] extension the
+//! forwarding code sets. Requests hyper refuses before a handler runs (malformed, header section
+//! too large) are logged by [`log_refused`].
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -213,5 +213,37 @@ impl Drop for Logged {
         if let Some(record) = self.record.take() {
             record.write(self.bytes_out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::EnvFilter;
+
+    use super::*;
+    use crate::http::full;
+
+    fn request() -> Request<Body> {
+        Request::builder().uri("/pay?x=1").body(full("12345")).expect("valid request")
+    }
+
+    #[test]
+    fn no_record_and_the_request_untouched_when_the_access_log_is_off() {
+        let off = tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).finish();
+        tracing::subscriber::with_default(off, || {
+            let (pending, req) = Pending::start("outbound", request());
+            assert!(pending.is_none());
+            assert_eq!(req.body().size_hint().exact(), Some(5), "the body is not wrapped");
+        });
+    }
+
+    #[test]
+    fn a_record_of_the_request_when_the_access_log_is_on() {
+        let on = tracing_subscriber::fmt().with_env_filter(EnvFilter::new("access=info")).finish();
+        tracing::subscriber::with_default(on, || {
+            let (pending, _) = Pending::start("outbound", request());
+            let pending = pending.expect("a record when access is enabled");
+            assert_eq!(pending.request_line, "GET /pay?x=1 HTTP/1.1");
+        });
     }
 }
