@@ -29,6 +29,8 @@ fi
 
 # What impls.d/paymesh.sh expects from the harness.
 PAYMESH_NET=${PAYMESH_NET:-127.0.79}; UP_PORT=18080; READY_TIMEOUT=120; WORKERS=1
+# The Service's other ports (bench/mesh/protocols.sh); nothing listens on them here.
+ECHO_PORT=18090; ECHO_GRPC_PORT=18091; ECHO_TCP_PORT=18092
 PAYMESH_BIN_DIR=$BIN; BENCH_DIR=$REPO/bench/mesh
 log() { echo "$*" >&2; }
 die() { echo "instructions: $*" >&2; exit 1; }
@@ -51,7 +53,7 @@ pm_wait_200 "http://$PM_CONTROL_IP:15014/ready" || die "control plane not ready 
 
 start_proxy() {  # pod, service account, ip
   pm_token "$2" "$1" "$RUN_DIR/$1.token"
-  TOKIO_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind \
+  PAYMESH_PROXY_WORKERS=1 RUST_LOG=warn valgrind --tool=callgrind \
     --callgrind-out-file="$RUN_DIR/$1.callgrind" "$BIN/paymesh-proxy" --mode sidecar \
     --pod "$1" --namespace payments --service-account "$2" --ip "$3" \
     --control "$PM_CONTROL_IP:15012" --root-cert "$RUN_DIR/ca/root-cert.pem" \

@@ -21,7 +21,7 @@
 #   verifies the server's SPIFFE ID from the endpoint's identity; the inbound requires a mesh
 #   client certificate (STRICT PeerAuthentication). paymesh has no AuthorizationPolicy
 #   enforcement yet, so unlike the nginx/haproxy baselines it does not check the caller's name.
-# - Each proxy runs TOKIO_WORKER_THREADS=$WORKERS worker threads (nginx: worker_processes,
+# - Each proxy runs PAYMESH_PROXY_WORKERS=$WORKERS worker threads (nginx: worker_processes,
 #   haproxy: nbthread). The control plane is not counted in CPU or RSS (like istiod); its RSS is
 #   logged to $RUN_DIR/control-rss.txt.
 
@@ -135,7 +135,7 @@ pm_token() {  # $1 service account, $2 pod, $3 output file
 pm_start_proxy() {  # $1 pod, $2 service account, $3 ip; sets PM_LAST_PID
   local tok=$RUN_DIR/$1.token
   pm_token "$2" "$1" "$tok"
-  TOKIO_WORKER_THREADS=$WORKERS RUST_LOG=${PM_LOG:-warn} "$PAYMESH_BIN_DIR/paymesh-proxy" --mode sidecar \
+  PAYMESH_PROXY_WORKERS=$WORKERS RUST_LOG=${PM_LOG:-warn} "$PAYMESH_BIN_DIR/paymesh-proxy" --mode sidecar \
     --pod "$1" --namespace payments --service-account "$2" --ip "$3" \
     --control "$PM_CONTROL_IP:15012" --root-cert "$RUN_DIR/ca/root-cert.pem" --token-file "$tok" \
     > "$RUN_DIR/$1.out" 2> "$RUN_DIR/$1.log" &

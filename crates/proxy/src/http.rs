@@ -139,6 +139,11 @@ where
 /// Removes hop-by-hop headers, and the headers `Connection` names; `te: trailers` survives, as
 /// gRPC needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: most messages carry none of these, and removing a name
+    // that is absent still hashes it (nine hashes per message per proxy).
+    if !headers.keys().any(|name| name == TE || HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -163,10 +168,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Adds `x-request-id` (a random UUID) when the client sent none.
 pub fn add_request_id(headers: &mut HeaderMap) {
-    if !headers.contains_key(X_REQUEST_ID)
-        && let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-    {
-        headers.insert(X_REQUEST_ID, id);
+    if let http::header::Entry::Vacant(entry) = headers.entry(X_REQUEST_ID) {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        if let Ok(id) = HeaderValue::from_str(id) {
+            entry.insert(id);
+        }
+    }
+}
+
+/// Marks `x-request-id` as never indexed for HPACK: its value is new with every request, so
+/// indexing it only fills the connection's table, evicts the values that do repeat, and makes
+/// the encoder walk every earlier id of that name on each request.
+pub fn never_index_request_id(headers: &mut HeaderMap) {
+    if let Some(id) = headers.get_mut(X_REQUEST_ID) {
+        id.set_sensitive(true);
     }
 }
 
@@ -258,6 +274,38 @@ mod tests {
         headers.insert(TE, HeaderValue::from_static("gzip"));
         strip_hop_by_hop(&mut headers);
         assert!(!headers.contains_key(TE));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_found_and_others_are_left_alone() {
+        for name in HOP_BY_HOP.iter().chain([&TE]) {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static("x"));
+            headers.insert("x-kept", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut headers);
+            assert_eq!(headers.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-kept"], "{name}");
+        }
+        let mut plain = HeaderMap::new();
+        plain.insert(HOST, HeaderValue::from_static("a"));
+        plain.append("accept", HeaderValue::from_static("*/*"));
+        plain.append("accept", HeaderValue::from_static("text/plain"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
+    }
+
+    #[test]
+    fn request_ids_are_made_once_and_never_indexed_towards_a_peer() {
+        let mut headers = HeaderMap::new();
+        add_request_id(&mut headers);
+        let id = headers[X_REQUEST_ID].clone();
+        assert!(uuid::Uuid::parse_str(id.to_str().expect("ascii")).is_ok(), "{id:?}");
+        assert!(!id.is_sensitive());
+        add_request_id(&mut headers);
+        assert_eq!(headers.get_all(X_REQUEST_ID).iter().collect::<Vec<_>>(), [&id]);
+        never_index_request_id(&mut headers);
+        assert!(headers[X_REQUEST_ID].is_sensitive());
+        assert_eq!(headers[X_REQUEST_ID], id);
     }
 
     #[test]

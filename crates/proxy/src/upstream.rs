@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::access::UpstreamHost;
 use crate::error::ProxyError;
-use crate::http::{Authority, Body, boxed_response, empty, full, strip_hop_by_hop};
+use crate::http::{Authority, Body, boxed_response, empty, full, never_index_request_id, strip_hop_by_hop};
 use crate::index::{Action, ClusterEntry, EndpointEntry, RequestView, RouteTable, Transport};
 use pool::{H2Pool, connect_tcp};
 
@@ -176,6 +176,7 @@ pub async fn send_h2(
     parts.version = Version::HTTP_2;
     parts.headers.remove(HOST);
     strip_hop_by_hop(&mut parts.headers);
+    never_index_request_id(&mut parts.headers);
     let mut sender = pool.sender().await?;
     let reset =
         |error: hyper::Error| ProxyError::UpstreamReset { endpoint: pool.addr(), cause: error_chain(&error) };
