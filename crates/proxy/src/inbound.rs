@@ -27,7 +27,7 @@ use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
 use crate::index::{ChainEntry, Index};
 use crate::outbound::copy;
 use crate::upstream::pool::connect_tcp;
-use crate::upstream::{TARGET_PORT, Upstream, send_h2};
+use crate::upstream::{TARGET_PORT, Upstream, send_plain};
 
 /// Istio's header naming the calling workload to the app.
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -166,10 +166,7 @@ impl Inbound {
         }
         add_forwarding_headers(headers, "http");
         let authority = authority.as_ref().map_or(&chain.app_authority, Authority::uri);
-        let mut response = match &chain.h2 {
-            Some(pool) => send_h2(pool, authority, req).await,
-            None => self.upstream.send_h1(chain.app, &chain.app_authority, authority.as_str(), req).await,
-        }?;
+        let mut response = send_plain(&chain.transport, authority, req).await?;
         response.extensions_mut().insert(UpstreamHost(chain.app));
         Ok(response)
     }

@@ -25,6 +25,7 @@ use paymesh_api::ProxyConfig;
 use paymesh_api::model::{InboundChain, Protocol, ServerTls};
 
 use crate::http::Authority;
+use crate::upstream::h1::H1Pool;
 use crate::upstream::pool::H2Pool;
 
 pub use build::IndexError;
@@ -199,10 +200,16 @@ pub enum Transport {
     /// HTTP/2 over mutual TLS to the endpoint's sidecar (its tunnel port), with the original
     /// authority; CONNECT names `address`.
     Mesh(Arc<H2Pool>),
-    /// Plaintext h2c to `address` (HTTP/2 and gRPC services).
-    PlainH2(Arc<H2Pool>),
-    /// Plaintext HTTP/1.1 to `address`.
-    PlainH1,
+    /// Plaintext to `address`.
+    Plain(Plain),
+}
+
+/// A plaintext upstream: an endpoint without a sidecar, or the app behind an inbound chain.
+pub enum Plain {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    H1(Arc<H1Pool>),
+    /// h2c over one multiplexed connection (HTTP/2 and gRPC ports).
+    H2(Arc<H2Pool>),
 }
 
 /// The inbound listener's chains.
@@ -221,8 +228,8 @@ pub struct ChainEntry {
     pub app: SocketAddr,
     /// `app` as a URI authority, made once.
     pub app_authority: UriAuthority,
-    /// The h2c pool to the app, for HTTP/2 ports.
-    pub h2: Option<Arc<H2Pool>>,
+    /// The connections to the app.
+    pub transport: Plain,
 }
 
 impl InboundIndex {

@@ -5,25 +5,26 @@
 //! Mesh endpoints get HTTP/2 over mutual TLS to their sidecar's inbound port, multiplexed on one
 //! pooled connection, carrying the original authority; CONNECT tunnels ride the same connection
 //! as HTTP/2 CONNECT to `POD_IP:targetPort` (HBONE's shape). Endpoints without a sidecar get
-//! plaintext HTTP/1.1 (hyper's pooled client) or h2c. Every socket binds the pod IP as source.
+//! plaintext HTTP/1.1 (keep-alive pools, [`h1`]) or h2c. Every socket binds the pod IP as source.
 
+pub mod h1;
 pub mod pool;
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use http::header::HOST;
 use http::uri::{Authority as UriAuthority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::access::UpstreamHost;
 use crate::error::ProxyError;
 use crate::http::{Authority, Body, boxed_response, empty, full, never_index_request_id, strip_hop_by_hop};
-use crate::index::{Action, ClusterEntry, EndpointEntry, RequestView, RouteTable, Transport};
+use crate::index::{Action, ClusterEntry, EndpointEntry, Plain, RequestView, RouteTable, Transport};
+use h1::H1Pool;
 use pool::{H2Pool, connect_tcp};
 
 /// Proxy-to-proxy header naming the endpoint's target (container) port, so the peer's inbound
@@ -39,18 +40,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Tunnel for T {}
 /// The upstream side of the proxy: dials from the pod IP.
 pub struct Upstream {
     source: IpAddr,
-    h1: Client<HttpConnector, Body>,
 }
 
 impl Upstream {
     /// Upstream connections from `source` (the pod IP).
     pub fn new(source: IpAddr) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_local_address(Some(source));
-        connector.set_connect_timeout(Some(pool::CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let h1 = Client::builder(TokioExecutor::new()).build(connector);
-        Upstream { source, h1 }
+        Upstream { source }
     }
 
     /// The pod IP.
@@ -89,10 +84,7 @@ impl Upstream {
 
     /// The cluster the first route of `authority`'s virtual host forwards to (CONNECT to an
     /// HTTP service port), picked by weight.
-    pub fn cluster_of<'a>(
-        table: &'a RouteTable,
-        authority: &Authority,
-    ) -> Option<&'a std::sync::Arc<ClusterEntry>> {
+    pub fn cluster_of<'a>(table: &'a RouteTable, authority: &Authority) -> Option<&'a Arc<ClusterEntry>> {
         match &table.virtual_host(authority)?.routes.first()?.action {
             Action::Forward(clusters) => Some(clusters.pick()),
             Action::Direct { .. } => None,
@@ -114,38 +106,10 @@ impl Upstream {
                 req.headers_mut().insert(TARGET_PORT, HeaderValue::from(endpoint.address.port()));
                 send_h2(pool, authority.uri(), req).await
             }
-            Transport::PlainH2(pool) => send_h2(pool, authority.uri(), req).await,
-            Transport::PlainH1 => {
-                self.send_h1(endpoint.address, &endpoint_authority(endpoint.address)?, authority.text(), req)
-                    .await
-            }
+            Transport::Plain(plain) => send_plain(plain, authority.uri(), req).await,
         }?;
         response.extensions_mut().insert(UpstreamHost(endpoint.address));
         Ok(response)
-    }
-
-    /// HTTP/1.1 to `addr` (`target`, as a URI authority) over hyper's pooled client, `Host`
-    /// set to `host`.
-    pub async fn send_h1(
-        &self,
-        addr: SocketAddr,
-        target: &UriAuthority,
-        host: &str,
-        req: Request<Body>,
-    ) -> Result<Response<Body>, ProxyError> {
-        let (mut parts, body) = req.into_parts();
-        parts.uri = rewrite_uri(&parts.uri, target.clone())?;
-        parts.version = Version::HTTP_11;
-        let host = host.parse().map_err(|_| ProxyError::BadRequest(format!("invalid authority {host}")))?;
-        parts.headers.insert(HOST, host);
-        strip_hop_by_hop(&mut parts.headers);
-        match self.h1.request(Request::from_parts(parts, body)).await {
-            Ok(response) => Ok(clean(boxed_response(response))),
-            Err(error) if error.is_connect() => {
-                Err(ProxyError::UpstreamConnect { endpoint: addr, cause: error_chain(&error) })
-            }
-            Err(error) => Err(ProxyError::UpstreamReset { endpoint: addr, cause: error_chain(&error) }),
-        }
     }
 
     /// A byte stream to the next endpoint of `cluster`: HTTP/2 CONNECT over the mesh
@@ -154,15 +118,44 @@ impl Upstream {
         let endpoint = pick(cluster)?;
         match &endpoint.transport {
             Transport::Mesh(pool) => connect_h2(pool, endpoint.address).await,
-            Transport::PlainH2(_) | Transport::PlainH1 => {
-                Ok(Box::pin(connect_tcp(self.source, endpoint.address).await?))
-            }
+            Transport::Plain(_) => Ok(Box::pin(connect_tcp(self.source, endpoint.address).await?)),
         }
     }
 }
 
 fn pick(cluster: &ClusterEntry) -> Result<&EndpointEntry, ProxyError> {
     cluster.pick().ok_or_else(|| ProxyError::NoHealthyUpstream { cluster: cluster.name.clone() })
+}
+
+/// To a plaintext upstream, with `authority` as its `Host` or `:authority`.
+pub async fn send_plain(
+    plain: &Plain,
+    authority: &UriAuthority,
+    req: Request<Body>,
+) -> Result<Response<Body>, ProxyError> {
+    match plain {
+        Plain::H1(pool) => send_h1(pool, authority, req).await,
+        Plain::H2(pool) => send_h2(pool, authority, req).await,
+    }
+}
+
+/// HTTP/1.1 to `pool`'s address: origin-form target, `Host` = `host`.
+async fn send_h1(
+    pool: &Arc<H1Pool>,
+    host: &UriAuthority,
+    req: Request<Body>,
+) -> Result<Response<Body>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = match parts.uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    };
+    parts.version = Version::HTTP_11;
+    let host = HeaderValue::from_str(host.as_str())
+        .map_err(|_| ProxyError::BadRequest(format!("invalid authority {host}")))?;
+    parts.headers.insert(HOST, host);
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(clean(pool.send(Request::from_parts(parts, body)).await?))
 }
 
 /// HTTP/2 to `pool`'s address with `:authority` = `authority`.

@@ -17,7 +17,7 @@ use paymesh_tls::{ExpectedIdentities, Identity};
 use super::matching::{HeaderEditor, MatchError, RouteHeaders, RouteMatcher};
 use super::{
     Action, ChainEntry, ClusterEntry, EndpointEntry, GatewayListener, GatewayServerEntry, InboundIndex,
-    Index, RouteEntry, RouteTable, Transport, VirtualHostEntry, WeightedClusters,
+    Index, Plain, RouteEntry, RouteTable, Transport, VirtualHostEntry, WeightedClusters,
 };
 use crate::upstream::endpoint_authority;
 use crate::upstream::pool::Pools;
@@ -200,6 +200,14 @@ fn find<'a>(
         .ok_or_else(|| IndexError::UnknownCluster { referrer: referrer(), cluster: name.to_owned() })
 }
 
+/// The plaintext transport of `protocol` to `addr`: h2c for HTTP/2 ports, else HTTP/1.1.
+fn plain(pools: &mut Pools, protocol: Protocol, addr: SocketAddr) -> Plain {
+    match protocol {
+        Protocol::Http2 => Plain::H2(pools.plaintext(addr)),
+        _ => Plain::H1(pools.http1(addr)),
+    }
+}
+
 fn check_addr(what: &str, addr: SocketAddr, bind: bool) -> Result<(), IndexError> {
     if addr.port() == 0 || (!bind && addr.ip().is_unspecified()) || addr.ip().is_multicast() {
         return Err(IndexError::BadAddress { what: what.to_owned(), addr });
@@ -255,10 +263,7 @@ fn clusters(
                     })?;
                     Transport::Mesh(pool)
                 }
-                _ if cluster.protocol == Protocol::Http2 => {
-                    Transport::PlainH2(pools.plaintext(endpoint.address))
-                }
-                _ => Transport::PlainH1,
+                _ => Transport::Plain(plain(pools, cluster.protocol, endpoint.address)),
             };
             endpoints.push(EndpointEntry { address: endpoint.address, transport });
         }
@@ -345,8 +350,8 @@ fn inbound_index(
             what: format!("inbound chain {}", chain.cluster),
             addr: app,
         })?;
-        let h2 = (chain.protocol == Protocol::Http2).then(|| pools.plaintext(app));
-        entries.push(ChainEntry { chain: chain.clone(), app, app_authority, h2 });
+        let transport = plain(pools, chain.protocol, app);
+        entries.push(ChainEntry { chain: chain.clone(), app, app_authority, transport });
     }
     let mut http =
         entries.iter().enumerate().filter(|(_, e)| e.chain.protocol != Protocol::Tcp).map(|(i, _)| i);

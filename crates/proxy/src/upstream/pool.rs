@@ -1,5 +1,6 @@
 //! Connections to upstreams: one multiplexed HTTP/2 connection per (endpoint, accepted
-//! identities), reused by every request, and the TCP dialer that binds the pod's own address.
+//! identities), reused by every request, keep-alive HTTP/1.1 pools ([`H1Pool`]) to plaintext
+//! HTTP/1.1 addresses, and the TCP dialer that binds the pod's own address.
 //!
 //! The hot path reads an [`H2Pool`]'s live sender from an `ArcSwapOption` (no lock); only
 //! (re)connecting takes an async mutex, so concurrent first requests share one handshake.
@@ -21,6 +22,7 @@ use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
+use super::h1::H1Pool;
 use crate::error::ProxyError;
 use crate::http::Body;
 
@@ -130,12 +132,13 @@ pub struct Pools {
     credentials: Arc<CredentialStore>,
     trust: TrustBundle,
     pools: HashMap<(SocketAddr, String), Weak<H2Pool>>,
+    http1: HashMap<SocketAddr, Weak<H1Pool>>,
 }
 
 impl Pools {
     /// Pools dialing from `source`, presenting `credentials`, trusting `trust`.
     pub fn new(source: IpAddr, credentials: Arc<CredentialStore>, trust: TrustBundle) -> Self {
-        Pools { source, credentials, trust, pools: HashMap::new() }
+        Pools { source, credentials, trust, pools: HashMap::new(), http1: HashMap::new() }
     }
 
     /// The mutual TLS pool to `addr` accepting `expected` servers.
@@ -164,6 +167,16 @@ impl Pools {
         }
     }
 
+    /// The HTTP/1.1 pool to `addr`.
+    pub fn http1(&mut self, addr: SocketAddr) -> Arc<H1Pool> {
+        if let Some(pool) = self.http1.get(&addr).and_then(Weak::upgrade) {
+            return pool;
+        }
+        let pool = Arc::new(H1Pool::new(self.source, addr));
+        self.http1.insert(addr, Arc::downgrade(&pool));
+        pool
+    }
+
     fn insert(&mut self, key: (SocketAddr, String), tls: Option<(TlsConnector, String)>) -> Arc<H2Pool> {
         let pool = Arc::new(H2Pool {
             addr: key.0,
@@ -179,5 +192,6 @@ impl Pools {
     /// Forgets pools no index uses any more.
     pub fn prune(&mut self) {
         self.pools.retain(|_, pool| pool.strong_count() > 0);
+        self.http1.retain(|_, pool| pool.strong_count() > 0);
     }
 }

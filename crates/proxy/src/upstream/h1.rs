@@ -1,0 +1,294 @@
+//! Keep-alive HTTP/1.1 connections to one plaintext address: the app behind an inbound chain,
+//! or an endpoint without a sidecar.
+//!
+//! A request leases an idle connection (most recently used first, so few stay warm) or dials
+//! a new one; the lease rides in the response body and goes back to the pool when the body is
+//! dropped, that is once the response is done, so a long download never blocks another
+//! request. The mutex is held only to push or pop. A connection the app closed while idle is
+//! skipped at lease time; one it closed just as the request was written (the request comes
+//! back unsent) is retried once on a fresh connection, so keep-alive races do not become 503s.
+//! Lighter than hyper-util's pooled client (no pool key hashing, no task per request).
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use super::error_chain;
+use super::pool::connect_tcp;
+use crate::error::ProxyError;
+use crate::http::{Body, BoxError};
+
+/// An idle connection older than this is closed instead of reused (hyper-util's default).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Idle connections kept per address; more are closed when their response ends.
+pub const MAX_IDLE: usize = 256;
+
+/// Idle HTTP/1.1 connections to one address.
+pub struct H1Pool {
+    addr: SocketAddr,
+    source: IpAddr,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl H1Pool {
+    /// A pool of connections from `source` (the pod IP) to `addr`.
+    pub fn new(source: IpAddr, addr: SocketAddr) -> Self {
+        H1Pool { addr, source, idle: Mutex::new(VecDeque::new()) }
+    }
+
+    /// The address connections go to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Idle connections now (for tests and the admin page).
+    pub fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one.
+    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let (mut sender, reused) = match self.lease().await {
+            Some(sender) => (sender, true),
+            None => (Box::pin(self.connect()).await?, false),
+        };
+        let reset = |error: &hyper::Error| ProxyError::UpstreamReset {
+            endpoint: self.addr,
+            cause: error_chain(error),
+        };
+        let response = match sender.try_send_request(req).await {
+            Ok(response) => response,
+            Err(mut error) => match error.take_message() {
+                // Never written: the app closed the idle connection first. One fresh try.
+                Some(req) if reused => {
+                    debug!(addr = %self.addr, error = %error.error(), "idle connection closed; dialing anew");
+                    sender = Box::pin(self.connect()).await?;
+                    sender.try_send_request(req).await.map_err(|e| reset(e.error()))?
+                }
+                _ => return Err(reset(error.error())),
+            },
+        };
+        let lease = Lease { pool: Arc::clone(self), sender: Some(sender) };
+        Ok(response.map(|body| http_body_util::BodyExt::boxed_unsync(Leased { body, _lease: lease })))
+    }
+
+    /// The most recently used idle connection that still works, dropping expired and closed
+    /// ones on the way.
+    async fn lease(&self) -> Option<SendRequest<Body>> {
+        loop {
+            let Idle { mut sender, since } = self.lock().pop_back()?;
+            if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+                continue;
+            }
+            // Ready at once unless the connection has not yet seen its last response end.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn checkin(&self, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        while idle.front().is_some_and(|oldest| oldest.since.elapsed() > IDLE_TIMEOUT) {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {
+        let tcp = connect_tcp(self.source, self.addr).await?;
+        let (sender, connection) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| ProxyError::UpstreamConnect { endpoint: self.addr, cause: error_chain(&e) })?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%addr, %error, "HTTP/1.1 upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A connection out of the pool until the response that holds it is dropped.
+struct Lease {
+    pool: Arc<H1Pool>,
+    sender: Option<SendRequest<Body>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.checkin(sender);
+        }
+    }
+}
+
+/// A response body holding its connection's lease.
+struct Leased {
+    body: Incoming,
+    _lease: Lease,
+}
+
+impl HttpBody for Leased {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx).map_err(BoxError::from)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::header::HOST;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::http::empty;
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// Reads one request head (the tests send no bodies); false at EOF.
+    async fn read_head(tcp: &mut TcpStream) -> bool {
+        let mut head = Vec::new();
+        let mut byte = [0; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                return false;
+            }
+            head.push(byte[0]);
+        }
+        true
+    }
+
+    /// An app answering `reply` to each request and closing a connection after `per_connection`
+    /// of them; counts the connections it accepted.
+    async fn app(reply: &'static [u8], per_connection: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    for _ in 0..per_connection {
+                        if !read_head(&mut tcp).await || tcp.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get() -> Request<Body> {
+        Request::builder().uri("/").header(HOST, "app").body(empty()).expect("request")
+    }
+
+    async fn body_of(response: Response<Body>) -> Bytes {
+        response.into_body().collect().await.expect("body").to_bytes()
+    }
+
+    #[tokio::test]
+    async fn one_connection_serves_requests_one_after_another() {
+        let (addr, accepted) = app(OK, usize::MAX).await;
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        for _ in 0..5 {
+            let response = pool.send(get()).await.expect("response");
+            assert_eq!(body_of(response).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn connections_the_app_closes_after_each_response_cost_no_request() {
+        let (addr, accepted) = app(OK, 1).await;
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        for i in 0..20 {
+            let response = pool.send(get()).await.unwrap_or_else(|e| panic!("request {i}: {e}"));
+            assert_eq!(body_of(response).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 20);
+    }
+
+    #[tokio::test]
+    async fn a_response_still_streaming_does_not_hold_up_the_next_request() {
+        // Promises 10 bytes, sends 5 and keeps the connection open.
+        let (addr, accepted) = app(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345", 1).await;
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        let slow = pool.send(get()).await.expect("first response head");
+        let second = pool.send(get()).await.expect("second response head");
+        assert_eq!(second.status(), http::StatusCode::OK);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        drop((slow, second));
+    }
+
+    #[tokio::test]
+    async fn garbage_from_the_app_is_a_reset_naming_the_app() {
+        let (addr, _) = app(b"garbage\r\n\r\n", 1).await;
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        match pool.send(get()).await {
+            Err(ProxyError::UpstreamReset { endpoint, cause }) => {
+                assert_eq!(endpoint, addr);
+                assert!(cause.contains("invalid HTTP"), "{cause}");
+            }
+            other => panic!("expected a reset, got {other:?}"),
+        }
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_app_not_listening_is_a_connect_failure() {
+        let addr = TcpListener::bind((LOCALHOST, 0)).await.expect("bind").local_addr().expect("addr");
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        match pool.send(get()).await {
+            Err(ProxyError::UpstreamConnect { endpoint, .. }) => assert_eq!(endpoint, addr),
+            other => panic!("expected a connect failure, got {other:?}"),
+        }
+    }
+}
