@@ -45,7 +45,7 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 
 /// Headers that belong to one connection and never travel further (RFC 9110 §7.6.1); as
 /// `HeaderName`s, so removing them hashes but never parses a name.
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
