@@ -7,6 +7,7 @@
 #   bench/instructions/run.sh                 # builds release binaries, 1,000 requests
 #   N=5000 BIN=/some/target/release bench/instructions/run.sh
 #   ANNOTATE=1 bench/instructions/run.sh      # also print each proxy's top functions
+#   NEW_CONNECTIONS=1 bench/instructions/run.sh  # a new client connection per request
 #
 # Same pair as bench/mesh (impls.d/paymesh.sh writes the config): paymesh-control, an inbound
 # and an outbound sidecar (STRICT mTLS, h2 between them) under valgrind, paymesh-echo as the app;
@@ -69,7 +70,10 @@ pm_wait_200 "http://$PM_CLIENT_IP:15021/healthz/ready" || die "outbound proxy no
 url="http://$PM_CLIENT_IP:15001/health"
 "$OHA" --no-tui -n 200 -c 4 -H "Host: $PM_HOST" "$url" > /dev/null
 for p in "${proxies[@]}"; do callgrind_control -z "$p" > /dev/null 2>&1; done
-"$OHA" --no-tui --output-format json -n "$N" -c 4 -H "Host: $PM_HOST" "$url" > "$RUN_DIR/oha.json"
+# NEW_CONNECTIONS=1: a new client connection per request (oha --disable-keepalive), for the
+# cost of connection set-up on the outbound side.
+"$OHA" --no-tui --output-format json -n "$N" -c 4 ${NEW_CONNECTIONS:+--disable-keepalive} \
+  -H "Host: $PM_HOST" "$url" > "$RUN_DIR/oha.json"
 for p in "${proxies[@]}"; do callgrind_control -d "$p" > /dev/null 2>&1; done
 ok=$(jq -r '.statusCodeDistribution["200"] // 0' "$RUN_DIR/oha.json")
 [[ $ok == "$N" ]] || die "$ok of $N requests answered 200 (see $RUN_DIR)"
@@ -81,7 +85,7 @@ for side in payment-service-0:outbound account-service-0:inbound; do
   ir=$(awk '/^summary:/ {print $2}' "$dump")
   printf '| %s | %s |\n' "${side#*:}" "$(( ir / N ))"
   if [[ -n ${ANNOTATE:-} ]]; then
-    callgrind_annotate --threshold=60 "$dump" | sed -n '/file:function/,+25p' >&2
+    callgrind_annotate --auto=no --threshold=100 "$dump" | sed -n "/file:function/,+25p" >&2
   fi
 done
 echo "instructions: data in $RUN_DIR" >&2
