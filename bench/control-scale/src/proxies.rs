@@ -130,6 +130,7 @@ pub async fn run(
         running_version: String::new(),
         cert_expiry_unix: 0,
         cert_serial: String::new(),
+        accepts_delta: false,
     };
     requests.send(SubscribeRequest { kind: Some(Kind::Hello(hello)) }).await?;
     let mut snapshots =

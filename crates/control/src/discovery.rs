@@ -450,7 +450,7 @@ impl ProxyStream {
             s.sent_version = Some(version.clone());
             s.nonce = nonce.clone();
         });
-        let snapshot = Snapshot { version, nonce, config_json };
+        let snapshot = Snapshot { version, nonce, config_json, ..Snapshot::default() };
         let shutdown = &mut self.shutdown;
         tokio::select! {
             sent = self.tx.send(Ok(snapshot)) => if sent.is_err() {

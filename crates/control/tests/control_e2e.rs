@@ -185,6 +185,7 @@ async fn subscribe(
         running_version: String::new(),
         cert_expiry_unix: 0,
         cert_serial: "abc123".into(),
+        accepts_delta: false,
     };
     tx.send(SubscribeRequest { kind: Some(Kind::Hello(hello)) }).await.expect("hello queued");
     let answer = MeshDiscoveryClient::new(channel).subscribe(ReceiverStream::new(rx)).await;

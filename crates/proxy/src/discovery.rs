@@ -145,6 +145,7 @@ impl Discovery {
             running_version: running,
             cert_expiry_unix: cert.as_ref().map_or(0, CertStatus::not_after_unix),
             cert_serial: cert.map(|c| c.serial).unwrap_or_default(),
+            accepts_delta: false,
         };
         send(&requests, Kind::Hello(hello)).await?;
         let response = client

@@ -273,6 +273,7 @@ impl MeshDiscovery for DiscoveryService {
                         version: config.version.clone(),
                         nonce: nonce.to_string(),
                         config_json: config.encode().expect("encodes"),
+                        ..Snapshot::default()
                     };
                     if tx.send(Ok(snapshot)).await.is_err() {
                         return;
