@@ -2,7 +2,10 @@
 //!
 //! A [`ConfigDelta`] carries, for each named collection (listeners, route configs, clusters,
 //! endpoints), the items to upsert — whole, each [`Placed`] at its index in the new list — and
-//! the names to remove; `node` and `mesh` only when they changed. The control plane computes it
+//! the names to remove; `node` and `mesh` only when they changed. A route config that stays
+//! where it was but changed is not sent whole: its virtual hosts are a collection of their own
+//! ([`RouteVirtualHosts`]), since one route config per port holds a virtual host for every
+//! service on that port, and a new Service adds one. The control plane computes it
 //! ([`ConfigDelta::between`], or [`plan`] over already-encoded items), the proxy applies it to
 //! the config it runs ([`ConfigDelta::apply`]) and gets exactly the config a full snapshot would
 //! carry, in the same order: the items a delta leaves alone keep their relative order (an item
@@ -17,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Cluster, ClusterEndpoints, CodecError, Listener, MeshSettings, Node, ProxyConfig, RouteConfig,
+    VirtualHost,
 };
 
 /// An item of a named collection.
@@ -36,6 +40,13 @@ impl Named for Listener {
 
 impl Named for RouteConfig {
     const KIND: &'static str = "route config";
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for VirtualHost {
+    const KIND: &'static str = "virtual host";
     fn name(&self) -> &str {
         &self.name
     }
@@ -73,6 +84,9 @@ pub struct ConfigDelta {
     /// Route config changes.
     #[serde(default, skip_serializing_if = "CollectionDelta::is_empty")]
     pub routes: CollectionDelta<RouteConfig>,
+    /// Virtual host changes inside route configs the delta does not upsert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_hosts: Vec<RouteVirtualHosts>,
     /// Cluster changes.
     #[serde(default, skip_serializing_if = "CollectionDelta::is_empty")]
     pub clusters: CollectionDelta<Cluster>,
@@ -97,6 +111,16 @@ impl<T> Default for CollectionDelta<T> {
     fn default() -> Self {
         CollectionDelta { upsert: Vec::new(), remove: Vec::new() }
     }
+}
+
+/// The virtual host changes of one route config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteVirtualHosts {
+    /// The route config's name.
+    pub route: String,
+    /// Its virtual hosts' changes.
+    pub virtual_hosts: CollectionDelta<VirtualHost>,
 }
 
 /// An upserted item and its index in the collection after the change.
@@ -125,6 +149,13 @@ pub enum DeltaError {
         /// The collection.
         kind: &'static str,
         /// The name.
+        name: String,
+    },
+    /// The delta changes the virtual hosts of a route config the base does not have (or that
+    /// the same delta upserts whole).
+    #[error("delta changes virtual hosts of unknown route config {name:?}")]
+    UnknownRoute {
+        /// The route config.
         name: String,
     },
     /// The delta names an item twice (twice upserted, twice removed, or both).
@@ -216,6 +247,12 @@ fn named_items<T: Named>(items: &[T]) -> Vec<(&str, &T)> {
     items.iter().map(|item| (item.name(), item)).collect()
 }
 
+/// `items` as (name, ()) pairs: for [`plan`], every item equal to the one of its name, so only
+/// new and moved items are upserted.
+fn names_only<T: Named>(items: &[T]) -> Vec<(&str, ())> {
+    items.iter().map(|item| (item.name(), ())).collect()
+}
+
 impl<T: Named + Clone> CollectionDelta<T> {
     /// Nothing changed.
     pub fn is_empty(&self) -> bool {
@@ -271,15 +308,76 @@ impl<T: Named + Clone> CollectionDelta<T> {
     }
 }
 
+/// The route configs' change from `old` to `new`: new and moved route configs whole, and the
+/// virtual host changes of the others (whole too when their virtual host names repeat).
+fn routes_between(
+    old: &[RouteConfig],
+    new: &[RouteConfig],
+) -> Result<(CollectionDelta<RouteConfig>, Vec<RouteVirtualHosts>), DeltaError> {
+    let kept = plan(RouteConfig::KIND, &names_only(old), &names_only(new))?;
+    let old_by_name: HashMap<&str, &RouteConfig> = old.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut upsert = kept.upsert.clone();
+    let mut virtual_hosts = Vec::new();
+    let mut placed = kept.upsert.iter().peekable();
+    for (i, route) in new.iter().enumerate() {
+        if placed.next_if_eq(&&i).is_some() {
+            continue;
+        }
+        let Some(before) = old_by_name.get(route.name.as_str()).filter(|before| **before != route) else {
+            continue;
+        };
+        match CollectionDelta::between(&before.virtual_hosts, &route.virtual_hosts) {
+            Ok(delta) => {
+                virtual_hosts.push(RouteVirtualHosts { route: route.name.clone(), virtual_hosts: delta })
+            }
+            Err(_) => upsert.push(i),
+        }
+    }
+    upsert.sort_unstable();
+    let routes = CollectionDelta {
+        upsert: upsert
+            .into_iter()
+            .map(|i| Placed { at: u32::try_from(i).unwrap_or(u32::MAX), item: new[i].clone() })
+            .collect(),
+        remove: kept.remove.iter().map(|&j| old[j].name.clone()).collect(),
+    };
+    Ok((routes, virtual_hosts))
+}
+
+/// `base`'s route configs with `routes` applied, then each of `virtual_hosts`.
+fn apply_routes(
+    routes: CollectionDelta<RouteConfig>,
+    virtual_hosts: Vec<RouteVirtualHosts>,
+    base: &[RouteConfig],
+) -> Result<Vec<RouteConfig>, DeltaError> {
+    let upserted: HashSet<String> = routes.upsert.iter().map(|p| p.item.name.clone()).collect();
+    let mut result = routes.apply(base)?;
+    let mut patched = HashSet::with_capacity(virtual_hosts.len());
+    for patch in virtual_hosts {
+        if !patched.insert(patch.route.clone()) {
+            return Err(DeltaError::DuplicateInDelta { kind: RouteConfig::KIND, name: patch.route });
+        }
+        let route = result
+            .iter_mut()
+            .find(|r| r.name == patch.route)
+            .filter(|r| !upserted.contains(&r.name))
+            .ok_or_else(|| DeltaError::UnknownRoute { name: patch.route.clone() })?;
+        route.virtual_hosts = patch.virtual_hosts.apply(&route.virtual_hosts)?;
+    }
+    Ok(result)
+}
+
 impl ConfigDelta {
     /// The change from `old` to `new` (`new`'s version).
     pub fn between(old: &ProxyConfig, new: &ProxyConfig) -> Result<Self, DeltaError> {
+        let (routes, virtual_hosts) = routes_between(&old.routes, &new.routes)?;
         Ok(ConfigDelta {
             version: new.version.clone(),
             node: (old.node != new.node).then(|| new.node.clone()),
             mesh: (old.mesh != new.mesh).then(|| new.mesh.clone()),
             listeners: CollectionDelta::between(&old.listeners, &new.listeners)?,
-            routes: CollectionDelta::between(&old.routes, &new.routes)?,
+            routes,
+            virtual_hosts,
             clusters: CollectionDelta::between(&old.clusters, &new.clusters)?,
             endpoints: CollectionDelta::between(&old.endpoints, &new.endpoints)?,
         })
@@ -291,6 +389,7 @@ impl ConfigDelta {
             && self.mesh.is_none()
             && self.listeners.is_empty()
             && self.routes.is_empty()
+            && self.virtual_hosts.is_empty()
             && self.clusters.is_empty()
             && self.endpoints.is_empty()
     }
@@ -302,7 +401,7 @@ impl ConfigDelta {
             node: self.node.unwrap_or_else(|| base.node.clone()),
             mesh: self.mesh.unwrap_or_else(|| base.mesh.clone()),
             listeners: self.listeners.apply(&base.listeners)?,
-            routes: self.routes.apply(&base.routes)?,
+            routes: apply_routes(self.routes, self.virtual_hosts, &base.routes)?,
             clusters: self.clusters.apply(&base.clusters)?,
             endpoints: self.endpoints.apply(&base.endpoints)?,
         })

@@ -1,13 +1,14 @@
 //! Deltas between configs: base + delta gives the new config exactly (same bytes, same order,
-//! moves included), an unchanged config gives an empty delta, and a delta that does not fit
+//! moves included; a route config's virtual hosts by name), an unchanged config gives an empty delta, and a delta that does not fit
 //! the base (unknown names, duplicates, bad indexes, garbage) is an error with its reason.
 
 use std::collections::BTreeMap;
 
 use paymesh_api::delta::{CollectionDelta, ConfigDelta, DeltaError, Placed};
 use paymesh_api::model::{
-    Cluster, ClusterEndpoints, Endpoint, LbPolicy, Listener, ListenerKind, MeshSettings, Node, Protocol,
-    ProxyConfig, ProxyKind, UpstreamTls,
+    Cluster, ClusterEndpoints, Endpoint, HeaderEdits, LbPolicy, Listener, ListenerKind, MeshSettings, Node,
+    Protocol, ProxyConfig, ProxyKind, Route, RouteAction, RouteConfig, UpstreamTls, VirtualHost,
+    WeightedCluster,
 };
 
 fn cluster(name: &str, port: u16) -> Cluster {
@@ -220,4 +221,89 @@ fn a_placed_item_lands_exactly_at_its_index() {
             .apply(&base)
             .expect_err("past the end");
     assert_eq!(error, DeltaError::Placement { kind: "cluster", name: "x".into(), at: 2, len: 2 });
+}
+
+fn virtual_host(service: &str) -> VirtualHost {
+    VirtualHost {
+        name: format!("{service}.shop.svc.cluster.local:8080"),
+        domains: vec![service.to_owned(), format!("{service}:8080")],
+        routes: vec![Route {
+            name: "default".into(),
+            matches: Vec::new(),
+            headers: HeaderEdits::default(),
+            action: RouteAction::Forward {
+                clusters: vec![WeightedCluster { cluster: format!("outbound|8080||{service}"), weight: 100 }],
+            },
+        }],
+    }
+}
+
+fn with_routes(version: &str, routes: &[(&str, &[&str])]) -> ProxyConfig {
+    let mut config = config(version, &[], &[]);
+    config.routes = routes
+        .iter()
+        .map(|(name, services)| RouteConfig {
+            name: (*name).to_owned(),
+            virtual_hosts: services.iter().map(|s| virtual_host(s)).collect(),
+        })
+        .collect();
+    config
+}
+
+#[test]
+fn a_route_config_that_stays_sends_only_its_changed_virtual_hosts() {
+    let base = with_routes("1-1", &[("8080", &["a", "c", "d"]), ("9090", &["g"])]);
+    // b added in the middle of 8080, d gone; 9090 moves before 8080 (sent whole); 7070 new.
+    let new = with_routes("1-2", &[("8080", &["a", "b", "c"]), ("7070", &["x"])]);
+    let delta = round_trip(&base, &new);
+    assert_eq!(names(&delta.routes, |r| &r.name), (vec![(1, "7070".into())], vec!["9090".into()]));
+    assert_eq!(delta.virtual_hosts.len(), 1);
+    assert_eq!(delta.virtual_hosts[0].route, "8080");
+    assert_eq!(
+        names(&delta.virtual_hosts[0].virtual_hosts, |v| &v.name),
+        (vec![(1, "b.shop.svc.cluster.local:8080".into())], vec!["d.shop.svc.cluster.local:8080".into()])
+    );
+    let moved = with_routes("1-3", &[("9090", &["g"]), ("8080", &["a", "c", "d", "e"])]);
+    let delta = round_trip(&base, &moved);
+    // 9090 stays (first in the new order), so 8080 moved against it and goes whole.
+    assert_eq!(names(&delta.routes, |r| &r.name).0, [(1, "8080".to_owned())], "moved: whole");
+    assert!(delta.virtual_hosts.is_empty());
+    // Repeated virtual host names: the route config goes whole.
+    let twice = with_routes("1-4", &[("8080", &["a", "a"]), ("9090", &["g"])]);
+    let delta = round_trip(&base, &twice);
+    assert_eq!(names(&delta.routes, |r| &r.name).0, [(0, "8080".to_owned())]);
+    assert!(delta.virtual_hosts.is_empty());
+}
+
+#[test]
+fn virtual_host_changes_of_unknown_or_upserted_route_configs_are_refused() {
+    let base = with_routes("1-1", &[("8080", &["a"])]);
+    let vh = serde_json::to_string(&virtual_host("b")).expect("json");
+    let route = serde_json::to_string(&base.routes[0]).expect("json");
+    let refused = |json: String| {
+        ConfigDelta::decode(json.as_bytes()).expect("decodes").apply(&base).expect_err("refused").to_string()
+    };
+    assert_eq!(
+        refused(format!(
+            r#"{{"version":"2","virtualHosts":[{{"route":"9090","virtualHosts":{{"upsert":[{{"at":0,"item":{vh}}}]}}}}]}}"#
+        )),
+        r#"delta changes virtual hosts of unknown route config "9090""#
+    );
+    assert_eq!(
+        refused(format!(
+            r#"{{"version":"2","routes":{{"upsert":[{{"at":0,"item":{route}}}]}},"virtualHosts":[{{"route":"8080","virtualHosts":{{}}}}]}}"#
+        )),
+        r#"delta changes virtual hosts of unknown route config "8080""#
+    );
+    assert_eq!(
+        refused(r#"{"version":"2","virtualHosts":[{"route":"8080","virtualHosts":{}},{"route":"8080","virtualHosts":{}}]}"#.to_owned()),
+        r#"delta names route config "8080" twice"#
+    );
+    assert_eq!(
+        refused(
+            r#"{"version":"2","virtualHosts":[{"route":"8080","virtualHosts":{"remove":["zz"]}}]}"#
+                .to_owned()
+        ),
+        r#"delta removes unknown virtual host "zz""#
+    );
 }

@@ -80,6 +80,16 @@ spec:
   ports: [{name: http, port: 8085, targetPort: 9083}]
 "#;
 
+/// A Service on account's port: one more virtual host in route config 8083.
+const AUDIT: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: audit, namespace: shop}
+spec:
+  selector: {app: ledger}
+  ports: [{name: http, port: 8083, targetPort: 9090}]
+"#;
+
 /// One more account endpoint.
 const ACCOUNT_1: &str = r#"
 apiVersion: v1
@@ -165,6 +175,7 @@ fn configs() -> Vec<(&'static str, String)> {
         ("base", base.clone()),
         ("+Service billing", format!("{base}\n---\n{BILLING}")),
         ("-Service ledger", without_ledger),
+        ("+Service audit on account's port", format!("{base}\n---\n{AUDIT}")),
         ("+endpoint account-1", format!("{base}\n---\n{ACCOUNT_1}")),
         ("ledger-0 relabelled into account", relabelled),
         ("account-0's container port", moved_port),
@@ -264,4 +275,21 @@ fn a_new_service_is_a_delta_of_its_own_items_placed_in_order() {
     assert!(delta.clusters.remove.is_empty() && delta.node.is_none() && delta.mesh.is_none());
     assert!(delta.listeners.is_empty(), "client-0's listeners did not change");
     assert!(json.len() * 2 < new.whole.encode().expect("encodes").len(), "{} bytes", json.len());
+}
+
+#[test]
+fn a_service_on_a_shared_port_sends_one_virtual_host_not_the_route_config() {
+    let base = compiled(&load(&format!("{SERVICES}\n---\n{PODS}")), ("shop", "client-0"), 1);
+    let new = compiled(&load(&format!("{SERVICES}\n---\n{PODS}\n---\n{AUDIT}")), ("shop", "client-0"), 2);
+    let shared = OutboundDelta::between(&base.outbound, &new.outbound).expect("a delta");
+    let json = new.head.delta("2", &base.head, &shared).expect("splices").expect("a change");
+    let delta = ConfigDelta::decode(&json).expect("decodes");
+    assert!(delta.routes.is_empty(), "route config 8083 stays: {:?}", delta.routes);
+    assert_eq!(delta.virtual_hosts.len(), 1);
+    assert_eq!(delta.virtual_hosts[0].route, "8083");
+    let hosts: Vec<(u32, &str)> =
+        delta.virtual_hosts[0].virtual_hosts.upsert.iter().map(|p| (p.at, p.item.name.as_str())).collect();
+    assert_eq!(hosts, [(1, "audit.shop.svc.cluster.local:8083")], "after account's");
+    let applied = delta.apply(&base.whole).expect("applies");
+    assert_eq!(applied.encode().expect("encodes"), new.whole.encode().expect("encodes"));
 }

@@ -14,17 +14,19 @@
 //! [`SidecarHead::delta`] adds the proxy's own node and listeners and splices the bytes that
 //! [`paymesh_api::ConfigDelta::encode`] writes.
 
+mod part;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use paymesh_api::delta::{CollectionDelta, DeltaError, Named, plan};
+use paymesh_api::delta::{CollectionDelta, DeltaError};
 use paymesh_api::model::{Listener, MeshSettings, Node, ProxyConfig, ProxyKind, TcpRoute};
 use paymesh_config::Store;
 use paymesh_config::resource::Spec;
 use serde::Serialize;
 
+use self::part::Part;
 use super::{CompileError, Inputs, Settings, content_digest, proxy_workload, sidecar};
 use crate::registry::{Registry, Workload};
 
@@ -80,71 +82,6 @@ pub struct Outbound {
 /// Ids of [`Outbound`]s.
 static OUTBOUND_IDS: AtomicU64 = AtomicU64::new(0);
 
-/// One collection as the JSON array [`ProxyConfig::encode`] writes, and where each item is in it.
-#[derive(Debug)]
-struct Part {
-    json: Vec<u8>,
-    items: Vec<(Box<str>, Range<usize>)>,
-}
-
-impl Part {
-    /// `items` written as serde_json writes a `Vec`: `[a,b,...]`.
-    fn encode<T: Serialize + Named>(items: &[T]) -> Result<Self, serde_json::Error> {
-        let mut json = vec![b'['];
-        let mut spans = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                json.push(b',');
-            }
-            let start = json.len();
-            serde_json::to_writer(&mut json, item)?;
-            spans.push((item.name().into(), start..json.len()));
-        }
-        json.push(b']');
-        Ok(Part { json, items: spans })
-    }
-
-    /// (name, encoded item) pairs, in order.
-    fn named(&self) -> Vec<(&str, &[u8])> {
-        self.items
-            .iter()
-            .map(|(name, range)| (&**name, self.json.get(range.clone()).unwrap_or_default()))
-            .collect()
-    }
-
-    /// The [`CollectionDelta`] from `base` to `self`, as JSON; `None` when nothing changed.
-    fn delta_from<T: Named>(&self, base: &Part) -> Result<Option<Vec<u8>>, SpliceError> {
-        let (old, new) = (base.named(), self.named());
-        let plan = plan(T::KIND, &old, &new)?;
-        if plan.is_empty() {
-            return Ok(None);
-        }
-        let mut json = b"{".to_vec();
-        if !plan.upsert.is_empty() {
-            json.extend_from_slice(b"\"upsert\":[");
-            for (k, &i) in plan.upsert.iter().enumerate() {
-                if k > 0 {
-                    json.push(b',');
-                }
-                json.extend_from_slice(format!("{{\"at\":{i},\"item\":").as_bytes());
-                json.extend_from_slice(new[i].1);
-                json.push(b'}');
-            }
-            json.push(b']');
-        }
-        if !plan.remove.is_empty() {
-            if !plan.upsert.is_empty() {
-                json.push(b',');
-            }
-            json.extend_from_slice(b"\"remove\":");
-            let names: Vec<&str> = plan.remove.iter().map(|&j| old[j].0).collect();
-            serde_json::to_writer(&mut json, &names)?;
-        }
-        json.push(b'}');
-        Ok(Some(json))
-    }
-}
-
 impl Outbound {
     /// Compiles and encodes what the sidecar of `inputs.proxy` sees; valid for every proxy of
     /// its [`ScopeKey`].
@@ -159,7 +96,7 @@ impl Outbound {
         };
         Ok(Outbound {
             id: OUTBOUND_IDS.fetch_add(1, Ordering::Relaxed),
-            routes: Part::encode(&routes).map_err(encode_error)?,
+            routes: Part::encode_routes(&routes).map_err(encode_error)?,
             clusters: Part::encode(&clusters).map_err(encode_error)?,
             endpoints: Part::encode(&endpoints).map_err(encode_error)?,
             tcp,
@@ -199,6 +136,8 @@ pub enum SpliceError {
 #[derive(Debug)]
 pub struct OutboundDelta {
     routes: Option<Vec<u8>>,
+    /// The `RouteVirtualHosts` list.
+    virtual_hosts: Option<Vec<u8>>,
     clusters: Option<Vec<u8>>,
     endpoints: Option<Vec<u8>>,
 }
@@ -206,9 +145,11 @@ pub struct OutboundDelta {
 impl OutboundDelta {
     /// What changed from `base` to `new`; an error when a name is not unique in either.
     pub fn between(base: &Outbound, new: &Outbound) -> Result<Self, SpliceError> {
-        use paymesh_api::model::{Cluster, ClusterEndpoints, RouteConfig};
+        use paymesh_api::model::{Cluster, ClusterEndpoints};
+        let part::RoutesDelta { routes, virtual_hosts } = new.routes.routes_delta_from(&base.routes)?;
         Ok(OutboundDelta {
-            routes: new.routes.delta_from::<RouteConfig>(&base.routes)?,
+            routes,
+            virtual_hosts,
             clusters: new.clusters.delta_from::<Cluster>(&base.clusters)?,
             endpoints: new.endpoints.delta_from::<ClusterEndpoints>(&base.endpoints)?,
         })
@@ -216,12 +157,16 @@ impl OutboundDelta {
 
     /// Nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.routes.is_none() && self.clusters.is_none() && self.endpoints.is_none()
+        self.encoded_len() == 0
     }
 
     /// Bytes held.
     pub fn encoded_len(&self) -> usize {
-        [&self.routes, &self.clusters, &self.endpoints].iter().filter_map(|p| p.as_ref()).map(Vec::len).sum()
+        [&self.routes, &self.virtual_hosts, &self.clusters, &self.endpoints]
+            .iter()
+            .filter_map(|p| p.as_ref())
+            .map(Vec::len)
+            .sum()
     }
 }
 
@@ -336,6 +281,7 @@ impl SidecarHead {
         json.reserve(outbound.encoded_len() + 64);
         for (name, part) in [
             ("routes", &outbound.routes),
+            ("virtualHosts", &outbound.virtual_hosts),
             ("clusters", &outbound.clusters),
             ("endpoints", &outbound.endpoints),
         ] {
