@@ -6,7 +6,7 @@
 //! [`ScopeKey`] is exactly that; proxies with equal keys get equal [`Outbound`]s, so it is
 //! compiled and JSON-encoded once per scope and version, and each proxy's snapshot is spliced
 //! from it and the proxy's own parts (node, listeners with its inbound chains) by
-//! [`encode_sidecar`]: the bytes are those [`ProxyConfig::encode`] writes for the whole config.
+//! [`encode_sidecar`]: the bytes are those [`paymesh_api::ProxyConfig::encode`] writes for the whole config.
 //!
 //! Deltas are built the same way: [`OutboundDelta::between`] two encoded outbound parts (the
 //! proxy's base and the new version's) once per scope and pair of versions, by name, two items
@@ -21,13 +21,13 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use paymesh_api::delta::{CollectionDelta, DeltaError};
-use paymesh_api::model::{Listener, MeshSettings, Node, ProxyConfig, ProxyKind, TcpRoute};
+use paymesh_api::model::{Listener, MeshSettings, Node, ProxyKind, TcpRoute};
 use paymesh_config::Store;
 use paymesh_config::resource::Spec;
 use serde::Serialize;
 
 use self::part::Part;
-use super::{CompileError, Inputs, Settings, content_digest, proxy_workload, sidecar};
+use super::{CompileError, Inputs, Settings, proxy_workload, sidecar};
 use crate::registry::{Registry, Workload};
 
 /// Label keys that can change what a sidecar sees: those of every Sidecar resource's
@@ -175,25 +175,13 @@ impl OutboundDelta {
 pub struct Encoded {
     /// The config version.
     pub version: String,
-    /// [`ProxyConfig::encode`] of the config.
+    /// [`paymesh_api::ProxyConfig::encode`] of the config.
     pub json: Vec<u8>,
     /// A digest of the content, the version left out: equal digests, nothing to push.
     pub digest: u64,
 }
 
-impl Encoded {
-    /// `config` encoded whole (gateways, and anything not built from a scope).
-    pub fn whole(config: &ProxyConfig) -> Result<Self, CompileError> {
-        let json = config.encode().map_err(|e| CompileError::Encode {
-            namespace: config.node.namespace.clone(),
-            pod: config.node.pod.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(Encoded { version: config.version.clone(), json, digest: content_digest(config) })
-    }
-}
-
-/// The per-proxy fields of a sidecar's [`ProxyConfig`]: everything but its scope's part.
+/// The per-proxy fields of a sidecar's [`paymesh_api::ProxyConfig`]: everything but its scope's part.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SidecarHead {
     /// The proxy.
@@ -239,7 +227,7 @@ impl SidecarHead {
         hasher.finish()
     }
 
-    /// The whole config at `version`, encoded: the bytes of [`ProxyConfig::encode`].
+    /// The whole config at `version`, encoded: the bytes of [`paymesh_api::ProxyConfig::encode`].
     pub fn encode(&self, version: &str, outbound: &Outbound) -> Result<Vec<u8>, serde_json::Error> {
         let head = Head { version, node: &self.node, mesh: &self.mesh, listeners: &self.listeners };
         let mut json = serde_json::to_vec(&head)?;
@@ -323,7 +311,7 @@ pub fn encode_sidecar(
     Ok(Encoded { version, json, digest: head.digest(outbound) })
 }
 
-/// The per-proxy fields of [`ProxyConfig`], in its field order and with its names.
+/// The per-proxy fields of [`paymesh_api::ProxyConfig`], in its field order and with its names.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Head<'a> {
