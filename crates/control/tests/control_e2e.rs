@@ -2,7 +2,8 @@
 //! the CA, a mutual-TLS Subscribe, ACK and NACK in /debug/syncz, a config edit pushed within
 //! 1 s, an invalid edit rejected with analyze's message, a Hello for someone else's pod
 //! refused, forged and reused tokens refused, bad HTTP bodies answered 400/401/413; and for a
-//! proxy that accepts deltas: a full snapshot, then deltas against what it ACKed, nothing for a
+//! proxy that accepts deltas: a full snapshot, a change waiting for its ACK, then deltas against
+//! what it ACKed, nothing for a
 //! change it cannot see, a full snapshot answering a NACKed delta, and the push counters.
 
 use std::io::{BufRead, BufReader};
@@ -493,16 +494,18 @@ async fn a_proxy_that_accepts_deltas_gets_a_full_snapshot_then_deltas() {
     let (tx, stream) = subscribe(grpc, &trust, store, "client-0", true).await;
     let mut stream = stream.expect("subscribed");
 
-    // Full first, ACKed.
+    // Full first. A new Service accepted while it is unanswered waits for the answer, so the
+    // delta's base is what the proxy runs.
     let first = next_snapshot(&mut stream, DEADLINE).await.expect("first snapshot");
     let v1 = whole(&first);
-    answer(&tx, &first, None).await;
-    poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["ackedVersion"] == first.version).await;
-
-    // A new Service: a delta against v1 with its cluster, ACKed.
     let extra = "apiVersion: v1\nkind: Service\nmetadata: {name: ledger, namespace: shop}\nspec:\n  selector: {app: account}\n  ports: [{name: http, port: 8090, targetPort: 9083}]\n";
     std::fs::write(dir.0.join("config/ledger.yaml"), extra).expect("edit");
-    let second = next_snapshot(&mut stream, DEADLINE).await.expect("pushed after the edit");
+    poll_json(&http, &format!("{base}/debug/configz"), |v| v["version"] != first.version).await;
+    assert!(next_snapshot(&mut stream, Duration::from_millis(300)).await.is_none(), "waits for the ACK");
+    answer(&tx, &first, None).await;
+
+    // Then a delta against v1 with the new cluster, ACKed.
+    let second = next_snapshot(&mut stream, DEADLINE).await.expect("pushed after the ACK");
     let v2 = applied(&v1, &second);
     assert!(v2.cluster("outbound|8090||ledger.shop.svc.cluster.local").is_some());
     assert!(second.delta_json.len() < first.config_json.len(), "{} bytes", second.delta_json.len());
