@@ -3,8 +3,8 @@
 //! 1 s, an invalid edit rejected with analyze's message, a Hello for someone else's pod
 //! refused, forged and reused tokens refused, bad HTTP bodies answered 400/401/413; and for a
 //! proxy that accepts deltas: a full snapshot, a change waiting for its ACK, then deltas against
-//! what it ACKed, nothing for a
-//! change it cannot see, a full snapshot answering a NACKed delta, and the push counters.
+//! what it ACKed, nothing for a change it cannot see, a full snapshot answering a NACKed delta,
+//! and the push counters.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
