@@ -3,8 +3,10 @@
 //! For each N: generate N Services × 10 pods (generate), measure the control plane's steps in
 //! process (inprocess), start the real `paymesh-control`, connect P simulated proxies (proxies),
 //! then make two changes — a new Service file, a pod label edit — and time each from the file
-//! write until every proxy decoded the new version. Memory is the processes' VmRSS; one real
+//! write until every proxy decoded the new version (applied it, for a delta). Memory is the
+//! processes' VmRSS, CPU the control plane's user + system time over each change; one real
 //! `paymesh-proxy` gives the data plane's footprint for that config. Prints markdown tables.
+//! `--no-delta` makes the simulated proxies refuse deltas (full snapshots only, as before).
 
 mod generate;
 mod inprocess;
@@ -57,6 +59,9 @@ struct Args {
     /// `paymesh-proxy` has).
     #[arg(long)]
     h2_window_kib: Option<u32>,
+    /// The simulated proxies do not accept deltas: every push is a full snapshot.
+    #[arg(long)]
+    no_delta: bool,
 }
 
 /// One N's measurements.
@@ -87,6 +92,12 @@ struct Push {
     p50: Duration,
     /// Write → decoded at the last proxy.
     max: Duration,
+    /// Bytes pushed to all proxies for this change (`config_json` or `delta_json`).
+    bytes: usize,
+    /// How many of the proxies got a delta.
+    deltas: usize,
+    /// The control plane's CPU time from the write until every proxy decoded.
+    control_cpu: Duration,
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -105,7 +116,8 @@ async fn main() -> anyhow::Result<()> {
         let real_proxy = (!args.no_real_proxy).then_some(proxy_binary.as_path());
         let logs = args.logs.as_deref();
         let window = args.h2_window_kib.map(|k| k.saturating_mul(1024));
-        let row = measure(&control_binary, real_proxy, services, args.proxies, octet, logs, window).await?;
+        let run = Run { proxies: args.proxies, octet, logs, window, accepts_delta: !args.no_delta };
+        let row = measure(&control_binary, real_proxy, services, run).await?;
         eprintln!("N={services}: done");
         rows.push(row);
     }
@@ -113,15 +125,22 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The knobs of one N's run.
+struct Run<'a> {
+    proxies: usize,
+    octet: u8,
+    logs: Option<&'a Path>,
+    window: Option<u32>,
+    accepts_delta: bool,
+}
+
 async fn measure(
     control_binary: &Path,
     proxy_binary: Option<&Path>,
     services: usize,
-    proxies: usize,
-    octet: u8,
-    logs: Option<&Path>,
-    window: Option<u32>,
+    run: Run<'_>,
 ) -> anyhow::Result<Row> {
+    let Run { proxies, octet, logs, window, accepts_delta } = run;
     anyhow::ensure!(services > 0 && proxies > 0, "need at least one service and one proxy");
     anyhow::ensure!(proxies < services * ENDPOINTS_PER_SERVICE, "more proxies than pods");
     let dir = tempfile::tempdir().context("temp dir")?;
@@ -159,7 +178,7 @@ async fn measure(
     for proxy in certified {
         let (grpc, trust, events) = (control.grpc, trust.clone(), events.clone());
         tasks.spawn(async move {
-            if let Err(error) = proxies::run(grpc, trust, proxy, events, window).await {
+            if let Err(error) = proxies::run(grpc, trust, proxy, events, window, accepts_delta).await {
                 eprintln!("simulated proxy failed: {error:#}");
             }
         });
@@ -255,6 +274,7 @@ async fn change(
     n: u64,
     edit: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<Push> {
+    let cpu_before = control.process.cpu()?;
     let written = Instant::now();
     edit()?;
     let accepted = async {
@@ -268,6 +288,7 @@ async fn change(
     };
     let (accepted, decoded) = tokio::join!(accepted, wait_all(received, proxies, n, written));
     let decoded = decoded?;
+    let control_cpu = control.process.cpu()?.saturating_sub(cpu_before);
     let arrived = decoded.iter().map(|r| r.arrived - written).max().unwrap_or_default();
     let mut latencies: Vec<Duration> = decoded.iter().map(|r| r.at - written).collect();
     latencies.sort();
@@ -276,6 +297,9 @@ async fn change(
         arrived,
         p50: latencies.get(latencies.len() / 2).copied().unwrap_or_default(),
         max: latencies.last().copied().unwrap_or_default(),
+        bytes: decoded.iter().map(|r| r.bytes).sum(),
+        deltas: decoded.iter().filter(|r| r.delta).count(),
+        control_cpu,
     })
 }
 
@@ -317,16 +341,16 @@ fn print_tables(rows: &[Row]) {
     }
     println!("\n### Where the time goes (in process, one thread, ms)\n");
     println!(
-        "| services | first load + analyze + registry | whole config / proxy: compile | encode | decode | × proxies (compile + encode) | scopes | per scope: compile + encode | splice / proxy | push total (scopes + splices) |"
+        "| services | first load + analyze + registry | whole config / proxy: compile | encode | decode | × proxies (compile + encode) | scopes | per scope: compile + encode | splice / proxy | push total (scopes + splices) | delta: diff / scope | delta splice / proxy |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let b = r.breakdown;
         let proxies = u32::try_from(r.proxies).unwrap_or(u32::MAX);
         let per_push = (b.compile + b.encode) * proxies;
         let scoped = b.outbound * u32::try_from(b.scopes).unwrap_or(u32::MAX) + b.splice * proxies;
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.services,
             ms(b.load),
             ms1(b.compile),
@@ -336,7 +360,9 @@ fn print_tables(rows: &[Row]) {
             b.scopes,
             ms1(b.outbound),
             ms1(b.splice),
-            ms(scoped)
+            ms(scoped),
+            ms1(b.diff),
+            ms1(b.delta_splice),
         );
     }
     println!("\n### Memory and snapshot size\n");
@@ -360,6 +386,26 @@ fn print_tables(rows: &[Row]) {
             mib(r.control_changed_kib.1),
             proxy_ready,
             proxy_after,
+        );
+    }
+    println!("\n### Bytes pushed and control-plane CPU per change (write → decoded everywhere)\n");
+    println!(
+        "| services | full snapshot KiB / proxy | +Service: deltas / proxies | KiB pushed, all proxies | control CPU ms | pod relabel: deltas / proxies | KiB pushed, all proxies | control CPU ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} | {} / {} | {:.0} | {} | {} / {} | {:.0} | {} |",
+            r.services,
+            r.snapshot_bytes as f64 / 1024.0,
+            r.add_service.deltas,
+            r.proxies,
+            r.add_service.bytes as f64 / 1024.0,
+            ms(r.add_service.control_cpu),
+            r.relabel.deltas,
+            r.proxies,
+            r.relabel.bytes as f64 / 1024.0,
+            ms(r.relabel.control_cpu),
         );
     }
 }

@@ -48,6 +48,25 @@ impl Guard {
     }
 }
 
+/// Linux's `USER_HZ`: the unit of the CPU times in `/proc/<pid>/stat`.
+const TICKS_PER_SECOND: u64 = 100;
+
+impl Guard {
+    /// CPU time used so far, user + system (`/proc/<pid>/stat`, 10 ms resolution).
+    pub fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .context("reading /proc/<pid>/stat")?;
+        // Fields after the command name (which may hold spaces): state is the first, utime
+        // the 12th and stime the 13th.
+        let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("no command name in stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks =
+            |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).context("no CPU times in stat");
+        let total = ticks(11)? + ticks(12)?;
+        Ok(Duration::from_millis(total * 1000 / TICKS_PER_SECOND))
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -1,10 +1,13 @@
 //! Simulated proxies: each is a tokio task that does what `paymesh-proxy` does up to its data
 //! path (crates/proxy/src/discovery.rs): a bootstrap token over HTTP, a certificate from the CA
-//! ([`CaClient`]), a `MeshDiscovery/Subscribe` stream over mutual TLS with a Hello for its pod,
-//! then for every Snapshot: decode the [`ProxyConfig`] and ACK it.
+//! ([`CaClient`]), a `MeshDiscovery/Subscribe` stream over mutual TLS with a Hello for its pod
+//! (accepting deltas, unless the bench runs `--no-delta`), then for every Snapshot: decode the
+//! [`ProxyConfig`] — or decode the [`ConfigDelta`] and apply it to the config it keeps, as the
+//! real proxy does — and ACK it; a delta that does not apply is NACKed with the reason.
 //!
 //! Each decoded snapshot is reported as a [`Received`] on one channel, stamped when decoding
-//! finished, so the bench measures "file written → config decoded at every proxy".
+//! (and applying) finished, so the bench measures "file written → config decoded at every
+//! proxy".
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
-use paymesh_api::ProxyConfig;
 use paymesh_api::pb::mesh_discovery_client::MeshDiscoveryClient;
 use paymesh_api::pb::subscribe_request::Kind;
-use paymesh_api::pb::{Ack, Hello, SubscribeRequest};
+use paymesh_api::pb::{Ack, Hello, Nack, Snapshot, SubscribeRequest};
+use paymesh_api::{ConfigDelta, ProxyConfig};
 use paymesh_control::ca::{CaClient, CaClientConfig};
 use paymesh_tls::{ALPN_H2, CredentialStore, ExpectedIdentities, Identity, TrustBundle, client_config};
 use rustls_pki_types::ServerName;
@@ -45,8 +48,10 @@ pub struct Received {
     pub arrived: Instant,
     /// When decoding finished.
     pub at: Instant,
-    /// `config_json` length.
+    /// `config_json` length, or `delta_json`'s for a delta.
     pub bytes: usize,
+    /// The snapshot was a delta.
+    pub delta: bool,
     /// Clusters in the decoded config.
     pub clusters: usize,
     /// Endpoints over all clusters.
@@ -93,15 +98,32 @@ pub fn ca_client(control: &Control, trust: &TrustBundle) -> anyhow::Result<CaCli
     CaClient::new(config, None).context("CA client")
 }
 
+/// The config `snapshot` carries: decoded whole, or `running` with its delta applied (the
+/// error is the NACK's reason).
+fn config_of(snapshot: &Snapshot, running: Option<Arc<ProxyConfig>>) -> Result<ProxyConfig, String> {
+    if snapshot.base_version.is_empty() {
+        return ProxyConfig::decode(&snapshot.config_json).map_err(|e| e.to_string());
+    }
+    let running = running.filter(|config| config.version == snapshot.base_version).ok_or_else(|| {
+        format!(
+            "delta snapshot {} applies to {}, which this proxy does not run",
+            snapshot.version, snapshot.base_version
+        )
+    })?;
+    let delta = ConfigDelta::decode(&snapshot.delta_json).map_err(|e| e.to_string())?;
+    delta.apply(&running).map_err(|e| e.to_string())
+}
+
 /// Subscribes `proxy` and serves its stream until the control plane closes it or the
 /// receiver of `events` goes away. `window`: the HTTP/2 receive windows (`None`: h2's 64 KiB
-/// default, as `paymesh-proxy` has).
+/// default, as `paymesh-proxy` has); `accepts_delta`: what its Hello says.
 pub async fn run(
     grpc: SocketAddr,
     trust: TrustBundle,
     proxy: Certified,
     events: mpsc::UnboundedSender<Received>,
     window: Option<u32>,
+    accepts_delta: bool,
 ) -> anyhow::Result<()> {
     let expected = ExpectedIdentities::one(ISTIOD.parse().context("istiod identity")?);
     let mut tls = client_config(Some(Arc::clone(&proxy.store)), &trust, expected)?;
@@ -130,30 +152,43 @@ pub async fn run(
         running_version: String::new(),
         cert_expiry_unix: 0,
         cert_serial: String::new(),
+        accepts_delta,
     };
     requests.send(SubscribeRequest { kind: Some(Kind::Hello(hello)) }).await?;
     let mut snapshots =
         MeshDiscoveryClient::new(channel).subscribe(ReceiverStream::new(outgoing)).await?.into_inner();
+    let mut running: Option<Arc<ProxyConfig>> = None;
     while let Some(snapshot) = snapshots.message().await? {
         let arrived = Instant::now();
-        // Decoded off the runtime's workers, as a real proxy decodes in its own process: a
-        // decode here does not hold up the other simulated proxies' streams.
+        // Decoded (and applied) off the runtime's workers, as a real proxy does in its own
+        // process: a decode here does not hold up the other simulated proxies' streams.
+        let base = running.clone();
         let (snapshot, config) = tokio::task::spawn_blocking(move || {
-            let config = ProxyConfig::decode(&snapshot.config_json);
+            let config = config_of(&snapshot, base);
             (snapshot, config)
         })
         .await
         .context("decode task")?;
-        let config = config.context("snapshot decodes")?;
+        let delta = !snapshot.base_version.is_empty();
+        let config = match config {
+            Ok(config) => Arc::new(config),
+            Err(reason) => {
+                let nack = Nack { version: snapshot.version, nonce: snapshot.nonce, reason };
+                requests.send(SubscribeRequest { kind: Some(Kind::Nack(nack)) }).await?;
+                continue;
+            }
+        };
         let received = Received {
             proxy: proxy.index,
             version: snapshot.version.clone(),
             arrived,
             at: Instant::now(),
-            bytes: snapshot.config_json.len(),
+            bytes: if delta { snapshot.delta_json.len() } else { snapshot.config_json.len() },
+            delta,
             clusters: config.clusters.len(),
             endpoints: config.endpoints.iter().map(|e| e.endpoints.len()).sum(),
         };
+        running = Some(config);
         let ack = Ack {
             version: snapshot.version,
             nonce: snapshot.nonce,

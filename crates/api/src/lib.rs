@@ -1,6 +1,8 @@
 //! The contract between paymesh's proxies and its control plane.
 //!
 //! - [`model`]: the compiled, proxy-facing config ([`model::ProxyConfig`]) as pure data.
+//! - [`delta`]: what changed between two configs ([`delta::ConfigDelta`]), by name, and how a
+//!   proxy applies it to the config it runs.
 //! - [`pb`]: the gRPC protocol (`paymesh.discovery.v1.MeshDiscovery/Subscribe`): a proxy says
 //!   who it is, receives versioned snapshots, and ACKs or NACKs each one.
 //! - [`ports`]: the well-known ports, Istio's numbers, so tools and habits carry over.
@@ -8,7 +10,16 @@
 //! This is the one place where wire types meet the model; both ends depend on it and on
 //! nothing of each other.
 
+pub mod delta;
 pub mod model;
+
+/// Largest `Snapshot.config_json` or `Snapshot.delta_json` a proxy accepts, in bytes; a larger
+/// one is NACKed.
+pub const MAX_CONFIG_BYTES: usize = 16 << 20;
+
+/// Largest discovery message a proxy reads: a snapshot at [`MAX_CONFIG_BYTES`] and its other
+/// fields. A larger message breaks the stream instead of being NACKed.
+pub const MAX_SNAPSHOT_MESSAGE_BYTES: usize = MAX_CONFIG_BYTES + (64 << 10);
 
 /// The discovery protocol, generated from `proto/paymesh/discovery/v1/discovery.proto`.
 #[allow(unused_qualifications, clippy::all)]
@@ -38,4 +49,5 @@ pub mod ports {
     pub const DASHBOARD: u16 = 20001;
 }
 
+pub use delta::ConfigDelta;
 pub use model::{CodecError, ProxyConfig};

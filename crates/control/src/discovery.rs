@@ -2,24 +2,26 @@
 //!
 //! One stream per proxy, in named phases: [`authenticate`] (the client certificate's SPIFFE
 //! identity), read the Hello, [`authorize`] (the pod is in the registry and runs under that
-//! identity's service account), then a push loop that compiles the proxy's config on connect
-//! and on every accepted config change, and sends a Snapshot only when the compiled content
-//! differs from what the proxy last got. ACKs and NACKs land in [`SyncStatus`], which
+//! identity's service account), then a push loop ([`stream`]) that compiles the proxy's config
+//! on connect and on every accepted config change, and sends a Snapshot only when the compiled
+//! content differs from what the proxy last got. ACKs and NACKs land in [`SyncStatus`], which
 //! `/debug/syncz` shows. The loop ends when the proxy hangs up, the control plane drains, or
 //! a newer stream for the same pod replaces it (one stream per pod, as a restarted proxy
 //! reconnects before its old connection times out).
 //!
-//! A sidecar's snapshot is spliced from its scope's outbound part, compiled and encoded once
-//! per scope and version for all streams ([`scopes`], [`crate::compile::scope`]), and its own
-//! node and listeners; a stream keeps only the digest of what it last sent.
+//! A sidecar's config is its scope's outbound part, compiled and encoded once per scope and
+//! version for all streams ([`scopes`], [`crate::compile::scope`]), and its own node and
+//! listeners ([`built`]). A proxy that accepts deltas gets a full snapshot first (and after a
+//! NACK), then only what changed against the version it last ACKed; the outbound part of each
+//! delta is computed once per scope and pair of versions and shared like the full part. A
+//! stream keeps only `Arc`s of shared parts, its own small head, and digests.
 //!
 //! Every send races shutdown, so a proxy that stops reading cannot hold up SIGTERM; compiling
-//! runs on the blocking pool. NACKs count only for the snapshot in flight (their nonce), their
-//! reasons are cut to [`MAX_NACK_REASON`] bytes and logged once per version.
+//! and encoding run on the blocking pool. NACKs count only for the snapshot in flight (their
+//! nonce), their reasons are cut to [`MAX_NACK_REASON`] bytes and logged once per version.
 
-use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paymesh_api::model::ProxyKind;
@@ -27,21 +29,24 @@ use paymesh_api::pb::mesh_discovery_server::MeshDiscovery;
 use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Hello, Snapshot, SubscribeRequest};
 use paymesh_tls::{Identity, LeafInfo};
-use serde::Serialize;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::compile::scope::{self, Encoded, Outbound};
-use crate::compile::{self, CompileError, Inputs, Settings};
+use crate::compile::Settings;
 use crate::config_store::{Accepted, ConfigStore};
 use crate::registry::spiffe_id;
 
+mod built;
 mod scopes;
+mod status;
+mod stream;
 
 use scopes::Scopes;
+pub use status::{ProxyStatus, SyncStatus};
+use stream::ProxyStream;
 
 /// How long a proxy has to send its Hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,93 +60,20 @@ pub const MAX_NACK_REASON: usize = 1024;
 /// Push counters, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Snapshots sent.
+    /// Snapshots sent, full and delta.
     pub pushes: AtomicU64,
+    /// Full snapshots sent.
+    pub full_pushes: AtomicU64,
+    /// Delta snapshots sent.
+    pub delta_pushes: AtomicU64,
+    /// Bytes of `config_json` sent in full snapshots.
+    pub full_bytes: AtomicU64,
+    /// Bytes of `delta_json` sent in delta snapshots.
+    pub delta_bytes: AtomicU64,
     /// NACKs received.
     pub nacks: AtomicU64,
     /// Streams open now.
     pub connected: AtomicI64,
-}
-
-/// What the control plane knows of one proxy (`/debug/syncz`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxyStatus {
-    /// Pod name.
-    pub pod: String,
-    /// Pod namespace.
-    pub namespace: String,
-    /// `sidecar` or `gateway`.
-    pub kind: &'static str,
-    /// Whether its stream is open.
-    pub connected: bool,
-    /// Last version sent.
-    pub sent_version: Option<String>,
-    /// Last version it accepted.
-    pub acked_version: Option<String>,
-    /// Last version it refused.
-    pub nacked_version: Option<String>,
-    /// Why it refused it.
-    pub nack_reason: Option<String>,
-    /// Its certificate's serial (hex), as it reports it.
-    pub cert_serial: Option<String>,
-    /// Its certificate's expiry, RFC 3339.
-    pub cert_expiry: Option<String>,
-    /// The stream this entry belongs to (a reconnect starts a new one).
-    pub stream_id: u64,
-    #[serde(skip)]
-    nonce: String,
-}
-
-/// Every proxy ever connected, by `namespace/pod`, and the open stream of each.
-#[derive(Debug, Default)]
-pub struct SyncStatus {
-    entries: Mutex<BTreeMap<String, ProxyStatus>>,
-    /// Wakes the open stream of a pod when a newer one replaces it.
-    open: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
-}
-
-impl SyncStatus {
-    /// A copy of every entry, sorted by `namespace/pod`.
-    pub fn snapshot(&self) -> Vec<ProxyStatus> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
-    }
-
-    /// Changes the entry of `key` when it still belongs to stream `stream_id`.
-    fn update(&self, key: &str, stream_id: u64, change: impl FnOnce(&mut ProxyStatus)) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(status) = entries.get_mut(key).filter(|s| s.stream_id == stream_id) {
-            change(status);
-        }
-    }
-
-    /// Records a new stream for `key`, closing the older one; returns what wakes this one
-    /// when it is replaced in turn.
-    fn open(&self, key: String, status: ProxyStatus) -> Arc<Notify> {
-        let stream_id = status.stream_id;
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone(), status);
-        let replaced = Arc::new(Notify::new());
-        let older = self
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, (stream_id, Arc::clone(&replaced)));
-        if let Some((_, older)) = older {
-            // notify_one keeps a permit: an older stream not yet waiting still sees it.
-            older.notify_one();
-        }
-        replaced
-    }
-
-    /// Forgets stream `stream_id` of `key` when it is still the open one.
-    fn close(&self, key: &str, stream_id: u64) {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.get(key).is_some_and(|(id, _)| *id == stream_id) {
-            open.remove(key);
-        }
-        drop(open);
-        self.update(key, stream_id, |s| s.connected = false);
-    }
 }
 
 /// The discovery service.
@@ -235,15 +167,7 @@ impl MeshDiscovery for Discovery {
         );
         info!(%identity, proxy = %key, kind = kind.as_str(), stream_id, "proxy subscribed");
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let stream = ProxyStream {
-            discovery: self.clone(),
-            key,
-            stream_id,
-            target,
-            tx,
-            shutdown: self.shutdown.clone(),
-            logged_nack: None,
-        };
+        let stream = ProxyStream::new(self.clone(), key, stream_id, target, hello.accepts_delta, tx);
         tokio::spawn(stream.run(first, inbound, changes, replaced));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -251,88 +175,10 @@ impl MeshDiscovery for Discovery {
 
 /// Which proxy a config is compiled for.
 #[derive(Debug, Clone)]
-struct Target {
+pub(super) struct Target {
     namespace: String,
     pod: String,
     kind: ProxyKind,
-}
-
-impl Discovery {
-    /// `target`'s snapshot at `current`'s version. Compiling runs on the blocking pool
-    /// (it walks the whole config), at most one job per core at once: a change for a
-    /// thousand proxies queues here instead of starting a thousand threads. A sidecar's
-    /// outbound part comes from its scope's shared slot, compiled by the first stream to ask.
-    async fn build(&self, current: Arc<Accepted>, target: Target) -> Result<Encoded, CompileError> {
-        let unknown =
-            || CompileError::UnknownPod { namespace: target.namespace.clone(), pod: target.pod.clone() };
-        if target.kind == ProxyKind::Gateway {
-            let (settings, target) = (Arc::clone(&self.settings), target.clone());
-            return self
-                .blocking(unknown(), move || {
-                    let config = compile::compile(
-                        &current.store,
-                        &current.registry,
-                        &settings,
-                        &target.namespace,
-                        &target.pod,
-                        target.kind,
-                        current.version,
-                    )?;
-                    Encoded::whole(&config)
-                })
-                .await;
-        }
-        let proxy = current.registry.workload(&target.namespace, &target.pod).ok_or_else(unknown)?;
-        let slot = self.scopes.slot(&current, proxy);
-        let outbound = slot
-            .get_or_try_init(|| {
-                let (current, settings, target) =
-                    (Arc::clone(&current), Arc::clone(&self.settings), target.clone());
-                self.blocking(unknown(), move || {
-                    let proxy =
-                        current.registry.workload(&target.namespace, &target.pod).ok_or_else(|| {
-                            CompileError::UnknownPod {
-                                namespace: target.namespace.clone(),
-                                pod: target.pod.clone(),
-                            }
-                        })?;
-                    let inputs = Inputs {
-                        store: &current.store,
-                        registry: &current.registry,
-                        settings: &settings,
-                        proxy,
-                    };
-                    Outbound::compile(&inputs).map(Arc::new)
-                })
-            })
-            .await
-            .map(Arc::clone)?;
-        let settings = Arc::clone(&self.settings);
-        self.blocking(unknown(), move || {
-            scope::encode_sidecar(
-                &current.store,
-                &current.registry,
-                &settings,
-                &target.namespace,
-                &target.pod,
-                current.version,
-                &outbound,
-            )
-        })
-        .await
-    }
-
-    /// Runs `job` on the blocking pool once a compile slot is free; `panicked` if it panics
-    /// (the compiler does not; if it ever did, the proxy is told, not left waiting).
-    async fn blocking<T: Send + 'static>(
-        &self,
-        panicked: CompileError,
-        job: impl FnOnce() -> Result<T, CompileError> + Send + 'static,
-    ) -> Result<T, CompileError> {
-        // Never closed: acquiring only waits.
-        let _slot = self.compiling.acquire().await.ok();
-        tokio::task::spawn_blocking(job).await.unwrap_or(Err(panicked))
-    }
 }
 
 /// The caller's identity: its client certificate, valid now.
@@ -373,131 +219,6 @@ fn authorize(
     Ok(())
 }
 
-/// One subscribed proxy.
-struct ProxyStream {
-    discovery: Discovery,
-    key: String,
-    stream_id: u64,
-    target: Target,
-    tx: mpsc::Sender<Result<Snapshot, Status>>,
-    shutdown: watch::Receiver<bool>,
-    /// The version whose NACK was last logged.
-    logged_nack: Option<String>,
-}
-
-impl ProxyStream {
-    async fn run(
-        mut self,
-        first: Encoded,
-        mut inbound: Streaming<SubscribeRequest>,
-        mut changes: watch::Receiver<Arc<Accepted>>,
-        replaced: Arc<Notify>,
-    ) {
-        let d = self.discovery.clone();
-        d.metrics.connected.fetch_add(1, Ordering::Relaxed);
-        let mut shutdown = self.shutdown.clone();
-        let mut last = first.digest;
-        let mut open = self.send(first).await;
-        while open {
-            tokio::select! {
-                _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
-                () = replaced.notified() => {
-                    info!(proxy = %self.key, stream_id = self.stream_id, "a newer stream for this pod replaced this one");
-                    break;
-                }
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let current = Arc::clone(&changes.borrow_and_update());
-                    open = self.push_if_changed(current, &mut last).await;
-                }
-                message = inbound.message() => match message {
-                    Ok(Some(request)) => self.record(request),
-                    Ok(None) | Err(_) => break,
-                },
-            }
-        }
-        d.metrics.connected.fetch_sub(1, Ordering::Relaxed);
-        d.status.close(&self.key, self.stream_id);
-        info!(proxy = %self.key, stream_id = self.stream_id, "proxy stream ended");
-    }
-
-    /// Compiles for the new version; sends when the content changed. `false`: the stream is gone.
-    async fn push_if_changed(&mut self, current: Arc<Accepted>, last: &mut u64) -> bool {
-        match self.discovery.build(current, self.target.clone()).await {
-            Ok(encoded) => {
-                if encoded.digest == *last {
-                    return true;
-                }
-                *last = encoded.digest;
-                self.send(encoded).await
-            }
-            Err(error) => {
-                warn!(proxy = %self.key, %error, "no config for proxy at this version; it keeps its last one");
-                true
-            }
-        }
-    }
-
-    /// Queues `config`; `false` when the stream is gone or the control plane is stopping
-    /// (a proxy that stops reading does not hold up shutdown).
-    async fn send(&mut self, encoded: Encoded) -> bool {
-        let d = &self.discovery;
-        let Encoded { version, json: config_json, .. } = encoded;
-        let nonce = format!("{:x}", d.nonces.fetch_add(1, Ordering::Relaxed) + 1);
-        d.status.update(&self.key, self.stream_id, |s| {
-            s.sent_version = Some(version.clone());
-            s.nonce = nonce.clone();
-        });
-        let snapshot = Snapshot { version, nonce, config_json };
-        let shutdown = &mut self.shutdown;
-        tokio::select! {
-            sent = self.tx.send(Ok(snapshot)) => if sent.is_err() {
-                return false;
-            },
-            _ = shutdown.wait_for(|stop| *stop) => return false,
-        }
-        d.metrics.pushes.fetch_add(1, Ordering::Relaxed);
-        true
-    }
-
-    fn record(&mut self, request: SubscribeRequest) {
-        let d = &self.discovery;
-        match request.kind {
-            Some(Kind::Ack(ack)) => d.status.update(&self.key, self.stream_id, |s| {
-                if s.nonce == ack.nonce {
-                    s.acked_version = Some(ack.version.clone());
-                }
-                s.cert_serial = non_empty(&ack.cert_serial).or(s.cert_serial.take());
-                s.cert_expiry = rfc3339(ack.cert_expiry_unix).or(s.cert_expiry.take());
-            }),
-            Some(Kind::Nack(nack)) => {
-                let reason = truncate(&nack.reason, MAX_NACK_REASON);
-                let mut current = false;
-                d.status.update(&self.key, self.stream_id, |s| {
-                    if s.nonce == nack.nonce {
-                        current = true;
-                        s.nacked_version = Some(nack.version.clone());
-                        s.nack_reason = Some(reason.to_owned());
-                    }
-                });
-                if !current {
-                    return;
-                }
-                d.metrics.nacks.fetch_add(1, Ordering::Relaxed);
-                if self.logged_nack.as_deref() != Some(nack.version.as_str()) {
-                    warn!(proxy = %self.key, version = %nack.version, %reason, "proxy refused a config");
-                    self.logged_nack = Some(nack.version);
-                }
-            }
-            Some(Kind::Hello(_)) | None => {
-                debug!(proxy = %self.key, "ignored a second Hello or an empty message")
-            }
-        }
-    }
-}
-
 /// `text` cut to at most `max` bytes, on a character boundary.
 fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -523,82 +244,7 @@ fn rfc3339(unix: i64) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use paymesh_api::model::{MeshSettings, Node, ProxyConfig, ProxyKind};
-    use tokio::sync::{mpsc, watch};
-
-    use super::{
-        Discovery, MAX_RFC3339_UNIX, Metrics, ProxyStream, STREAM_QUEUE, SyncStatus, Target, rfc3339,
-        truncate,
-    };
-    use crate::compile::Settings;
-    use crate::compile::scope::Encoded;
-    use crate::config_store::{ConfigStore, Sources};
-
-    #[tokio::test]
-    async fn a_proxy_that_stops_reading_does_not_hold_up_shutdown() {
-        let dir = std::env::temp_dir().join(format!("paymesh-discovery-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let sources = Sources { config: vec![dir.clone()], pods: None, trust_domain: "cluster.local".into() };
-        let config = ConfigStore::load(sources).expect("empty config loads");
-        let _ = std::fs::remove_dir_all(&dir);
-        let settings = Arc::new(Settings {
-            trust_domain: "cluster.local".into(),
-            cert_ttl_secs: 60,
-            gateway_port_offset: 0,
-            credentials_dir: "/nowhere".into(),
-            root_namespace: "istio-system".into(),
-        });
-        let (stop, stopped) = watch::channel(false);
-        let discovery = Discovery::new(
-            config,
-            settings,
-            Arc::new(SyncStatus::default()),
-            Arc::new(Metrics::default()),
-            stopped.clone(),
-        );
-        // The receiving half is never read, as a stalled proxy's stream.
-        let (tx, _unread) = mpsc::channel(STREAM_QUEUE);
-        let mut stream = ProxyStream {
-            discovery,
-            key: "shop/p".into(),
-            stream_id: 1,
-            target: Target { namespace: "shop".into(), pod: "p".into(), kind: ProxyKind::Sidecar },
-            tx,
-            shutdown: stopped,
-            logged_nack: None,
-        };
-        let snapshot = ProxyConfig {
-            version: "1-1".into(),
-            node: Node {
-                pod: "p".into(),
-                namespace: "shop".into(),
-                ip: "127.0.0.1".parse().expect("ip"),
-                kind: ProxyKind::Sidecar,
-                identity: "spiffe://cluster.local/ns/shop/sa/p".into(),
-            },
-            mesh: MeshSettings { trust_domain: "cluster.local".into(), cert_ttl_secs: 60 },
-            listeners: Vec::new(),
-            routes: Vec::new(),
-            clusters: Vec::new(),
-            endpoints: Vec::new(),
-        };
-        let encoded = move || Encoded::whole(&snapshot).expect("encodes");
-        for _ in 0..STREAM_QUEUE {
-            assert!(stream.send(encoded()).await, "queued");
-        }
-        let blocked = tokio::spawn(async move { stream.send(encoded()).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!blocked.is_finished(), "the queue is full: the send waits");
-        stop.send(true).expect("stop");
-        let sent = tokio::time::timeout(Duration::from_secs(5), blocked)
-            .await
-            .expect("shutdown ends the send")
-            .expect("task");
-        assert!(!sent, "the stream is told to stop");
-    }
+    use super::{MAX_RFC3339_UNIX, rfc3339, truncate};
 
     #[test]
     fn rfc3339_refuses_years_past_9999_instead_of_panicking() {

@@ -141,6 +141,14 @@ async fn metrics(State(state): State<Arc<MonitoringState>>) -> Response {
         "Config snapshots pushed to proxies.",
         m.pushes.load(Ordering::Relaxed).into(),
     );
+    for (name, help, value) in [
+        ("paymesh_xds_full_pushes_total", "Full config snapshots pushed.", &m.full_pushes),
+        ("paymesh_xds_delta_pushes_total", "Delta config snapshots pushed.", &m.delta_pushes),
+        ("paymesh_xds_full_bytes_total", "Bytes of config_json in full snapshots pushed.", &m.full_bytes),
+        ("paymesh_xds_delta_bytes_total", "Bytes of delta_json in delta snapshots pushed.", &m.delta_bytes),
+    ] {
+        metric(name, "counter", help, value.load(Ordering::Relaxed).into());
+    }
     metric(
         "pilot_total_xds_rejects",
         "counter",

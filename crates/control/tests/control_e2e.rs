@@ -1,7 +1,10 @@
 //! The real `paymesh-control` binary end to end: bootstrap token over HTTP, a certificate from
 //! the CA, a mutual-TLS Subscribe, ACK and NACK in /debug/syncz, a config edit pushed within
 //! 1 s, an invalid edit rejected with analyze's message, a Hello for someone else's pod
-//! refused, forged and reused tokens refused, bad HTTP bodies answered 400/401/413.
+//! refused, forged and reused tokens refused, bad HTTP bodies answered 400/401/413; and for a
+//! proxy that accepts deltas: a full snapshot, a change waiting for its ACK, then deltas against
+//! what it ACKed, nothing for a change it cannot see, a full snapshot answering a NACKed delta,
+//! and the push counters.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -11,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper_util::rt::TokioIo;
-use paymesh_api::ProxyConfig;
 use paymesh_api::pb::mesh_discovery_client::MeshDiscoveryClient;
 use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Ack, Hello, Nack, Snapshot, SubscribeRequest};
+use paymesh_api::{ConfigDelta, ProxyConfig};
 use paymesh_control::ca::{BootstrapToken, CaClient, CaClientConfig};
 use paymesh_control::config_store::Version;
 use paymesh_tls::{ALPN_H2, CredentialStore, ExpectedIdentities, Identity, TrustBundle, client_config};
@@ -159,6 +162,7 @@ async fn subscribe(
     trust: &TrustBundle,
     store: Arc<CredentialStore>,
     pod: &str,
+    accepts_delta: bool,
 ) -> (mpsc::Sender<SubscribeRequest>, Result<Streaming<Snapshot>, tonic::Status>) {
     let mut tls = client_config(Some(store), trust, ExpectedIdentities::one(ISTIOD.parse().expect("id")))
         .expect("client TLS");
@@ -185,6 +189,7 @@ async fn subscribe(
         running_version: String::new(),
         cert_expiry_unix: 0,
         cert_serial: "abc123".into(),
+        accepts_delta,
     };
     tx.send(SubscribeRequest { kind: Some(Kind::Hello(hello)) }).await.expect("hello queued");
     let answer = MeshDiscoveryClient::new(channel).subscribe(ReceiverStream::new(rx)).await;
@@ -236,7 +241,7 @@ async fn control_plane_end_to_end() {
     store.install(credential).expect("installs");
 
     // Subscribe: the first snapshot, then ACK it.
-    let (tx, stream) = subscribe(grpc, &trust, Arc::clone(&store), "client-0").await;
+    let (tx, stream) = subscribe(grpc, &trust, Arc::clone(&store), "client-0", false).await;
     let mut stream = stream.expect("subscribed");
     let first = next_snapshot(&mut stream, DEADLINE).await.expect("first snapshot");
     let first_version: Version = first.version.parse().expect("version <boot>-<n>");
@@ -343,7 +348,7 @@ async fn control_plane_end_to_end() {
     assert!(!configz["rejected"].is_null(), "the config edit is still rejected: {configz}");
 
     // client's certificate may not subscribe for account-0.
-    let (_tx2, refused) = subscribe(grpc, &trust, Arc::clone(&store), "account-0").await;
+    let (_tx2, refused) = subscribe(grpc, &trust, Arc::clone(&store), "account-0", false).await;
     let status = refused.expect_err("another service account's pod");
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(
@@ -394,7 +399,7 @@ async fn control_plane_end_to_end() {
     assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
 
     // A second stream for the same pod replaces the first: the old one ends.
-    let (_tx3, newer) = subscribe(grpc, &trust, Arc::clone(&store), "client-0").await;
+    let (_tx3, newer) = subscribe(grpc, &trust, Arc::clone(&store), "client-0", false).await;
     let mut newer = newer.expect("subscribed again");
     let again = next_snapshot(&mut newer, DEADLINE).await.expect("snapshot on the new stream");
     assert_eq!(again.version, third.version);
@@ -412,12 +417,150 @@ async fn control_plane_end_to_end() {
     // Restarted, the control plane's versions still compare greater than what it sent before.
     std::fs::remove_file(dir.0.join("config/broken.yaml")).expect("remove the bad edit");
     let (mut process, grpc, _) = start(&dir.0);
-    let (_tx4, restarted) = subscribe(grpc, &trust, Arc::clone(&store), "client-0").await;
+    let (_tx4, restarted) = subscribe(grpc, &trust, Arc::clone(&store), "client-0", false).await;
     let mut restarted = restarted.expect("subscribed after the restart");
     let after = next_snapshot(&mut restarted, DEADLINE).await.expect("snapshot after the restart");
     let after_version: Version = after.version.parse().expect("version");
     assert_eq!(after_version.n, 1);
     assert!(after_version > second_version, "{after_version} > {second_version}");
+    terminate(&mut process).await;
+}
+
+/// client-0's trust bundle and certificate, through its bootstrap token.
+async fn certified(
+    dir: &Path,
+    grpc: SocketAddr,
+    monitoring: SocketAddr,
+) -> (TrustBundle, Arc<CredentialStore>) {
+    let trust =
+        TrustBundle::from_pem(&std::fs::read_to_string(dir.join("ca/root-cert.pem")).expect("bundle"))
+            .expect("bundle parses");
+    let config = CaClientConfig {
+        addr: grpc,
+        trust: trust.clone(),
+        ca_identity: ISTIOD.parse().expect("id"),
+        requested_ttl: None,
+        timeout: DEADLINE,
+        source: None,
+    };
+    let ca = CaClient::new(config, None).expect("CA client");
+    let client_id: Identity = CLIENT.parse().expect("id");
+    let token = token(&reqwest::Client::new(), monitoring, "client", "client-0").await;
+    let store = CredentialStore::new(client_id.clone());
+    store.install(ca.certify(&client_id, Some(&token)).await.expect("certificate")).expect("installs");
+    (trust, store)
+}
+
+async fn answer(tx: &mpsc::Sender<SubscribeRequest>, snapshot: &Snapshot, nack: Option<&str>) {
+    let kind = match nack {
+        None => Kind::Ack(Ack {
+            version: snapshot.version.clone(),
+            nonce: snapshot.nonce.clone(),
+            cert_expiry_unix: 0,
+            cert_serial: String::new(),
+        }),
+        Some(reason) => Kind::Nack(Nack {
+            version: snapshot.version.clone(),
+            nonce: snapshot.nonce.clone(),
+            reason: reason.into(),
+        }),
+    };
+    tx.send(SubscribeRequest { kind: Some(kind) }).await.expect("answer queued");
+}
+
+/// `snapshot`'s delta applied to `base`, checked against the versions it names.
+fn applied(base: &ProxyConfig, snapshot: &Snapshot) -> ProxyConfig {
+    assert!(snapshot.config_json.is_empty(), "a delta snapshot carries no whole config");
+    assert_eq!(snapshot.base_version, base.version, "the delta's base is what the proxy ACKed");
+    let delta = ConfigDelta::decode(&snapshot.delta_json).expect("delta decodes");
+    assert_eq!(delta.version, snapshot.version);
+    delta.apply(base).expect("delta applies")
+}
+
+fn whole(snapshot: &Snapshot) -> ProxyConfig {
+    assert!(snapshot.base_version.is_empty() && snapshot.delta_json.is_empty(), "a full snapshot");
+    ProxyConfig::decode(&snapshot.config_json).expect("decodes")
+}
+
+#[tokio::test]
+async fn a_proxy_that_accepts_deltas_gets_a_full_snapshot_then_deltas() {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("config/base.yaml"), BASE).expect("config");
+    std::fs::write(dir.0.join("pods.yaml"), PODS).expect("pods");
+    let (mut process, grpc, monitoring) = start(&dir.0);
+    let http = reqwest::Client::new();
+    let base = format!("http://{monitoring}");
+    let (trust, store) = certified(&dir.0, grpc, monitoring).await;
+    let (tx, stream) = subscribe(grpc, &trust, store, "client-0", true).await;
+    let mut stream = stream.expect("subscribed");
+
+    // Full first. A new Service accepted while it is unanswered waits for the answer, so the
+    // delta's base is what the proxy runs.
+    let first = next_snapshot(&mut stream, DEADLINE).await.expect("first snapshot");
+    let v1 = whole(&first);
+    let extra = "apiVersion: v1\nkind: Service\nmetadata: {name: ledger, namespace: shop}\nspec:\n  selector: {app: account}\n  ports: [{name: http, port: 8090, targetPort: 9083}]\n";
+    std::fs::write(dir.0.join("config/ledger.yaml"), extra).expect("edit");
+    poll_json(&http, &format!("{base}/debug/configz"), |v| v["version"] != first.version).await;
+    assert!(next_snapshot(&mut stream, Duration::from_millis(300)).await.is_none(), "waits for the ACK");
+    answer(&tx, &first, None).await;
+
+    // Then a delta against v1 with the new cluster, ACKed.
+    let second = next_snapshot(&mut stream, DEADLINE).await.expect("pushed after the ACK");
+    let v2 = applied(&v1, &second);
+    assert!(v2.cluster("outbound|8090||ledger.shop.svc.cluster.local").is_some());
+    assert!(second.delta_json.len() < first.config_json.len(), "{} bytes", second.delta_json.len());
+    answer(&tx, &second, None).await;
+    poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["ackedVersion"] == second.version).await;
+
+    // A change client-0 cannot see (a Sidecar for the account pods): accepted, nothing sent.
+    let other = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec:\n  workloadSelector: {labels: {app: account}}\n  egress: [{hosts: [\"./*\"]}]\n";
+    std::fs::write(dir.0.join("config/other.yaml"), other).expect("edit");
+    let configz =
+        poll_json(&http, &format!("{base}/debug/configz"), |v| v["version"] != second.version).await;
+    assert!(configz["rejected"].is_null(), "{configz}");
+    assert!(next_snapshot(&mut stream, Duration::from_millis(500)).await.is_none(), "nothing changed for it");
+
+    // A new endpoint: a delta against v2 (what the proxy runs, not the version it skipped).
+    // NACKed, it is answered with the same version whole, which is v2 + the delta exactly.
+    let more_pods = format!(
+        "{PODS}- apiVersion: v1\n  kind: Pod\n  metadata: {{name: account-1, namespace: shop, labels: {{app: account}}, annotations: {{paymesh.io/sidecar: \"true\"}}}}\n  spec: {{serviceAccountName: account-sa, containers: [{{name: app, image: app, ports: [{{containerPort: 9083}}]}}]}}\n  status: {{podIP: 127.77.0.4}}\n"
+    );
+    std::fs::write(dir.0.join("pods.yaml"), more_pods).expect("pods edit");
+    let third = next_snapshot(&mut stream, DEADLINE).await.expect("pushed after the pods change");
+    let v4 = applied(&v2, &third);
+    let pods: Vec<&str> = v4
+        .endpoints_of("outbound|8083||account.shop.svc.cluster.local")
+        .iter()
+        .map(|e| e.pod.as_str())
+        .collect();
+    assert_eq!(pods, ["account-0", "account-1"]);
+    answer(&tx, &third, Some("base mismatch")).await;
+    let fourth = next_snapshot(&mut stream, DEADLINE).await.expect("a full snapshot answers the NACK");
+    assert_eq!(fourth.version, third.version);
+    assert_eq!(
+        String::from_utf8(whole(&fourth).encode().expect("encodes")).expect("utf-8"),
+        String::from_utf8(v4.encode().expect("encodes")).expect("utf-8"),
+        "base + delta is the full config, byte for byte"
+    );
+    answer(&tx, &fourth, None).await;
+    let syncz =
+        poll_json(&http, &format!("{base}/debug/syncz"), |v| v[0]["ackedVersion"] == fourth.version).await;
+    assert_eq!(syncz[0]["nackReason"], "base mismatch");
+
+    let metrics =
+        http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let full_bytes = first.config_json.len() + fourth.config_json.len();
+    let delta_bytes = second.delta_json.len() + third.delta_json.len();
+    for line in [
+        "pilot_xds_pushes 4".to_owned(),
+        "paymesh_xds_full_pushes_total 2".to_owned(),
+        "paymesh_xds_delta_pushes_total 2".to_owned(),
+        format!("paymesh_xds_full_bytes_total {full_bytes}"),
+        format!("paymesh_xds_delta_bytes_total {delta_bytes}"),
+        "pilot_total_xds_rejects 1".to_owned(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     terminate(&mut process).await;
 }
 

@@ -1,9 +1,11 @@
 //! The discovery client: one `MeshDiscovery/Subscribe` stream to the control plane over mutual
 //! TLS (the proxy's own certificate; the server must be the control plane's identity).
 //!
-//! Flow: Hello (who we are, what we run, our certificate) → for each Snapshot: decode the
-//! [`ProxyConfig`], build and check an [`Index`] (off the data path), swap it in and ACK; or NACK
-//! with the reason and keep the old one. When the stream breaks the proxy keeps serving its last
+//! Flow: Hello (who we are, what we run, our certificate, that we apply deltas) → for each
+//! Snapshot: decode the [`ProxyConfig`] — or, for a delta snapshot, apply its [`ConfigDelta`]
+//! to the config the running [`Index`] was built from, which must be the delta's base — then
+//! build and check an [`Index`] (off the data path), swap it in and ACK; or NACK with the reason
+//! and keep the old one. A NACKed delta is answered by the control plane with a full snapshot. When the stream breaks the proxy keeps serving its last
 //! config and reconnects with [`Backoff`] (100 ms → 5 s), forever.
 
 use std::net::{IpAddr, SocketAddr};
@@ -12,11 +14,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use hyper_util::rt::TokioIo;
-use paymesh_api::ProxyConfig;
 use paymesh_api::model::ProxyKind;
 use paymesh_api::pb::mesh_discovery_client::MeshDiscoveryClient;
 use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Ack, Hello, Nack, Snapshot, SubscribeRequest};
+use paymesh_api::{ConfigDelta, MAX_CONFIG_BYTES, MAX_SNAPSHOT_MESSAGE_BYTES, ProxyConfig};
 use paymesh_tls::{ALPN_H2, CredentialStore, ExpectedIdentities, Identity, TrustBundle, client_config};
 use rustls_pki_types::ServerName;
 use tokio::sync::{mpsc, watch};
@@ -133,7 +135,8 @@ impl Discovery {
         ready: &mut Option<BlockReady>,
         backoff: &mut Backoff,
     ) -> Result<(), DiscoveryError> {
-        let mut client = MeshDiscoveryClient::new(self.connect().await?);
+        let mut client = MeshDiscoveryClient::new(self.connect().await?)
+            .max_decoding_message_size(MAX_SNAPSHOT_MESSAGE_BYTES);
         let (requests, outgoing) = mpsc::channel(4);
         let running = self.index.load().as_ref().map(|index| index.version().to_owned()).unwrap_or_default();
         let cert = self.cert.borrow().clone();
@@ -145,6 +148,7 @@ impl Discovery {
             running_version: running,
             cert_expiry_unix: cert.as_ref().map_or(0, CertStatus::not_after_unix),
             cert_serial: cert.map(|c| c.serial).unwrap_or_default(),
+            accepts_delta: true,
         };
         send(&requests, Kind::Hello(hello)).await?;
         let response = client
@@ -168,17 +172,16 @@ impl Discovery {
 
     /// Decodes, checks and swaps in one snapshot; the ACK or NACK to send.
     fn apply(&mut self, snapshot: &Snapshot) -> Kind {
-        let built =
-            ProxyConfig::decode(&snapshot.config_json).map_err(|e| e.to_string()).and_then(|config| {
-                if config.version != snapshot.version {
-                    return Err(format!(
-                        "snapshot version {} does not match its config's version {}",
-                        snapshot.version, config.version
-                    ));
-                }
-                Index::build(config, &self.config.node.pod, self.config.node.ip, &mut self.pools)
-                    .map_err(|e| e.to_string())
-            });
+        let built = self.config_of(snapshot).and_then(|config| {
+            if config.version != snapshot.version {
+                return Err(format!(
+                    "snapshot version {} does not match its config's version {}",
+                    snapshot.version, config.version
+                ));
+            }
+            Index::build(config, &self.config.node.pod, self.config.node.ip, &mut self.pools)
+                .map_err(|e| e.to_string())
+        });
         match built {
             Ok(index) => {
                 self.index.store(Some(Arc::new(index)));
@@ -197,6 +200,33 @@ impl Discovery {
                 Kind::Nack(Nack { version: snapshot.version.clone(), nonce: snapshot.nonce.clone(), reason })
             }
         }
+    }
+
+    /// The config `snapshot` carries: decoded whole, or the running config with its delta
+    /// applied. The error is the NACK's reason.
+    fn config_of(&self, snapshot: &Snapshot) -> Result<ProxyConfig, String> {
+        let (field, bytes) = if snapshot.base_version.is_empty() {
+            ("config_json", &snapshot.config_json)
+        } else {
+            ("delta_json", &snapshot.delta_json)
+        };
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(format!("{field} is {} bytes, over the limit of {MAX_CONFIG_BYTES}", bytes.len()));
+        }
+        if snapshot.base_version.is_empty() {
+            return ProxyConfig::decode(bytes).map_err(|e| e.to_string());
+        }
+        let running = self.index.load();
+        let Some(index) = running.as_ref().filter(|index| index.version() == snapshot.base_version) else {
+            let running = running.as_ref().map_or("no config", |index| index.version());
+            return Err(format!(
+                "delta snapshot {} applies to version {}, but this proxy runs {running}",
+                snapshot.version, snapshot.base_version
+            ));
+        };
+        let delta =
+            ConfigDelta::decode(bytes).map_err(|e| format!("delta snapshot {}: {e}", snapshot.version))?;
+        delta.apply(index.config()).map_err(|e| format!("delta snapshot {}: {e}", snapshot.version))
     }
 
     async fn connect(&self) -> Result<tonic::transport::Channel, DiscoveryError> {

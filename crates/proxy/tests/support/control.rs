@@ -1,6 +1,6 @@
 //! A scripted control plane for the proxy's tests: a real CA (`paymesh_control::ca::Ca`) behind
 //! Istio's CA API, and a `MeshDiscovery` server that sends the `ProxyConfig` a test sets for a
-//! pod and records every ACK and NACK. Both on one TLS port, as `paymesh-control` serves them. Each test binary uses part of it.
+//! pod (or any raw Snapshot, a delta say) and records every ACK and NACK. Both on one TLS port, as `paymesh-control` serves them. Each test binary uses part of it.
 
 #![allow(dead_code)]
 
@@ -39,9 +39,18 @@ pub enum Answer {
     Nack { pod: String, version: String, reason: String },
 }
 
+/// What the scripted control plane sends a pod next.
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// A full snapshot of this config.
+    Full(ProxyConfig),
+    /// This snapshot as it is (its nonce replaced).
+    Raw(Snapshot),
+}
+
 #[derive(Default)]
 struct Shared {
-    configs: Mutex<HashMap<String, watch::Sender<Option<ProxyConfig>>>>,
+    configs: Mutex<HashMap<String, watch::Sender<Option<Push>>>>,
     answers: Mutex<Vec<Answer>>,
     hellos: Mutex<Vec<(String, String)>>,
     /// The source address of every connection accepted.
@@ -51,7 +60,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn config_channel(&self, pod: &str) -> watch::Sender<Option<ProxyConfig>> {
+    fn config_channel(&self, pod: &str) -> watch::Sender<Option<Push>> {
         self.configs
             .lock()
             .expect("lock")
@@ -103,7 +112,12 @@ impl ControlPlane {
     /// Sets (or replaces, pushing it) the config of `pod`.
     pub fn set_config(&self, config: ProxyConfig) {
         let pod = config.node.pod.clone();
-        self.shared.config_channel(&pod).send_replace(Some(config));
+        self.shared.config_channel(&pod).send_replace(Some(Push::Full(config)));
+    }
+
+    /// Sends `snapshot` as it is to `pod` (a delta, or something hostile).
+    pub fn push_raw(&self, pod: &str, snapshot: Snapshot) {
+        self.shared.config_channel(pod).send_replace(Some(Push::Raw(snapshot)));
     }
 
     pub fn answers(&self) -> Vec<Answer> {
@@ -267,12 +281,16 @@ impl MeshDiscovery for DiscoveryService {
             let mut nonce = 0u64;
             let mut current = configs.borrow_and_update().clone();
             loop {
-                if let Some(config) = current.take() {
+                if let Some(push) = current.take() {
                     nonce += 1;
-                    let snapshot = Snapshot {
-                        version: config.version.clone(),
-                        nonce: nonce.to_string(),
-                        config_json: config.encode().expect("encodes"),
+                    let snapshot = match push {
+                        Push::Full(config) => Snapshot {
+                            version: config.version.clone(),
+                            nonce: nonce.to_string(),
+                            config_json: config.encode().expect("encodes"),
+                            ..Snapshot::default()
+                        },
+                        Push::Raw(snapshot) => Snapshot { nonce: nonce.to_string(), ..snapshot },
                     };
                     if tx.send(Ok(snapshot)).await.is_err() {
                         return;
