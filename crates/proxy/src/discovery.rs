@@ -5,8 +5,9 @@
 //! Snapshot: decode the [`ProxyConfig`] — or, for a delta snapshot, apply its [`ConfigDelta`]
 //! to the config the running [`Index`] was built from, which must be the delta's base — then
 //! build and check an [`Index`] (off the data path), swap it in and ACK; or NACK with the reason
-//! and keep the old one. A NACKed delta is answered by the control plane with a full snapshot. When the stream breaks the proxy keeps serving its last
-//! config and reconnects with [`Backoff`] (100 ms → 5 s), forever.
+//! and keep the old one. A NACKed delta is answered by the control plane with a full snapshot.
+//! When the stream breaks the proxy keeps serving its last config and reconnects with
+//! [`Backoff`] (100 ms → 5 s), forever.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
