@@ -44,6 +44,8 @@ mod scopes;
 mod status;
 mod stream;
 
+pub use stream::ANSWER_TIMEOUT;
+
 use scopes::Scopes;
 pub use status::{ProxyStatus, SyncStatus};
 use stream::ProxyStream;

@@ -4,7 +4,8 @@
 //! refused, forged and reused tokens refused, bad HTTP bodies answered 400/401/413; and for a
 //! proxy that accepts deltas: a full snapshot, a change waiting for its ACK, then deltas against
 //! what it ACKed, nothing for a change it cannot see, a full snapshot answering a NACKed delta,
-//! and the push counters.
+//! and the push counters; a change for a proxy that never answers goes whole after
+//! `ANSWER_TIMEOUT`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use paymesh_api::pb::{Ack, Hello, Nack, Snapshot, SubscribeRequest};
 use paymesh_api::{ConfigDelta, ProxyConfig};
 use paymesh_control::ca::{BootstrapToken, CaClient, CaClientConfig};
 use paymesh_control::config_store::Version;
+use paymesh_control::discovery::ANSWER_TIMEOUT;
 use paymesh_tls::{ALPN_H2, CredentialStore, ExpectedIdentities, Identity, TrustBundle, client_config};
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
@@ -561,6 +563,28 @@ async fn a_proxy_that_accepts_deltas_gets_a_full_snapshot_then_deltas() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
+    terminate(&mut process).await;
+}
+
+#[tokio::test]
+async fn a_change_for_a_proxy_that_never_answers_goes_whole_after_the_answer_timeout() {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("config/base.yaml"), BASE).expect("config");
+    std::fs::write(dir.0.join("pods.yaml"), PODS).expect("pods");
+    let (mut process, grpc, monitoring) = start(&dir.0);
+    let (trust, store) = certified(&dir.0, grpc, monitoring).await;
+    let (tx, stream) = subscribe(grpc, &trust, store, "client-0", true).await;
+    let mut stream = stream.expect("subscribed");
+    let first = next_snapshot(&mut stream, DEADLINE).await.expect("first snapshot");
+    let extra = "apiVersion: v1\nkind: Service\nmetadata: {name: ledger, namespace: shop}\nspec:\n  selector: {app: account}\n  ports: [{name: http, port: 8090, targetPort: 9083}]\n";
+    std::fs::write(dir.0.join("config/ledger.yaml"), extra).expect("edit");
+    let asked = Instant::now();
+    let second =
+        next_snapshot(&mut stream, ANSWER_TIMEOUT + DEADLINE).await.expect("pushed without an answer");
+    assert!(asked.elapsed() >= ANSWER_TIMEOUT - Duration::from_secs(1), "{:?}", asked.elapsed());
+    assert!(second.base_version.is_empty(), "whole, not a delta against {}", second.base_version);
+    assert!(whole(&second).cluster("outbound|8090||ledger.shop.svc.cluster.local").is_some());
+    drop((tx, first));
     terminate(&mut process).await;
 }
 
