@@ -15,6 +15,7 @@
 //! handful of clusters; sending and decoding only those is what keeps a push under a second.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,14 @@ pub trait Named {
     const KIND: &'static str;
     /// The item's name, unique in its collection.
     fn name(&self) -> &str;
+}
+
+/// Shared items (the large collections are `Arc`s, so applying a delta copies pointers).
+impl<T: Named> Named for Arc<T> {
+    const KIND: &'static str = T::KIND;
+    fn name(&self) -> &str {
+        T::name(self)
+    }
 }
 
 impl Named for Listener {
@@ -89,10 +98,10 @@ pub struct ConfigDelta {
     pub virtual_hosts: Vec<RouteVirtualHosts>,
     /// Cluster changes.
     #[serde(default, skip_serializing_if = "CollectionDelta::is_empty")]
-    pub clusters: CollectionDelta<Cluster>,
+    pub clusters: CollectionDelta<Arc<Cluster>>,
     /// Endpoint changes (by cluster name).
     #[serde(default, skip_serializing_if = "CollectionDelta::is_empty")]
-    pub endpoints: CollectionDelta<ClusterEndpoints>,
+    pub endpoints: CollectionDelta<Arc<ClusterEndpoints>>,
 }
 
 /// The change of one named collection.
@@ -120,7 +129,7 @@ pub struct RouteVirtualHosts {
     /// The route config's name.
     pub route: String,
     /// Its virtual hosts' changes.
-    pub virtual_hosts: CollectionDelta<VirtualHost>,
+    pub virtual_hosts: CollectionDelta<Arc<VirtualHost>>,
 }
 
 /// An upserted item and its index in the collection after the change.

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,9 +28,9 @@ pub struct ProxyConfig {
     /// HTTP route tables, referenced by name from listeners.
     pub routes: Vec<RouteConfig>,
     /// Upstream clusters, referenced by name from routes and TCP listeners.
-    pub clusters: Vec<Cluster>,
+    pub clusters: Vec<Arc<Cluster>>,
     /// The endpoints of each cluster.
-    pub endpoints: Vec<ClusterEndpoints>,
+    pub endpoints: Vec<Arc<ClusterEndpoints>>,
 }
 
 /// The proxy a config is for.
@@ -210,7 +211,7 @@ pub struct RouteConfig {
     /// The port number for outbound (`"8083"`), `http.8080` for a gateway.
     pub name: String,
     /// Virtual hosts, matched on the request's authority.
-    pub virtual_hosts: Vec<VirtualHost>,
+    pub virtual_hosts: Vec<Arc<VirtualHost>>,
 }
 
 /// Requests for a set of domains (Envoy VirtualHost).
@@ -442,7 +443,7 @@ impl ProxyConfig {
 
     /// The cluster named `name`.
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
-        self.clusters.iter().find(|cluster| cluster.name == name)
+        self.clusters.iter().find(|cluster| cluster.name == name).map(|cluster| &**cluster)
     }
 
     /// The endpoints of cluster `name` (empty when it has none).

@@ -3,6 +3,7 @@
 //! the base (unknown names, duplicates, bad indexes, garbage) is an error with its reason.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use paymesh_api::delta::{CollectionDelta, ConfigDelta, DeltaError, Placed};
 use paymesh_api::model::{
@@ -57,8 +58,8 @@ fn config(version: &str, clusters: &[(&str, u16)], eps: &[(&str, &[&str])]) -> P
             kind: ListenerKind::Outbound { tcp: Vec::new() },
         }],
         routes: Vec::new(),
-        clusters: clusters.iter().map(|(n, p)| cluster(n, *p)).collect(),
-        endpoints: eps.iter().map(|(n, pods)| endpoints(n, pods)).collect(),
+        clusters: clusters.iter().map(|(n, p)| Arc::new(cluster(n, *p))).collect(),
+        endpoints: eps.iter().map(|(n, pods)| Arc::new(endpoints(n, pods))).collect(),
     }
 }
 
@@ -244,7 +245,7 @@ fn with_routes(version: &str, routes: &[(&str, &[&str])]) -> ProxyConfig {
         .iter()
         .map(|(name, services)| RouteConfig {
             name: (*name).to_owned(),
-            virtual_hosts: services.iter().map(|s| virtual_host(s)).collect(),
+            virtual_hosts: services.iter().map(|s| Arc::new(virtual_host(s))).collect(),
         })
         .collect();
     config

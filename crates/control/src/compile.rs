@@ -20,6 +20,7 @@ pub mod unsupported;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use paymesh_api::model::{
     Cluster, ClusterEndpoints, Listener, MeshSettings, Node, ProxyConfig, ProxyKind, RouteConfig,
@@ -150,8 +151,8 @@ pub fn compile(
         },
         listeners,
         routes,
-        clusters,
-        endpoints,
+        clusters: clusters.into_iter().map(Arc::new).collect(),
+        endpoints: endpoints.into_iter().map(Arc::new).collect(),
     })
 }
 

@@ -71,11 +71,14 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
     };
     let route = |name: &str, routes: Vec<Route>| RouteConfig {
         name: name.to_owned(),
-        virtual_hosts: vec![VirtualHost {
-            name: "payments.example.com".to_owned(),
-            domains: vec!["payments.example.com".to_owned()],
-            routes,
-        }],
+        virtual_hosts: vec![
+            VirtualHost {
+                name: "payments.example.com".to_owned(),
+                domains: vec!["payments.example.com".to_owned()],
+                routes,
+            }
+            .into(),
+        ],
     };
     let server_of = |route: &str, tls: Option<ServerTls>| GatewayServer {
         gateway: "test/payments-gateway".to_owned(),
@@ -100,11 +103,11 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
             },
         ],
         routes: vec![route("http.8080", vec![api, teapot]), route("https.8443", vec![catch_all])],
-        endpoints: vec![ClusterEndpoints {
-            cluster: cluster.name.clone(),
-            endpoints: vec![endpoint(server, HTTP_PORT)],
-        }],
-        clusters: vec![cluster],
+        endpoints: vec![
+            ClusterEndpoints { cluster: cluster.name.clone(), endpoints: vec![endpoint(server, HTTP_PORT)] }
+                .into(),
+        ],
+        clusters: vec![cluster.into()],
     }
 }
 
@@ -211,7 +214,8 @@ async fn gateway_routes_by_host_into_the_mesh_over_http_and_https() {
     // A snapshot with an invalid regex is refused with the reason; the old one keeps serving.
     let mut broken = gateway_config(&gw, &server, https_tls);
     broken.version = "g2".to_owned();
-    broken.routes[0].virtual_hosts[0].routes[0].matches[0].uri = Some(StringMatch::Regex("/v1/(".to_owned()));
+    std::sync::Arc::make_mut(&mut broken.routes[0].virtual_hosts[0]).routes[0].matches[0].uri =
+        Some(StringMatch::Regex("/v1/(".to_owned()));
     cp.set_config(broken);
     let reason = eventually("a NACK for g2", || async {
         cp.answers().into_iter().find_map(|answer| match answer {

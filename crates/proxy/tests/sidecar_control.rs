@@ -33,9 +33,10 @@ async fn a_nacked_snapshot_keeps_the_old_config() {
     let client = &mesh.client.pod;
     let server = &mesh.server.pod;
     let mut broken = client_config("v2", client, server, &mesh.down);
-    broken.routes[0].virtual_hosts[0].routes[0].action = RouteAction::Forward {
-        clusters: vec![WeightedCluster { cluster: "outbound|1||missing".into(), weight: 100 }],
-    };
+    std::sync::Arc::make_mut(&mut broken.routes[0].virtual_hosts[0]).routes[0].action =
+        RouteAction::Forward {
+            clusters: vec![WeightedCluster { cluster: "outbound|1||missing".into(), weight: 100 }],
+        };
     mesh.cp.set_config(broken);
     let reason = eventually("a NACK for v2", || async {
         mesh.cp.answers().into_iter().find_map(|answer| match answer {

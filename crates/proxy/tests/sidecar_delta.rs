@@ -9,7 +9,9 @@ mod control;
 mod support;
 
 use control::Answer;
-use paymesh_api::model::MtlsMode;
+use std::sync::Arc;
+
+use paymesh_api::model::{Cluster, MtlsMode};
 use paymesh_api::pb::Snapshot;
 use paymesh_api::{ConfigDelta, MAX_CONFIG_BYTES, ProxyConfig};
 use support::{Mesh, client_config, curl, eventually};
@@ -56,12 +58,12 @@ async fn deltas_are_applied_and_acked_and_bad_ones_nacked_with_the_reason() {
     // v2: the `down` service is gone (its cluster, endpoints and virtual host), and a new
     // cluster sorts first.
     let mut v2 = client_config("v2", client, server, &mesh.down);
-    let gone = v2.clusters.pop().expect("down's cluster").name;
+    let gone = v2.clusters.pop().expect("down's cluster").name.clone();
     v2.endpoints.retain(|e| e.cluster != gone);
     v2.routes[0].virtual_hosts.retain(|vh| !vh.name.starts_with("down."));
-    let mut first = v2.clusters[0].clone();
+    let mut first = Cluster::clone(&v2.clusters[0]);
     first.name = "outbound|1||aaa.test.svc.cluster.local".into();
-    v2.clusters.insert(0, first);
+    v2.clusters.insert(0, Arc::new(first));
     let change = ConfigDelta::between(&v1, &v2).expect("delta");
     assert_eq!(change.clusters.remove, std::slice::from_ref(&gone));
     mesh.cp.push_raw("sleep-0", delta("v2", "v1", change.encode().expect("encodes")));

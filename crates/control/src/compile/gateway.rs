@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 use paymesh_api::model::{GatewayServer, Listener, ListenerKind, RouteConfig, ServerTls, VirtualHost};
 use paymesh_config::networking::gateway::{ServerTlsMode, ServerTlsSettings};
@@ -77,7 +78,10 @@ pub fn compile(inputs: &Inputs<'_>, ip: IpAddr) -> Compiled {
         .collect();
     let routes = hosts_by_port
         .into_iter()
-        .map(|(listen, virtual_hosts)| RouteConfig { name: format!("http.{listen}"), virtual_hosts })
+        .map(|(listen, virtual_hosts)| RouteConfig {
+            name: format!("http.{listen}"),
+            virtual_hosts: virtual_hosts.into_iter().map(Arc::new).collect(),
+        })
         .collect();
     let (clusters, endpoints) = clusters.into_parts();
     Compiled { listeners, routes, clusters, endpoints }

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use paymesh_api::model::Protocol;
 use paymesh_api::model::{
@@ -116,7 +117,10 @@ pub fn outbound(inputs: &Inputs<'_>) -> Outbound {
     }
     let routes = route_configs
         .into_iter()
-        .map(|(port, virtual_hosts)| RouteConfig { name: port.to_string(), virtual_hosts })
+        .map(|(port, virtual_hosts)| RouteConfig {
+            name: port.to_string(),
+            virtual_hosts: virtual_hosts.into_iter().map(Arc::new).collect(),
+        })
         .collect();
     let (clusters, endpoints) = clusters.into_parts();
     Outbound { tcp, routes, clusters, endpoints }

@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -366,7 +367,7 @@ pub fn endpoint(pod: &Pod, port: u16) -> Endpoint {
 pub fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
     RouteConfig {
         name: port.to_string(),
-        virtual_hosts: vec![VirtualHost {
+        virtual_hosts: vec![Arc::new(VirtualHost {
             name: format!("{short}.test.svc.cluster.local:{port}"),
             domains: vec![
                 short.to_owned(),
@@ -381,7 +382,7 @@ pub fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
                     clusters: vec![WeightedCluster { cluster: cluster.to_owned(), weight: 100 }],
                 },
             }],
-        }],
+        })],
     }
 }
 
@@ -417,8 +418,11 @@ pub fn client_config(version: &str, client: &Pod, server: &Pod, down: &Pod) -> P
             ClusterEndpoints { cluster: h2.name.clone(), endpoints: vec![endpoint(server, H2_PORT)] },
             ClusterEndpoints { cluster: tcp.name.clone(), endpoints: vec![endpoint(server, TCP_PORT)] },
             ClusterEndpoints { cluster: gone.name.clone(), endpoints: vec![endpoint(down, HTTP_PORT)] },
-        ],
-        clusters: vec![http, h2, tcp, gone],
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect(),
+        clusters: [http, h2, tcp, gone].into_iter().map(Arc::new).collect(),
     }
 }
 
