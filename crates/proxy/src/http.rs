@@ -186,12 +186,10 @@ pub fn never_index_request_id(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds `x-request-id` and `x-forwarded-proto` when the client sent none.
+/// Adds `x-forwarded-proto` when the client sent none (`x-request-id` is already there:
+/// [`serve_connection`] adds it to every request).
 pub fn add_forwarding_headers(headers: &mut HeaderMap, proto: &'static str) {
-    add_request_id(headers);
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
+    headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static(proto));
 }
 
 /// A request's authority: `host[:port]` as the client wrote it, lowercased, parsed once: routing

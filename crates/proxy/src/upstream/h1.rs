@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::error_chain;
-use super::pool::connect_tcp;
+use super::pool::{connect_tcp, spawn_connection};
 use crate::error::ProxyError;
 use crate::http::{Body, BoxError};
 
@@ -57,8 +57,8 @@ impl H1Pool {
         self.addr
     }
 
-    /// Idle connections now (for tests and the admin page).
-    pub fn idle_count(&self) -> usize {
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
         self.lock().len()
     }
 
@@ -121,12 +121,7 @@ impl H1Pool {
         let (sender, connection) = http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| ProxyError::UpstreamConnect { endpoint: self.addr, cause: error_chain(&e) })?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%addr, %error, "HTTP/1.1 upstream connection ended with an error");
-            }
-        });
+        spawn_connection(self.addr, connection);
         Ok(sender)
     }
 

@@ -114,7 +114,8 @@ impl H2Pool {
     }
 }
 
-fn spawn_connection<F>(addr: SocketAddr, connection: F)
+/// Drives an upstream connection (HTTP/1.1 or HTTP/2) to its end, logging how it failed.
+pub(super) fn spawn_connection<F>(addr: SocketAddr, connection: F)
 where
     F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
 {
