@@ -48,7 +48,7 @@ impl Pending {
     /// Starts the record of `req` (after its `x-request-id` is set) and counts its body; `None`
     /// (and `req` untouched) when the access log is off.
     pub fn start(listener: &'static str, req: Request<Body>) -> (Option<Self>, Request<Body>) {
-        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        if !enabled() {
             return (None, req);
         }
         let bytes_in = Arc::new(AtomicU64::new(0));
@@ -88,6 +88,19 @@ impl Pending {
             })
         })
     }
+}
+
+/// Notes the endpoint `response` came from for its line; nothing when the log is off, as an
+/// extension costs the response an allocated map.
+pub fn note_upstream<B>(response: &mut Response<B>, host: SocketAddr) {
+    if enabled() {
+        response.extensions_mut().insert(UpstreamHost(host));
+    }
+}
+
+/// Whether access lines are written (the `access` target at info level).
+fn enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
 }
 
 /// Logs a request hyper answered itself (400 for a malformed request, 431 for a header section

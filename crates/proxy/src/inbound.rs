@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use crate::access::UpstreamHost;
+use crate::access;
 use crate::drain::{Acceptor, Shutdown, drain};
 use crate::error::ProxyError;
 use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
@@ -167,7 +167,7 @@ impl Inbound {
         add_forwarding_headers(headers, "http");
         let authority = authority.as_ref().map_or(&chain.app_authority, Authority::uri);
         let mut response = send_plain(&chain.transport, authority, req).await?;
-        response.extensions_mut().insert(UpstreamHost(chain.app));
+        access::note_upstream(&mut response, chain.app);
         Ok(response)
     }
 

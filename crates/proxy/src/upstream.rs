@@ -20,7 +20,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::access::UpstreamHost;
+use crate::access;
 use crate::error::ProxyError;
 use crate::http::{Authority, Body, boxed_response, empty, full, never_index_request_id, strip_hop_by_hop};
 use crate::index::{Action, ClusterEntry, EndpointEntry, Plain, RequestView, RouteTable, Transport};
@@ -100,15 +100,18 @@ impl Upstream {
     ) -> Result<Response<Body>, ProxyError> {
         let endpoint = pick(cluster)?;
         let mut req = req;
-        req.headers_mut().remove(TARGET_PORT);
         let mut response = match &endpoint.transport {
             Transport::Mesh(pool) => {
+                // Replaces any the client sent.
                 req.headers_mut().insert(TARGET_PORT, HeaderValue::from(endpoint.address.port()));
                 send_h2(pool, authority.uri(), req).await
             }
-            Transport::Plain(plain) => send_plain(plain, authority.uri(), req).await,
+            Transport::Plain(plain) => {
+                req.headers_mut().remove(TARGET_PORT);
+                send_plain(plain, authority.uri(), req).await
+            }
         }?;
-        response.extensions_mut().insert(UpstreamHost(endpoint.address));
+        access::note_upstream(&mut response, endpoint.address);
         Ok(response)
     }
 

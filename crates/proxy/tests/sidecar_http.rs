@@ -119,4 +119,8 @@ async fn proxy_errors_carry_status_flag_and_reason() {
     for line in expected {
         assert!(logs.contains(line), "no `{line}` in\n{logs}");
     }
+    // A forwarded request's line names the endpoint that answered it.
+    let upstream = format!(" {} \"echo:8080\"", mesh.server.pod.at(8080));
+    let after = logs.lines().find(|line| line.contains("/after")).unwrap_or_default();
+    assert!(after.contains(&upstream), "no `{upstream}` in `{after}`");
 }
