@@ -371,10 +371,33 @@ pub struct Cluster {
     pub subset: Option<String>,
     /// How requests are carried.
     pub protocol: Protocol,
+    /// Whether HTTP/1.1 requests cross the mutual TLS hop as HTTP/2 (an `Http` port only).
+    #[serde(default, skip_serializing_if = "H2Upgrade::is_default")]
+    pub h2_upgrade: H2Upgrade,
     /// How connections to endpoints are secured.
     pub tls: UpstreamTls,
     /// How an endpoint is chosen.
     pub lb: LbPolicy,
+}
+
+/// How an `Http` port's requests travel between sidecars (Istio's `h2UpgradePolicy`). HTTP/2
+/// and gRPC ports always use HTTP/2; plaintext endpoints get the port's own protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum H2Upgrade {
+    /// Upgraded: HTTP/2, one multiplexed connection per peer (paymesh's default).
+    #[default]
+    Upgrade,
+    /// Kept HTTP/1.1: pooled keep-alive connections per peer, one request at a time on each,
+    /// as nginx and haproxy pairs do (Istio's mesh-wide default).
+    DoNotUpgrade,
+}
+
+impl H2Upgrade {
+    /// The default, left out of snapshots.
+    pub fn is_default(&self) -> bool {
+        *self == H2Upgrade::default()
+    }
 }
 
 /// Transport security towards a cluster's endpoints.

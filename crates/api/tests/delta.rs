@@ -19,6 +19,7 @@ fn cluster(name: &str, port: u16) -> Cluster {
         port,
         subset: None,
         protocol: Protocol::Http,
+        h2_upgrade: Default::default(),
         tls: UpstreamTls::Disable,
         lb: LbPolicy::RoundRobin,
     }

@@ -1,11 +1,12 @@
 //! The compiler against Istio's rules for traffic policy: per-endpoint auto mTLS, proxy-side
 //! match conditions, no default route under a VirtualService, route headers, wildcard hosts,
-//! Sidecar egress ports, gateway host binding and TLS, and the `unsupported` list.
+//! Sidecar egress ports, gateway host binding and TLS, `h2UpgradePolicy`, and the `unsupported`
+//! list.
 
 use std::path::Path;
 
 use paymesh_api::model::{
-    ListenerKind, ProxyConfig, ProxyKind, Route, RouteAction, UpstreamTls, VirtualHost,
+    H2Upgrade, ListenerKind, ProxyConfig, ProxyKind, Route, RouteAction, UpstreamTls, VirtualHost,
 };
 use paymesh_config::{Loaded, Store};
 use paymesh_control::compile::unsupported::{Unsupported, scan};
@@ -109,6 +110,50 @@ fn auto_mtls_is_decided_per_endpoint() {
     assert_eq!(disabled.cluster(ACCOUNT).expect("cluster").tls, UpstreamTls::Disable);
     let mutual = sidecar(&dr("ISTIO_MUTUAL"));
     assert!(tunnels(&mutual, ACCOUNT).iter().all(|(_, t)| *t == Some(15006)));
+}
+
+#[test]
+fn h2_upgrade_policy_follows_the_most_specific_connection_pool() {
+    let upgrade = |config: &ProxyConfig, cluster: &str| config.cluster(cluster).expect(cluster).h2_upgrade;
+    assert_eq!(upgrade(&sidecar(""), ACCOUNT), H2Upgrade::Upgrade);
+    // The rule keeps HTTP/1.1; subset v2 upgrades again; port 8083 of `multi` keeps HTTP/1.1
+    // by its port-level pool while port 80 takes the rule's DEFAULT (paymesh upgrades).
+    let rules = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: account, namespace: shop}
+spec:
+  host: account
+  trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}, trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: multi, namespace: shop}
+spec:
+  host: multi
+  trafficPolicy:
+    connectionPool: {http: {h2UpgradePolicy: DEFAULT}}
+    portLevelSettings: [{port: {number: 8083}, connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}}]
+"#;
+    let config = sidecar(rules);
+    assert_eq!(upgrade(&config, ACCOUNT), H2Upgrade::DoNotUpgrade);
+    assert_eq!(upgrade(&config, "outbound|8083|v1|account.shop.svc.cluster.local"), H2Upgrade::DoNotUpgrade);
+    assert_eq!(upgrade(&config, "outbound|8083|v2|account.shop.svc.cluster.local"), H2Upgrade::Upgrade);
+    assert_eq!(upgrade(&config, "outbound|8083||multi.shop.svc.cluster.local"), H2Upgrade::DoNotUpgrade);
+    assert_eq!(upgrade(&config, "outbound|80||multi.shop.svc.cluster.local"), H2Upgrade::Upgrade);
+    // Applied, so not listed as unsupported; a limit beside it still is.
+    let listed = |extra: &str| -> Vec<String> {
+        scan(&load(&format!("{BASE}\n---\n{extra}"))).into_iter().map(|u| u.field).collect()
+    };
+    assert!(!listed(rules).iter().any(|f| f.contains("connectionPool")), "{:?}", listed(rules));
+    let with_limit = rules.replace("h2UpgradePolicy: DEFAULT}", "h2UpgradePolicy: DEFAULT, maxRetries: 2}");
+    assert_eq!(
+        listed(&with_limit).iter().filter(|f| f.contains("connectionPool")).collect::<Vec<_>>(),
+        ["spec.trafficPolicy.connectionPool"]
+    );
 }
 
 #[test]

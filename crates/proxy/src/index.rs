@@ -197,9 +197,13 @@ pub struct EndpointEntry {
 
 /// How requests reach an endpoint.
 pub enum Transport {
-    /// HTTP/2 over mutual TLS to the endpoint's sidecar (its tunnel port), with the original
-    /// authority; CONNECT names `address`.
-    Mesh(Arc<H2Pool>),
+    /// Mutual TLS to the endpoint's sidecar (its tunnel port), with the original authority.
+    Mesh {
+        /// HTTP/2: every request of an upgrading cluster, and CONNECT (naming `address`).
+        h2: Arc<H2Pool>,
+        /// HTTP/1.1 for the requests of a cluster that does not upgrade.
+        http1: Option<Arc<H1Pool>>,
+    },
     /// Plaintext to `address`.
     Plain(Plain),
 }

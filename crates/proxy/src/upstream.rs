@@ -101,10 +101,13 @@ impl Upstream {
         let endpoint = pick(cluster)?;
         let mut req = req;
         let mut response = match &endpoint.transport {
-            Transport::Mesh(pool) => {
+            Transport::Mesh { h2, http1 } => {
                 // Replaces any the client sent.
                 req.headers_mut().insert(TARGET_PORT, HeaderValue::from(endpoint.address.port()));
-                send_h2(pool, authority.uri(), req).await
+                match http1 {
+                    Some(pool) => send_h1(pool, authority.uri(), req).await,
+                    None => send_h2(h2, authority.uri(), req).await,
+                }
             }
             Transport::Plain(plain) => {
                 req.headers_mut().remove(TARGET_PORT);
@@ -120,7 +123,7 @@ impl Upstream {
     pub async fn tunnel(&self, cluster: &ClusterEntry) -> Result<Pin<Box<dyn Tunnel>>, ProxyError> {
         let endpoint = pick(cluster)?;
         match &endpoint.transport {
-            Transport::Mesh(pool) => connect_h2(pool, endpoint.address).await,
+            Transport::Mesh { h2, .. } => connect_h2(h2, endpoint.address).await,
             Transport::Plain(_) => Ok(Box::pin(connect_tcp(self.source, endpoint.address).await?)),
         }
     }

@@ -1,16 +1,18 @@
 //! Two real sidecars (client pod and server pod) and an echo app, over real sockets: HTTP/1.1
 //! through the outbound listener with curl, mutual TLS between the proxies, XFCC at the app,
-//! and every proxy-generated error with its status, flag and reason.
+//! every proxy-generated error with its status, flag and reason, and HTTP/1.1 kept between the
+//! sidecars for a cluster that does not upgrade.
 
 #[path = "support/control.rs"]
 mod control;
 #[path = "support/harness.rs"]
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use paymesh_api::model::MtlsMode;
-use support::{Mesh, curl, parse_response, raw_exchange};
+use paymesh_api::model::{H2Upgrade, MtlsMode};
+use support::{Mesh, client_config, curl, parse_response, raw_exchange};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_absolute_form_reaches_the_app_with_the_callers_identity() {
@@ -123,4 +125,46 @@ async fn proxy_errors_carry_status_flag_and_reason() {
     let upstream = format!(" {} \"echo:8080\"", mesh.server.pod.at(8080));
     let after = logs.lines().find(|line| line.contains("/after")).unwrap_or_default();
     assert!(after.contains(&upstream), "no `{upstream}` in `{after}`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_does_not_upgrade_keeps_http1_between_the_sidecars() {
+    let mesh = Mesh::start(MtlsMode::Strict, Duration::from_secs(3600)).await;
+    let get = |path: String| {
+        let proxy = mesh.proxy_url();
+        async move {
+            let (ok, out) = curl(vec!["-x".into(), proxy, format!("http://echo:8080{path}")]).await;
+            assert!(ok && out.contains(&format!("path: {path}")), "{path}: {out}");
+        }
+    };
+    get("/upgraded".into()).await;
+    served_as(&mesh.server, "/upgraded", "HTTP/2").await;
+
+    let mut config = client_config("v2", &mesh.client.pod, &mesh.server.pod, &mesh.down);
+    let echo = config.clusters.iter_mut().find(|c| c.service.starts_with("echo.")).expect("echo cluster");
+    Arc::make_mut(echo).h2_upgrade = H2Upgrade::DoNotUpgrade;
+    mesh.cp.set_config(config);
+    support::eventually("config v2", || async {
+        (mesh.client.config_dump().await["version"] == "v2").then_some(())
+    })
+    .await;
+
+    // Concurrent requests each lease a connection of their own from the HTTP/1.1 pool.
+    let requests: Vec<_> = (0..8).map(|i| tokio::spawn(get(format!("/kept-{i}")))).collect();
+    for request in requests {
+        request.await.expect("request task");
+    }
+    for i in 0..8 {
+        served_as(&mesh.server, &format!("/kept-{i}"), "HTTP/1.1").await;
+    }
+}
+
+/// Waits for the server sidecar's access line for `path`, which names the protocol the request
+/// crossed the hop between the sidecars in.
+async fn served_as(server: &support::Proxy, path: &str, protocol: &str) {
+    let line = format!("\"GET {path} {protocol}\" 200 ");
+    support::eventually(&format!("the server's line `{line}`"), || async {
+        server.logs().contains(&line).then_some(())
+    })
+    .await;
 }

@@ -10,16 +10,20 @@
 //! mTLS endpoints are reached through the sidecar inbound port (15006); plaintext ones
 //! directly. `SIMPLE`/`MUTUAL` (TLS origination to servers outside the mesh) is not
 //! implemented: auto mTLS decides, and `/debug/configz` lists the field as unsupported.
+//! `connectionPool.http.h2UpgradePolicy` of the same rule (same precedence) says whether an
+//! HTTP port's requests cross the mTLS hop as HTTP/2 or stay HTTP/1.1 ([`H2Upgrade`]).
 
 use std::collections::BTreeMap;
 
 use paymesh_api::model::{
-    Cluster, ClusterEndpoints, Endpoint, LbPolicy, MtlsMode, UpstreamTls, outbound_cluster_name,
+    Cluster, ClusterEndpoints, Endpoint, H2Upgrade, LbPolicy, MtlsMode, UpstreamTls, outbound_cluster_name,
 };
 use paymesh_api::ports::PROXY_INBOUND;
 use paymesh_config::Store;
 use paymesh_config::networking::DestinationRule;
-use paymesh_config::networking::destination_rule::traffic_policy::{ClientTlsMode, TrafficPolicy};
+use paymesh_config::networking::destination_rule::traffic_policy::{
+    ClientTlsMode, H2UpgradePolicy, PortTrafficPolicy, TrafficPolicy,
+};
 use paymesh_config::resource::Spec;
 
 use super::naming::{most_specific, resolve_host};
@@ -93,21 +97,50 @@ pub fn client_tls(
     else {
         return ClientTls { mode: None, rule: None };
     };
-    let subset_policy = subset
-        .and_then(|name| dr.subsets.iter().find(|s| s.name == name))
-        .and_then(|s| s.traffic_policy.as_ref());
     let mode =
-        [subset_policy, dr.traffic_policy.as_ref()].into_iter().flatten().find_map(|p| policy_tls(p, port));
+        most_specific_setting(dr, subset, port, |p| p.tls.as_ref(), |p| p.tls.as_ref()).map(|t| t.mode);
     ClientTls { mode, rule: Some(rule) }
 }
 
-fn policy_tls(policy: &TrafficPolicy, port: u16) -> Option<ClientTlsMode> {
-    let port_level = policy
-        .port_level_settings
-        .iter()
-        .find(|p| p.port.is_some_and(|sel| sel.number == u32::from(port)))
-        .and_then(|p| p.tls.as_ref());
-    port_level.or(policy.tls.as_ref()).map(|tls| tls.mode)
+/// Whether `port` of `subset` upgrades HTTP/1.1 to HTTP/2 between sidecars: the most specific
+/// `connectionPool` of `dr` decides (as Istio merges it, whole); `DEFAULT` or none is paymesh's
+/// mesh-wide default, which upgrades (docs/compat.md).
+fn h2_upgrade(dr: Option<&DestinationRule>, subset: Option<&str>, port: u16) -> H2Upgrade {
+    let pool = dr.and_then(|dr| {
+        most_specific_setting(
+            dr,
+            subset,
+            port,
+            |p| p.connection_pool.as_ref(),
+            |p| p.connection_pool.as_ref(),
+        )
+    });
+    match pool.and_then(|pool| pool.http.as_ref()).map(|http| http.h2_upgrade_policy) {
+        Some(H2UpgradePolicy::DoNotUpgrade) => H2Upgrade::DoNotUpgrade,
+        Some(H2UpgradePolicy::Upgrade | H2UpgradePolicy::Default) | None => H2Upgrade::Upgrade,
+    }
+}
+
+/// The first setting found for `port`, most specific first: the subset's traffic policy before
+/// the rule's, and in each the port-level settings for `port` before the policy's own.
+fn most_specific_setting<'a, T>(
+    dr: &'a DestinationRule,
+    subset: Option<&str>,
+    port: u16,
+    at_port: impl Fn(&'a PortTrafficPolicy) -> Option<&'a T>,
+    at_policy: impl Fn(&'a TrafficPolicy) -> Option<&'a T>,
+) -> Option<&'a T> {
+    let subset_policy = subset
+        .and_then(|name| dr.subsets.iter().find(|s| s.name == name))
+        .and_then(|s| s.traffic_policy.as_ref());
+    [subset_policy, dr.traffic_policy.as_ref()].into_iter().flatten().find_map(|policy| {
+        policy
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.is_some_and(|sel| sel.number == u32::from(port)))
+            .and_then(&at_port)
+            .or_else(|| at_policy(policy))
+    })
 }
 
 /// Clusters and their endpoints, built once each per proxy.
@@ -179,6 +212,7 @@ impl ClusterSet {
             port: port.port,
             subset: subset.map(str::to_owned),
             protocol: port.protocol,
+            h2_upgrade: h2_upgrade(rule.as_ref().map(|(_, dr)| *dr), subset, port.port),
             tls,
             lb: LbPolicy::RoundRobin,
         };

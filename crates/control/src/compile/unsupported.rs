@@ -7,7 +7,7 @@
 
 use paymesh_config::Store;
 use paymesh_config::networking::destination_rule::traffic_policy::{
-    ClientTlsMode, ClientTlsSettings, TrafficPolicy,
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, H2UpgradePolicy, HttpSettings, TrafficPolicy,
 };
 use paymesh_config::networking::virtual_service::{BodyContent, HttpRoute};
 use paymesh_config::resource::{Resource, Spec};
@@ -146,10 +146,19 @@ fn http_rule(rule: &HttpRoute, path: &str, add: &mut impl FnMut(String, &str)) {
     }
 }
 
+/// Whether a connection pool sets anything besides `http.h2UpgradePolicy` (which is applied).
+fn limits(pool: &ConnectionPoolSettings) -> bool {
+    let http = pool
+        .http
+        .as_ref()
+        .map(|http| HttpSettings { h2_upgrade_policy: H2UpgradePolicy::Default, ..http.clone() });
+    pool.tcp.is_some() || http.is_some_and(|http| http != HttpSettings::default())
+}
+
 fn traffic_policy(policy: &TrafficPolicy, path: &str, add: &mut impl FnMut(String, &str)) {
     let not_applied = [
         ("loadBalancer", policy.load_balancer.is_some()),
-        ("connectionPool", policy.connection_pool.is_some()),
+        ("connectionPool", policy.connection_pool.as_ref().is_some_and(limits)),
         ("outlierDetection", policy.outlier_detection.is_some()),
         ("tunnel", policy.tunnel.is_some()),
         ("proxyProtocol", policy.proxy_protocol.is_some()),
@@ -163,7 +172,7 @@ fn traffic_policy(policy: &TrafficPolicy, path: &str, add: &mut impl FnMut(Strin
     for (i, port) in policy.port_level_settings.iter().enumerate() {
         let port_level = [
             ("loadBalancer", port.load_balancer.is_some()),
-            ("connectionPool", port.connection_pool.is_some()),
+            ("connectionPool", port.connection_pool.as_ref().is_some_and(limits)),
             ("outlierDetection", port.outlier_detection.is_some()),
         ];
         for (field, present) in port_level {

@@ -11,8 +11,8 @@ use std::sync::atomic::AtomicUsize;
 use bytes::Bytes;
 use http::StatusCode;
 use paymesh_api::ProxyConfig;
-use paymesh_api::model::{Cluster, ListenerKind, Protocol, RouteAction, RouteConfig, UpstreamTls};
-use paymesh_tls::{ExpectedIdentities, Identity};
+use paymesh_api::model::{Cluster, H2Upgrade, ListenerKind, Protocol, RouteAction, RouteConfig, UpstreamTls};
+use paymesh_tls::{ConfigError, ExpectedIdentities, Identity};
 
 use super::matching::{HeaderEditor, MatchError, RouteHeaders, RouteMatcher};
 use super::{
@@ -257,11 +257,18 @@ fn clusters(
                 (Some(tunnel_port), Some(expected)) => {
                     let tunnel = SocketAddr::new(endpoint.address.ip(), tunnel_port);
                     check_addr(&what, tunnel, false)?;
-                    let pool = pools.mesh(tunnel, expected).map_err(|e| IndexError::Tls {
+                    let tls_error = |e: ConfigError| IndexError::Tls {
                         cluster: cluster.name.clone(),
                         reason: e.to_string(),
-                    })?;
-                    Transport::Mesh(pool)
+                    };
+                    let h2 = pools.mesh(tunnel, expected).map_err(tls_error)?;
+                    let http1 = match (cluster.protocol, cluster.h2_upgrade) {
+                        (Protocol::Http, H2Upgrade::DoNotUpgrade) => {
+                            Some(pools.mesh_http1(tunnel, expected).map_err(tls_error)?)
+                        }
+                        _ => None,
+                    };
+                    Transport::Mesh { h2, http1 }
                 }
                 _ => Transport::Plain(plain(pools, cluster.protocol, endpoint.address)),
             };

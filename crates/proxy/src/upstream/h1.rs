@@ -1,5 +1,6 @@
-//! Keep-alive HTTP/1.1 connections to one plaintext address: the app behind an inbound chain,
-//! or an endpoint without a sidecar.
+//! Keep-alive HTTP/1.1 connections to one address: plaintext to the app behind an inbound chain
+//! or an endpoint without a sidecar, or mutual TLS to a peer sidecar for a cluster that does not
+//! upgrade to HTTP/2 (`h2UpgradePolicy: DO_NOT_UPGRADE`).
 //!
 //! A request leases an idle connection (most recently used first, so few stay warm) or dials
 //! a new one; the lease rides in the response body and goes back to the pool when the body is
@@ -24,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::error_chain;
-use super::pool::{connect_tcp, spawn_connection};
+use super::pool::{MeshTls, connect_tcp, spawn_connection};
 use crate::error::ProxyError;
 use crate::http::{Body, BoxError};
 
@@ -38,6 +39,7 @@ pub const MAX_IDLE: usize = 256;
 pub struct H1Pool {
     addr: SocketAddr,
     source: IpAddr,
+    tls: Option<MeshTls>,
     idle: Mutex<VecDeque<Idle>>,
 }
 
@@ -47,9 +49,9 @@ struct Idle {
 }
 
 impl H1Pool {
-    /// A pool of connections from `source` (the pod IP) to `addr`.
-    pub fn new(source: IpAddr, addr: SocketAddr) -> Self {
-        H1Pool { addr, source, idle: Mutex::new(VecDeque::new()) }
+    /// A pool of connections from `source` (the pod IP) to `addr`, over `tls` when given.
+    pub fn new(source: IpAddr, addr: SocketAddr, tls: Option<MeshTls>) -> Self {
+        H1Pool { addr, source, tls, idle: Mutex::new(VecDeque::new()) }
     }
 
     /// The address connections go to.
@@ -118,10 +120,21 @@ impl H1Pool {
 
     async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {
         let tcp = connect_tcp(self.source, self.addr).await?;
-        let (sender, connection) = http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| ProxyError::UpstreamConnect { endpoint: self.addr, cause: error_chain(&e) })?;
-        spawn_connection(self.addr, connection);
+        let fail =
+            |e: hyper::Error| ProxyError::UpstreamConnect { endpoint: self.addr, cause: error_chain(&e) };
+        let sender = match &self.tls {
+            Some(mesh) => {
+                let tls = mesh.connect(self.addr, tcp).await?;
+                let (sender, connection) = http1::handshake(TokioIo::new(tls)).await.map_err(fail)?;
+                spawn_connection(self.addr, connection);
+                sender
+            }
+            None => {
+                let (sender, connection) = http1::handshake(TokioIo::new(tcp)).await.map_err(fail)?;
+                spawn_connection(self.addr, connection);
+                sender
+            }
+        };
         Ok(sender)
     }
 
@@ -231,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn one_connection_serves_requests_one_after_another() {
         let (addr, accepted) = app(OK, usize::MAX).await;
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
         for _ in 0..5 {
             let response = pool.send(get()).await.expect("response");
             assert_eq!(body_of(response).await, "ok");
@@ -243,7 +256,7 @@ mod tests {
     #[tokio::test]
     async fn connections_the_app_closes_after_each_response_cost_no_request() {
         let (addr, accepted) = app(OK, 1).await;
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
         for i in 0..20 {
             let response = pool.send(get()).await.unwrap_or_else(|e| panic!("request {i}: {e}"));
             assert_eq!(body_of(response).await, "ok");
@@ -255,7 +268,7 @@ mod tests {
     async fn a_response_still_streaming_does_not_hold_up_the_next_request() {
         // Promises 10 bytes, sends 5 and keeps the connection open.
         let (addr, accepted) = app(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345", 1).await;
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
         let slow = pool.send(get()).await.expect("first response head");
         let second = pool.send(get()).await.expect("second response head");
         assert_eq!(second.status(), http::StatusCode::OK);
@@ -266,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn garbage_from_the_app_is_a_reset_naming_the_app() {
         let (addr, _) = app(b"garbage\r\n\r\n", 1).await;
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
         match pool.send(get()).await {
             Err(ProxyError::UpstreamReset { endpoint, cause }) => {
                 assert_eq!(endpoint, addr);
@@ -280,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn an_app_not_listening_is_a_connect_failure() {
         let addr = TcpListener::bind((LOCALHOST, 0)).await.expect("bind").local_addr().expect("addr");
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
         match pool.send(get()).await {
             Err(ProxyError::UpstreamConnect { endpoint, .. }) => assert_eq!(endpoint, addr),
             other => panic!("expected a connect failure, got {other:?}"),

@@ -1,6 +1,7 @@
 //! Connections to upstreams: one multiplexed HTTP/2 connection per (endpoint, accepted
-//! identities), reused by every request, keep-alive HTTP/1.1 pools ([`H1Pool`]) to plaintext
-//! HTTP/1.1 addresses, and the TCP dialer that binds the pod's own address.
+//! identities), reused by every request; keep-alive HTTP/1.1 pools ([`H1Pool`]) to plaintext
+//! HTTP/1.1 addresses and, for clusters that do not upgrade to HTTP/2, to peer sidecars over
+//! mutual TLS ([`MeshTls`]); and the TCP dialer that binds the pod's own address.
 //!
 //! The hot path reads an [`H2Pool`]'s live sender from an `ArcSwapOption` (no lock); only
 //! (re)connecting takes an async mutex, so concurrent first requests share one handshake.
@@ -15,11 +16,14 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use paymesh_tls::{ALPN_H2, ConfigError, CredentialStore, ExpectedIdentities, TrustBundle, client_config};
+use paymesh_tls::{
+    ALPN_H2, ALPN_HTTP11, ConfigError, CredentialStore, ExpectedIdentities, TrustBundle, client_config,
+};
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
 use super::h1::H1Pool;
@@ -48,11 +52,42 @@ pub async fn connect_tcp(source: IpAddr, addr: SocketAddr) -> Result<TcpStream, 
     Ok(stream)
 }
 
+/// Mutual TLS towards peer sidecars that accept one set of identities, offering one ALPN
+/// protocol.
+pub struct MeshTls {
+    connector: TlsConnector,
+    alpn: &'static [u8],
+    /// The accepted identities, for error messages.
+    expected: String,
+}
+
+impl MeshTls {
+    /// Handshakes over `tcp` to `addr`; the peer must prove an accepted identity and pick the
+    /// offered protocol.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, ProxyError> {
+        let fail = |cause: String| ProxyError::UpstreamConnect { endpoint: addr, cause };
+        let name = ServerName::IpAddress(addr.ip().into());
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(name, tcp))
+            .await
+            .map_err(|_| fail("TLS handshake timed out".to_owned()))?
+            .map_err(|e| fail(format!("TLS handshake (expecting {}): {e}", self.expected)))?;
+        if tls.get_ref().1.alpn_protocol() != Some(self.alpn) {
+            let wanted = String::from_utf8_lossy(self.alpn);
+            return Err(fail(format!("peer did not negotiate ALPN {wanted}")));
+        }
+        Ok(tls)
+    }
+}
+
 /// One pooled HTTP/2 connection to one upstream address, over mutual TLS or h2c.
 pub struct H2Pool {
     addr: SocketAddr,
     source: IpAddr,
-    tls: Option<(TlsConnector, String)>,
+    tls: Option<MeshTls>,
     current: ArcSwapOption<SendRequest<Body>>,
     connecting: Mutex<()>,
 }
@@ -88,15 +123,8 @@ impl H2Pool {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new()).keep_alive_interval(KEEPALIVE_INTERVAL);
         let sender = match &self.tls {
-            Some((connector, expected)) => {
-                let name = ServerName::IpAddress(self.addr.ip().into());
-                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
-                    .await
-                    .map_err(|_| fail("TLS handshake timed out".to_owned()))?
-                    .map_err(|e| fail(format!("TLS handshake (expecting {expected}): {e}")))?;
-                if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
-                    return Err(fail("peer did not negotiate ALPN h2".to_owned()));
-                }
+            Some(mesh) => {
+                let tls = mesh.connect(self.addr, tcp).await?;
                 let (sender, connection) =
                     builder.handshake(TokioIo::new(tls)).await.map_err(|e| fail(e.to_string()))?;
                 spawn_connection(self.addr, connection);
@@ -133,7 +161,7 @@ pub struct Pools {
     credentials: Arc<CredentialStore>,
     trust: TrustBundle,
     pools: HashMap<(SocketAddr, String), Weak<H2Pool>>,
-    http1: HashMap<SocketAddr, Weak<H1Pool>>,
+    http1: HashMap<(SocketAddr, String), Weak<H1Pool>>,
 }
 
 impl Pools {
@@ -142,7 +170,7 @@ impl Pools {
         Pools { source, credentials, trust, pools: HashMap::new(), http1: HashMap::new() }
     }
 
-    /// The mutual TLS pool to `addr` accepting `expected` servers.
+    /// The mutual TLS HTTP/2 pool to `addr` accepting `expected` servers.
     pub fn mesh(
         &mut self,
         addr: SocketAddr,
@@ -152,11 +180,30 @@ impl Pools {
         if let Some(pool) = self.pools.get(&key).and_then(Weak::upgrade) {
             return Ok(pool);
         }
-        let mut config = client_config(Some(Arc::clone(&self.credentials)), &self.trust, expected.clone())?;
-        config.alpn_protocols = vec![ALPN_H2.to_vec()];
-        let connector = TlsConnector::from(Arc::new(config));
-        let pool = self.insert(key, Some((connector, expected.to_string())));
+        let tls = self.mesh_tls(expected, ALPN_H2)?;
+        Ok(self.insert(key, Some(tls)))
+    }
+
+    /// The mutual TLS HTTP/1.1 pool to `addr` accepting `expected` servers.
+    pub fn mesh_http1(
+        &mut self,
+        addr: SocketAddr,
+        expected: &ExpectedIdentities,
+    ) -> Result<Arc<H1Pool>, ConfigError> {
+        let key = (addr, expected.to_string());
+        if let Some(pool) = self.http1.get(&key).and_then(Weak::upgrade) {
+            return Ok(pool);
+        }
+        let tls = self.mesh_tls(expected, ALPN_HTTP11)?;
+        let pool = Arc::new(H1Pool::new(self.source, addr, Some(tls)));
+        self.http1.insert(key, Arc::downgrade(&pool));
         Ok(pool)
+    }
+
+    fn mesh_tls(&self, expected: &ExpectedIdentities, alpn: &'static [u8]) -> Result<MeshTls, ConfigError> {
+        let mut config = client_config(Some(Arc::clone(&self.credentials)), &self.trust, expected.clone())?;
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok(MeshTls { connector: TlsConnector::from(Arc::new(config)), alpn, expected: expected.to_string() })
     }
 
     /// The h2c pool to `addr`.
@@ -168,17 +215,18 @@ impl Pools {
         }
     }
 
-    /// The HTTP/1.1 pool to `addr`.
+    /// The plaintext HTTP/1.1 pool to `addr`.
     pub fn http1(&mut self, addr: SocketAddr) -> Arc<H1Pool> {
-        if let Some(pool) = self.http1.get(&addr).and_then(Weak::upgrade) {
+        let key = (addr, String::new());
+        if let Some(pool) = self.http1.get(&key).and_then(Weak::upgrade) {
             return pool;
         }
-        let pool = Arc::new(H1Pool::new(self.source, addr));
-        self.http1.insert(addr, Arc::downgrade(&pool));
+        let pool = Arc::new(H1Pool::new(self.source, addr, None));
+        self.http1.insert(key, Arc::downgrade(&pool));
         pool
     }
 
-    fn insert(&mut self, key: (SocketAddr, String), tls: Option<(TlsConnector, String)>) -> Arc<H2Pool> {
+    fn insert(&mut self, key: (SocketAddr, String), tls: Option<MeshTls>) -> Arc<H2Pool> {
         let pool = Arc::new(H2Pool {
             addr: key.0,
             source: self.source,

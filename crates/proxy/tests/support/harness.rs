@@ -349,6 +349,7 @@ pub fn cluster(port: u16, host: &str, protocol: Protocol, sans: Vec<String>) -> 
         port,
         subset: None,
         protocol,
+        h2_upgrade: H2Upgrade::Upgrade,
         tls: UpstreamTls::IstioMutual { subject_alt_names: sans },
         lb: LbPolicy::RoundRobin,
     }
