@@ -1,7 +1,8 @@
 # paymesh pair for mesh-bench.sh (sourced by it; see the contract at the top of mesh-bench.sh).
 #
 #   client --HTTP/1.1--> paymesh-proxy (client pod, CLIENT_IP:15001, outbound)
-#          --mTLS (h2, certificates from paymesh-control's CA)--> paymesh-proxy (server pod,
+#          --mTLS (h2, or HTTP/1.1 for the paymesh-h1 pair; certificates from paymesh-control's
+#          CA)--> paymesh-proxy (server pod,
 #          SERVER_IP:15006, inbound) --HTTP/1.1--> upstream nginx at SERVER_IP:$UP_PORT
 #
 # How the harness contract is mapped (paymesh is a real sidecar, not a port forwarder):
@@ -90,6 +91,20 @@ kind: PeerAuthentication
 metadata: {name: default, namespace: payments}
 spec: {mtls: {mode: STRICT}}
 EOF
+  # PM_H2_UPGRADE=DO_NOT_UPGRADE (the paymesh-h1 pair): the http port's requests stay HTTP/1.1
+  # between the sidecars, as the nginx and haproxy pairs carry them.
+  if [[ -n ${PM_H2_UPGRADE:-} ]]; then
+    cat >> "$1/config/mesh.yaml" <<EOF
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: account-service, namespace: payments}
+spec:
+  host: account-service
+  trafficPolicy:
+    portLevelSettings: [{port: {number: 80}, connectionPool: {http: {h2UpgradePolicy: $PM_H2_UPGRADE}}}]
+EOF
+  fi
   cat > "$1/pods.yaml" <<EOF
 apiVersion: v1
 kind: List
@@ -195,6 +210,13 @@ impl_paymesh() {
     log "paymesh: could not sign a mesh client certificate; the handshake test will be rejected"
   fi
 }
+
+# The same pair with `h2UpgradePolicy: DO_NOT_UPGRADE` on the http port: HTTP/1.1 over a pool of
+# mutual TLS connections between the sidecars instead of one multiplexed HTTP/2 connection.
+impl_paymesh_h1_version() { impl_paymesh_version; }
+impl_paymesh_h1() { PM_H2_UPGRADE=DO_NOT_UPGRADE impl_paymesh; }
+impl_paymesh_h1_upstream_ips() { impl_paymesh_upstream_ips; }
+impl_paymesh_h1_cleanup() { impl_paymesh_cleanup; }
 
 impl_paymesh_cleanup() {  # the harness kills OUT_PID/IN_PID; this also covers a failed start
   local p
