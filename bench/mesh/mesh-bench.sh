@@ -568,7 +568,9 @@ main() {
   UPSTREAM_EXTRA_IPS=()
   for i in "${impls[@]}"; do
     if declare -F "impl_${i}_upstream_ips" >/dev/null; then
-      while read -r ip; do [[ -n $ip ]] && UPSTREAM_EXTRA_IPS+=("$ip"); done < <("impl_${i}_upstream_ips")
+      while read -r ip; do
+        [[ -n $ip && " ${UPSTREAM_EXTRA_IPS[*]} " != *" $ip "* ]] && UPSTREAM_EXTRA_IPS+=("$ip")  # once each
+      done < <("impl_${i}_upstream_ips")
     fi
   done
   start_upstream
