@@ -27,10 +27,16 @@ use tracing::debug;
 use super::error_chain;
 use super::pool::{MeshTls, connect_tcp, spawn_connection};
 use crate::error::ProxyError;
-use crate::http::{Body, BoxError};
+use crate::http::{Body, BoxError, HEADER_READ_TIMEOUT};
 
-/// An idle connection older than this is closed instead of reused (hyper-util's default).
+/// An idle connection to an app older than this is closed instead of reused (hyper-util's
+/// default).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The same towards a peer sidecar: well below the peer's header read timeout, which also
+/// closes keep-alive connections idle that long, so this side always gives a connection up
+/// first and never writes a request into one the peer is closing (Istio's classic `503 UC`).
+pub const MESH_IDLE_TIMEOUT: Duration = Duration::from_secs(HEADER_READ_TIMEOUT.as_secs() / 2);
 
 /// Idle connections kept per address; more are closed when their response ends.
 pub const MAX_IDLE: usize = 256;
@@ -40,6 +46,7 @@ pub struct H1Pool {
     addr: SocketAddr,
     source: IpAddr,
     tls: Option<MeshTls>,
+    idle_timeout: Duration,
     idle: Mutex<VecDeque<Idle>>,
 }
 
@@ -49,9 +56,10 @@ struct Idle {
 }
 
 impl H1Pool {
-    /// A pool of connections from `source` (the pod IP) to `addr`, over `tls` when given.
-    pub fn new(source: IpAddr, addr: SocketAddr, tls: Option<MeshTls>) -> Self {
-        H1Pool { addr, source, tls, idle: Mutex::new(VecDeque::new()) }
+    /// A pool of connections from `source` (the pod IP) to `addr`, over `tls` when given,
+    /// reusing none idle for longer than `idle_timeout`.
+    pub fn new(source: IpAddr, addr: SocketAddr, tls: Option<MeshTls>, idle_timeout: Duration) -> Self {
+        H1Pool { addr, source, tls, idle_timeout, idle: Mutex::new(VecDeque::new()) }
     }
 
     /// The address connections go to.
@@ -95,7 +103,7 @@ impl H1Pool {
     async fn lease(&self) -> Option<SendRequest<Body>> {
         loop {
             let Idle { mut sender, since } = self.lock().pop_back()?;
-            if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+            if sender.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
             }
             // Ready at once unless the connection has not yet seen its last response end.
@@ -110,7 +118,7 @@ impl H1Pool {
             return;
         }
         let mut idle = self.lock();
-        while idle.front().is_some_and(|oldest| oldest.since.elapsed() > IDLE_TIMEOUT) {
+        while idle.front().is_some_and(|oldest| oldest.since.elapsed() > self.idle_timeout) {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
@@ -244,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn one_connection_serves_requests_one_after_another() {
         let (addr, accepted) = app(OK, usize::MAX).await;
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
         for _ in 0..5 {
             let response = pool.send(get()).await.expect("response");
             assert_eq!(body_of(response).await, "ok");
@@ -254,9 +262,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_idle_past_the_timeout_is_not_reused() {
+        let (addr, accepted) = app(OK, usize::MAX).await;
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, Duration::ZERO));
+        for _ in 0..3 {
+            let response = pool.send(get()).await.expect("response");
+            assert_eq!(body_of(response).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
     async fn connections_the_app_closes_after_each_response_cost_no_request() {
         let (addr, accepted) = app(OK, 1).await;
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
         for i in 0..20 {
             let response = pool.send(get()).await.unwrap_or_else(|e| panic!("request {i}: {e}"));
             assert_eq!(body_of(response).await, "ok");
@@ -268,7 +287,7 @@ mod tests {
     async fn a_response_still_streaming_does_not_hold_up_the_next_request() {
         // Promises 10 bytes, sends 5 and keeps the connection open.
         let (addr, accepted) = app(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345", 1).await;
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
         let slow = pool.send(get()).await.expect("first response head");
         let second = pool.send(get()).await.expect("second response head");
         assert_eq!(second.status(), http::StatusCode::OK);
@@ -279,7 +298,7 @@ mod tests {
     #[tokio::test]
     async fn garbage_from_the_app_is_a_reset_naming_the_app() {
         let (addr, _) = app(b"garbage\r\n\r\n", 1).await;
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
         match pool.send(get()).await {
             Err(ProxyError::UpstreamReset { endpoint, cause }) => {
                 assert_eq!(endpoint, addr);
@@ -293,7 +312,7 @@ mod tests {
     #[tokio::test]
     async fn an_app_not_listening_is_a_connect_failure() {
         let addr = TcpListener::bind((LOCALHOST, 0)).await.expect("bind").local_addr().expect("addr");
-        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None));
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
         match pool.send(get()).await {
             Err(ProxyError::UpstreamConnect { endpoint, .. }) => assert_eq!(endpoint, addr),
             other => panic!("expected a connect failure, got {other:?}"),

@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
-use super::h1::H1Pool;
+use super::h1::{H1Pool, IDLE_TIMEOUT, MESH_IDLE_TIMEOUT};
 use crate::error::ProxyError;
 use crate::http::Body;
 
@@ -195,7 +195,7 @@ impl Pools {
             return Ok(pool);
         }
         let tls = self.mesh_tls(expected, ALPN_HTTP11)?;
-        let pool = Arc::new(H1Pool::new(self.source, addr, Some(tls)));
+        let pool = Arc::new(H1Pool::new(self.source, addr, Some(tls), MESH_IDLE_TIMEOUT));
         self.http1.insert(key, Arc::downgrade(&pool));
         Ok(pool)
     }
@@ -221,7 +221,7 @@ impl Pools {
         if let Some(pool) = self.http1.get(&key).and_then(Weak::upgrade) {
             return pool;
         }
-        let pool = Arc::new(H1Pool::new(self.source, addr, None));
+        let pool = Arc::new(H1Pool::new(self.source, addr, None, IDLE_TIMEOUT));
         self.http1.insert(key, Arc::downgrade(&pool));
         pool
     }
