@@ -7,6 +7,7 @@
 #
 #   bench/instructions/peer.sh haproxy
 #   N=5000 bench/instructions/peer.sh haproxy
+#   SYSCALLS=1 bench/instructions/peer.sh haproxy   # system calls per request (perf, no valgrind)
 #
 # nginx is not supported: its worker is forked by a master under valgrind, and callgrind writes
 # no dump for a forked child that callgrind_control can ask for.
@@ -49,7 +50,12 @@ UPSTREAM_EXTRA_IPS=()
 CERT_DIR=$OUT_DIR/certs
 gen_certs "$CERT_DIR"
 start_upstream
-HAPROXY=$(wrap "$HAPROXY" haproxy)
+if [[ -n ${SYSCALLS:-} ]]; then
+  # shellcheck source=syscalls.sh
+  source "$HERE/syscalls.sh"
+else
+  HAPROXY=$(wrap "$HAPROXY" haproxy)
+fi
 RUN_DIR=$OUT_DIR/pair; mkdir -p "$RUN_DIR"
 "impl_$IMPL"
 STARTED_PIDS+=("$OUT_PID" "$IN_PID")
@@ -61,6 +67,13 @@ until curl -fsS -o /dev/null "$url" 2>/dev/null; do
 done
 
 "$OHA" --no-tui -n 200 -c 4 "$url" > /dev/null
+if [[ -n ${SYSCALLS:-} ]]; then
+  syscalls_run "$OUT_DIR/syscalls" "$OUT_PID" "$IN_PID" -- \
+    "$OHA" --no-tui --output-format json -n "$N" -c 4 "$url" > "$OUT_DIR/oha.json"
+  syscalls_report "$OUT_DIR/syscalls" "$N"
+  echo "syscalls: data in $OUT_DIR" >&2
+  exit 0
+fi
 pids=("$OUT_PID" "$IN_PID")
 for p in "${pids[@]}"; do callgrind_control -z "$p" > /dev/null 2>&1; done
 "$OHA" --no-tui --output-format json -n "$N" -c 4 "$url" > "$OUT_DIR/oha.json"

@@ -8,6 +8,7 @@
 #   N=5000 BIN=/some/target/release bench/instructions/run.sh
 #   ANNOTATE=1 bench/instructions/run.sh      # also print each proxy's top functions
 #   NEW_CONNECTIONS=1 bench/instructions/run.sh  # a new client connection per request
+#   SYSCALLS=1 bench/instructions/run.sh      # system calls per request instead (perf, no valgrind)
 #
 # Same pair as bench/mesh (impls.d/paymesh.sh writes the config): paymesh-control, an inbound
 # and an outbound sidecar (STRICT mTLS, h2 between them) under valgrind, paymesh-echo as the app;
@@ -52,10 +53,16 @@ pm_write_config "$RUN_DIR"
   > "$RUN_DIR/control.log" 2>&1 & pids+=($!)
 pm_wait_200 "http://$PM_CONTROL_IP:15014/ready" || die "control plane not ready ($RUN_DIR/control.log)"
 
+under=(valgrind --tool=callgrind)
+if [[ -n ${SYSCALLS:-} ]]; then
+  # shellcheck source=syscalls.sh
+  source "$HERE/syscalls.sh"
+  under=()
+fi
 start_proxy() {  # pod, service account, ip
   pm_token "$2" "$1" "$RUN_DIR/$1.token"
-  PAYMESH_PROXY_WORKERS=1 RUST_LOG=warn valgrind --tool=callgrind \
-    --callgrind-out-file="$RUN_DIR/$1.callgrind" "$BIN/paymesh-proxy" --mode sidecar \
+  PAYMESH_PROXY_WORKERS=1 RUST_LOG=warn "${under[@]}" \
+    ${under:+--callgrind-out-file="$RUN_DIR/$1.callgrind"} "$BIN/paymesh-proxy" --mode sidecar \
     --pod "$1" --namespace payments --service-account "$2" --ip "$3" \
     --control "$PM_CONTROL_IP:15012" --root-cert "$RUN_DIR/ca/root-cert.pem" \
     --token-file "$RUN_DIR/$1.token" > "$RUN_DIR/$1.out" 2> "$RUN_DIR/$1.log" & pids+=($!)
@@ -69,6 +76,13 @@ pm_wait_200 "http://$PM_CLIENT_IP:15021/healthz/ready" || die "outbound proxy no
 
 url="http://$PM_CLIENT_IP:15001/health"
 "$OHA" --no-tui -n 200 -c 4 -H "Host: $PM_HOST" "$url" > /dev/null
+if [[ -n ${SYSCALLS:-} ]]; then
+  syscalls_run "$RUN_DIR/syscalls" "${proxies[1]}" "${proxies[0]}" -- \
+    "$OHA" --no-tui --output-format json -n "$N" -c 4 -H "Host: $PM_HOST" "$url" > "$RUN_DIR/oha.json"
+  syscalls_report "$RUN_DIR/syscalls" "$N"
+  echo "instructions: data in $RUN_DIR" >&2
+  exit 0
+fi
 for p in "${proxies[@]}"; do callgrind_control -z "$p" > /dev/null 2>&1; done
 # NEW_CONNECTIONS=1: a new client connection per request (oha --disable-keepalive), for the
 # cost of connection set-up on the outbound side.
