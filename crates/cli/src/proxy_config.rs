@@ -13,8 +13,8 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::ValueEnum;
 use paymesh_api::model::{
-    Cluster, ClusterEndpoints, Listener, ListenerKind, RouteAction, RouteConfig, RouteMatch, StringMatch,
-    UpstreamTls,
+    Cluster, ClusterEndpoints, H2Upgrade, Listener, ListenerKind, Protocol, RouteAction, RouteConfig,
+    RouteMatch, StringMatch, UpstreamTls,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -222,12 +222,20 @@ fn clusters(clusters: &[Cluster], listeners: &[Listener]) -> String {
                 UpstreamTls::IstioMutual { .. } => "ISTIO_MUTUAL",
                 UpstreamTls::Disable => "DISABLE",
             };
+            // How requests cross to a peer sidecar, so a DestinationRule's h2UpgradePolicy shows.
+            let protocol = match (c.protocol, c.h2_upgrade) {
+                (Protocol::Http, H2Upgrade::DoNotUpgrade) => "HTTP (DO_NOT_UPGRADE)",
+                (Protocol::Http, H2Upgrade::Upgrade) => "HTTP",
+                (Protocol::Http2, _) => "HTTP2",
+                (Protocol::Tcp, _) => "TCP",
+            };
             vec![
                 c.service.clone(),
                 c.port.to_string(),
                 c.subset.clone().unwrap_or_else(|| "-".into()),
                 "outbound".into(),
                 "EDS".into(),
+                protocol.into(),
                 tls.into(),
             ]
         })
@@ -241,12 +249,13 @@ fn clusters(clusters: &[Cluster], listeners: &[Listener]) -> String {
                     "-".into(),
                     "inbound".into(),
                     "STATIC".into(),
+                    "-".into(),
                     format!("{:?}", chain.mtls).to_uppercase(),
                 ]);
             }
         }
     }
-    table::render(&["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "TLS"], rows)
+    table::render(&["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "PROTOCOL", "TLS"], rows)
 }
 
 fn endpoints(sets: &[ClusterEndpoints]) -> String {
@@ -331,7 +340,8 @@ mod tests {
                     {"cluster": "outbound|8083||account-service.payments.svc.cluster.local", "weight": 100}]}}]}]}],
             "clusters": [{"name": "outbound|8083|v1|account-service.payments.svc.cluster.local",
                 "service": "account-service.payments.svc.cluster.local", "port": 8083, "subset": "v1",
-                "protocol": "http", "tls": {"mode": "istioMutual", "subjectAltNames": []}, "lb": "ROUND_ROBIN"}],
+                "protocol": "http", "h2Upgrade": "DO_NOT_UPGRADE",
+                "tls": {"mode": "istioMutual", "subjectAltNames": []}, "lb": "ROUND_ROBIN"}],
             "endpoints": [{"cluster": "outbound|8083|v1|account-service.payments.svc.cluster.local", "endpoints": [
                 {"address": "127.0.10.7:8083", "tunnelPort": 15006, "identity": "spiffe://cluster.local/ns/payments/sa/account-service",
                  "pod": "account-service-x-1", "labels": {}}]}],
@@ -349,9 +359,9 @@ mod tests {
         );
         assert_eq!(
             render(Section::Clusters, &dump).expect("clusters"),
-            "SERVICE FQDN                                PORT  SUBSET  DIRECTION  TYPE    TLS\n\
-             account-service.payments.svc.cluster.local  8083  v1      outbound   EDS     ISTIO_MUTUAL\n\
-             -                                           8081  -       inbound    STATIC  STRICT\n"
+            "SERVICE FQDN                                PORT  SUBSET  DIRECTION  TYPE    PROTOCOL               TLS\n\
+             account-service.payments.svc.cluster.local  8083  v1      outbound   EDS     HTTP (DO_NOT_UPGRADE)  ISTIO_MUTUAL\n\
+             -                                           8081  -       inbound    STATIC  -                      STRICT\n"
         );
         assert_eq!(
             render(Section::Routes, &dump).expect("routes"),
