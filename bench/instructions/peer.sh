@@ -36,7 +36,6 @@ BODY_BYTES=${BODY_BYTES:-3}
 source "$REPO/bench/mesh/mesh-bench.sh"
 OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 [[ -x $OHA ]] || cargo install oha --locked
-declare -F "impl_$IMPL" >/dev/null || die "unknown pair: $IMPL"
 
 # The pair's binaries, each run under callgrind with a dump file of its own.
 wrap() {  # real binary, name

@@ -9,6 +9,7 @@
 //! does not reopen connections; it is owned by the discovery task, which builds indexes.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -93,6 +94,10 @@ pub struct H2Pool {
 }
 
 impl H2Pool {
+    fn new(addr: SocketAddr, source: IpAddr, tls: Option<MeshTls>) -> Self {
+        H2Pool { addr, source, tls, current: ArcSwapOption::empty(), connecting: Mutex::new(()) }
+    }
+
     /// The address connections go to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -154,14 +159,17 @@ where
     });
 }
 
+/// A pool's key: the address and the identities it accepts (empty for plaintext).
+type PoolKey = (SocketAddr, String);
+
 /// The pools of one proxy, by (address, accepted identities); keeps a pool alive only while an
 /// index uses it.
 pub struct Pools {
     source: IpAddr,
     credentials: Arc<CredentialStore>,
     trust: TrustBundle,
-    pools: HashMap<(SocketAddr, String), Weak<H2Pool>>,
-    http1: HashMap<(SocketAddr, String), Weak<H1Pool>>,
+    pools: HashMap<PoolKey, Weak<H2Pool>>,
+    http1: HashMap<PoolKey, Weak<H1Pool>>,
 }
 
 impl Pools {
@@ -176,12 +184,10 @@ impl Pools {
         addr: SocketAddr,
         expected: &ExpectedIdentities,
     ) -> Result<Arc<H2Pool>, ConfigError> {
-        let key = (addr, expected.to_string());
-        if let Some(pool) = self.pools.get(&key).and_then(Weak::upgrade) {
-            return Ok(pool);
-        }
-        let tls = self.mesh_tls(expected, ALPN_H2)?;
-        Ok(self.insert(key, Some(tls)))
+        let (source, credentials, trust) = (self.source, &self.credentials, &self.trust);
+        shared(&mut self.pools, (addr, expected.to_string()), || {
+            Ok(H2Pool::new(addr, source, Some(mesh_tls(credentials, trust, expected, ALPN_H2)?)))
+        })
     }
 
     /// The mutual TLS HTTP/1.1 pool to `addr` accepting `expected` servers.
@@ -190,51 +196,28 @@ impl Pools {
         addr: SocketAddr,
         expected: &ExpectedIdentities,
     ) -> Result<Arc<H1Pool>, ConfigError> {
-        let key = (addr, expected.to_string());
-        if let Some(pool) = self.http1.get(&key).and_then(Weak::upgrade) {
-            return Ok(pool);
-        }
-        let tls = self.mesh_tls(expected, ALPN_HTTP11)?;
-        let pool = Arc::new(H1Pool::new(self.source, addr, Some(tls), MESH_IDLE_TIMEOUT));
-        self.http1.insert(key, Arc::downgrade(&pool));
-        Ok(pool)
-    }
-
-    fn mesh_tls(&self, expected: &ExpectedIdentities, alpn: &'static [u8]) -> Result<MeshTls, ConfigError> {
-        let mut config = client_config(Some(Arc::clone(&self.credentials)), &self.trust, expected.clone())?;
-        config.alpn_protocols = vec![alpn.to_vec()];
-        Ok(MeshTls { connector: TlsConnector::from(Arc::new(config)), alpn, expected: expected.to_string() })
+        let (source, credentials, trust) = (self.source, &self.credentials, &self.trust);
+        shared(&mut self.http1, (addr, expected.to_string()), || {
+            let tls = mesh_tls(credentials, trust, expected, ALPN_HTTP11)?;
+            Ok(H1Pool::new(source, addr, Some(tls), MESH_IDLE_TIMEOUT))
+        })
     }
 
     /// The h2c pool to `addr`.
     pub fn plaintext(&mut self, addr: SocketAddr) -> Arc<H2Pool> {
-        let key = (addr, String::new());
-        match self.pools.get(&key).and_then(Weak::upgrade) {
-            Some(pool) => pool,
-            None => self.insert(key, None),
-        }
+        let source = self.source;
+        let Ok(pool) = shared::<_, Infallible>(&mut self.pools, (addr, String::new()), || {
+            Ok(H2Pool::new(addr, source, None))
+        });
+        pool
     }
 
     /// The plaintext HTTP/1.1 pool to `addr`.
     pub fn http1(&mut self, addr: SocketAddr) -> Arc<H1Pool> {
-        let key = (addr, String::new());
-        if let Some(pool) = self.http1.get(&key).and_then(Weak::upgrade) {
-            return pool;
-        }
-        let pool = Arc::new(H1Pool::new(self.source, addr, None, IDLE_TIMEOUT));
-        self.http1.insert(key, Arc::downgrade(&pool));
-        pool
-    }
-
-    fn insert(&mut self, key: (SocketAddr, String), tls: Option<MeshTls>) -> Arc<H2Pool> {
-        let pool = Arc::new(H2Pool {
-            addr: key.0,
-            source: self.source,
-            tls,
-            current: ArcSwapOption::empty(),
-            connecting: Mutex::new(()),
+        let source = self.source;
+        let Ok(pool) = shared::<_, Infallible>(&mut self.http1, (addr, String::new()), || {
+            Ok(H1Pool::new(source, addr, None, IDLE_TIMEOUT))
         });
-        self.pools.insert(key, Arc::downgrade(&pool));
         pool
     }
 
@@ -242,5 +225,57 @@ impl Pools {
     pub fn prune(&mut self) {
         self.pools.retain(|_, pool| pool.strong_count() > 0);
         self.http1.retain(|_, pool| pool.strong_count() > 0);
+    }
+}
+
+/// The pool under `key` while an index still uses it, else a new one from `make`, remembered
+/// weakly so a new config reuses warm connections and a dropped one lets them go.
+fn shared<P, E>(
+    pools: &mut HashMap<PoolKey, Weak<P>>,
+    key: PoolKey,
+    make: impl FnOnce() -> Result<P, E>,
+) -> Result<Arc<P>, E> {
+    if let Some(pool) = pools.get(&key).and_then(Weak::upgrade) {
+        return Ok(pool);
+    }
+    let pool = Arc::new(make()?);
+    pools.insert(key, Arc::downgrade(&pool));
+    Ok(pool)
+}
+
+/// Mutual TLS presenting `credentials`, accepting `expected` servers chained to `trust`, offering
+/// only `alpn`.
+fn mesh_tls(
+    credentials: &Arc<CredentialStore>,
+    trust: &TrustBundle,
+    expected: &ExpectedIdentities,
+    alpn: &'static [u8],
+) -> Result<MeshTls, ConfigError> {
+    let mut config = client_config(Some(Arc::clone(credentials)), trust, expected.clone())?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(MeshTls { connector: TlsConnector::from(Arc::new(config)), alpn, expected: expected.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_is_shared_while_an_index_holds_it_and_made_anew_once_dropped() {
+        let mut pools: HashMap<PoolKey, Weak<u32>> = HashMap::new();
+        let key = || ("127.0.0.1:80".parse().expect("addr"), "spiffe://a".to_owned());
+        let mut made = 0;
+        let mut make = || -> Result<u32, Infallible> {
+            made += 1;
+            Ok(made)
+        };
+        let Ok(first) = shared(&mut pools, key(), &mut make);
+        let Ok(again) = shared(&mut pools, key(), &mut make);
+        assert!(Arc::ptr_eq(&first, &again));
+        drop((first, again));
+        let Ok(fresh) = shared(&mut pools, key(), &mut make);
+        assert_eq!(*fresh, 2);
+        let failed: Result<Arc<u32>, &str> = shared(&mut HashMap::new(), key(), || Err("bad identities"));
+        assert_eq!(failed.err(), Some("bad identities"));
     }
 }
