@@ -233,6 +233,9 @@ pub struct VirtualHost {
 pub struct Route {
     /// `default`, or the VirtualService route's name.
     pub name: String,
+    /// The VirtualService it came from (`namespace/name`); `None` for a service's default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<String>,
     /// Alternatives, any of which selects the route (Istio `HTTPRoute.match`); empty: every
     /// request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

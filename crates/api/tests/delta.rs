@@ -231,6 +231,7 @@ fn virtual_host(service: &str) -> VirtualHost {
         domains: vec![service.to_owned(), format!("{service}:8080")],
         routes: vec![Route {
             name: "default".into(),
+            virtual_service: None,
             matches: Vec::new(),
             headers: HeaderEdits::default(),
             action: RouteAction::Forward {

@@ -1,100 +1,86 @@
-//! The access log: one line per request, at info level on target `access`, in Envoy's shape:
+//! The access log: one line per request, at info level on target `access`, in Istio's default
+//! text format, with paymesh's additions at the end:
 //!
 //! ```text
-//! [START_TIME] "METHOD PATH PROTOCOL" STATUS FLAGS BYTES_IN BYTES_OUT DURATION_MS UPSTREAM_HOST "AUTHORITY" "X-REQUEST-ID"
+//! [START_TIME] "METHOD PATH PROTOCOL" RESPONSE_CODE RESPONSE_FLAGS RESPONSE_CODE_DETAILS
+//!   CONNECTION_TERMINATION_DETAILS "UPSTREAM_TRANSPORT_FAILURE_REASON" BYTES_RECEIVED BYTES_SENT
+//!   DURATION UPSTREAM_SERVICE_TIME "X-FORWARDED-FOR" "USER-AGENT" "X-REQUEST-ID" "AUTHORITY"
+//!   "UPSTREAM_HOST" UPSTREAM_CLUSTER UPSTREAM_LOCAL_ADDRESS DOWNSTREAM_LOCAL_ADDRESS
+//!   DOWNSTREAM_REMOTE_ADDRESS REQUESTED_SERVER_NAME ROUTE_NAME
+//!   DOWNSTREAM_PEER_URI_SAN UPSTREAM_PEER_URI_SAN UPSTREAM_POD VIRTUAL_SERVICE ATTEMPTS
 //! ```
 //!
-//! [`Pending`] is made when the request arrives (counting request body bytes as the handler
-//! reads them), and only when the `access` target is enabled: a disabled log costs the hot path
-//! one filter check, not a record's allocations and formatting. [`Pending::respond`] wraps the
-//! response body, which counts what is sent and writes the line when hyper drops it, after the
-//! last byte (Envoy's `%DURATION%`). The flag is the [`ResponseFlag`] the proxy's own answers
-//! carry as an extension, `-` otherwise; the upstream host is the [`UpstreamHost`] extension the
-//! forwarding code sets. Requests hyper refuses before a handler runs (malformed, header section
-//! too large) are logged by [`log_refused`].
+//! (one line; `-` where a value is missing). Everything after the request's own headers comes
+//! from the [`RequestContext`]. [`Pending`] keeps the request's text fields and counts its body
+//! bytes, and is made only when the `access` target is enabled: a disabled log costs the hot
+//! path one filter check, not a record's allocations and formatting. [`Pending::respond`] wraps
+//! the response body, which counts what is sent and writes the line when hyper drops it, after
+//! the last byte (Envoy's `%DURATION%`). Requests hyper refuses before a handler runs
+//! (malformed, header section too large) are logged by [`log_refused`].
 
-use std::net::SocketAddr;
+use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Version};
+use http::header::{HOST, USER_AGENT};
+use http::{HeaderName, Request, Response, StatusCode, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tracing::info;
 
-use crate::error::ResponseFlag;
+use crate::context::{Downstream, RequestContext};
+use crate::flags::ResponseFlag;
 use crate::http::{Body, BoxError, X_REQUEST_ID};
 
-/// The endpoint a response came from (response extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamHost(pub SocketAddr);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// A request being served: what the line will say, and its received bytes so far.
+/// A request being served: its text fields, and its received bytes so far.
 #[derive(Debug)]
 pub struct Pending {
-    listener: &'static str,
-    start_time: SystemTime,
-    started: Instant,
     request_line: String,
     authority: String,
     request_id: String,
+    user_agent: String,
+    forwarded_for: String,
     bytes_in: Arc<AtomicU64>,
 }
 
 impl Pending {
     /// Starts the record of `req` (after its `x-request-id` is set) and counts its body; `None`
     /// (and `req` untouched) when the access log is off.
-    pub fn start(listener: &'static str, req: Request<Body>) -> (Option<Self>, Request<Body>) {
+    pub fn start(req: Request<Body>) -> (Option<Self>, Request<Body>) {
         if !enabled() {
             return (None, req);
         }
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
         let bytes_in = Arc::new(AtomicU64::new(0));
         let path = req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |p| p.to_string());
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()))
-            .unwrap_or("-")
-            .to_owned();
-        let request_id =
-            req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let authority = match req.uri().authority() {
+            Some(authority) => authority.as_str().to_owned(),
+            None => header(HOST),
+        };
         let pending = Pending {
-            listener,
-            start_time: SystemTime::now(),
-            started: Instant::now(),
             request_line: format!("{} {} {}", req.method(), path, protocol(req.version())),
             authority,
-            request_id,
+            request_id: header(X_REQUEST_ID),
+            user_agent: header(USER_AGENT),
+            forwarded_for: header(X_FORWARDED_FOR),
             bytes_in: Arc::clone(&bytes_in),
         };
         let req = req.map(|inner| Body::new(Counted { inner, bytes: bytes_in }));
         (Some(pending), req)
     }
 
-    /// Wraps `response`'s body so the line is written once it has been sent (or dropped).
-    pub fn respond(self, response: Response<Body>) -> Response<Body> {
+    /// Wraps `response`'s body so the line is written, from `ctx`, once it has been sent (or
+    /// dropped).
+    pub fn respond(self, response: Response<Body>, ctx: RequestContext) -> Response<Body> {
         let status = response.status();
-        let flag = response.extensions().get::<ResponseFlag>().copied();
-        let upstream = response.extensions().get::<UpstreamHost>().copied();
         response.map(|inner| {
-            Body::new(Logged {
-                inner,
-                bytes_out: 0,
-                record: Some(Record { pending: self, status, flag, upstream }),
-            })
+            Body::new(Logged { inner, bytes_out: 0, record: Some(Record { pending: self, ctx, status }) })
         })
-    }
-}
-
-/// Notes the endpoint `response` came from for its line; nothing when the log is off, as an
-/// extension costs the response an allocated map.
-pub fn note_upstream<B>(response: &mut Response<B>, host: SocketAddr) {
-    if enabled() {
-        response.extensions_mut().insert(UpstreamHost(host));
     }
 }
 
@@ -105,14 +91,17 @@ fn enabled() -> bool {
 
 /// Logs a request hyper answered itself (400 for a malformed request, 431 for a header section
 /// over the limit) from the connection's error.
-pub fn log_refused(listener: &'static str, status: StatusCode) {
+pub fn log_refused(downstream: &Downstream, status: StatusCode) {
     info!(
         target: "access",
-        listener,
-        "[{}] \"- - HTTP/1.1\" {} {} 0 0 0 - \"-\" \"-\"",
+        listener = downstream.listener.as_str(),
+        "[{}] \"- - HTTP/1.1\" {} {} codec_error - \"-\" 0 0 0 - \"-\" \"-\" \"-\" \"-\" \"-\" - - {} {} - - {} - - - 0",
         humantime::format_rfc3339_millis(SystemTime::now()),
         status.as_u16(),
-        ResponseFlag::DownstreamProtocolError
+        ResponseFlag::DownstreamProtocolError,
+        downstream.local,
+        downstream.remote,
+        Dash(downstream.peer.identity()),
     );
 }
 
@@ -128,31 +117,56 @@ fn protocol(version: Version) -> &'static str {
 
 struct Record {
     pending: Pending,
+    ctx: RequestContext,
     status: StatusCode,
-    flag: Option<ResponseFlag>,
-    upstream: Option<UpstreamHost>,
 }
 
 impl Record {
     fn write(self, bytes_out: u64) {
-        let p = &self.pending;
-        let flag = self.flag.map_or("-", ResponseFlag::as_str);
-        let upstream = self.upstream.map_or_else(|| "-".to_owned(), |u| u.0.to_string());
+        let (p, ctx) = (&self.pending, &self.ctx);
+        let service_time = ctx.first_byte.zip(ctx.sent).map(|(first, sent)| (first - sent).as_millis());
+        let meta = ctx.endpoint_meta();
         info!(
             target: "access",
-            listener = p.listener,
-            "[{}] \"{}\" {} {} {} {} {} {} \"{}\" \"{}\"",
-            humantime::format_rfc3339_millis(p.start_time),
+            listener = ctx.downstream.listener.as_str(),
+            "[{}] \"{}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - {} {} {} {} {} {}",
+            humantime::format_rfc3339_millis(ctx.start_time),
             p.request_line,
             self.status.as_u16(),
-            flag,
+            ctx.flags,
+            ctx.details,
+            Dash(ctx.failure.as_deref()),
             p.bytes_in.load(Ordering::Relaxed),
             bytes_out,
-            p.started.elapsed().as_millis(),
-            upstream,
+            ctx.started.elapsed().as_millis(),
+            Dash(service_time),
+            p.forwarded_for,
+            p.user_agent,
+            p.request_id,
             p.authority,
-            p.request_id
+            Dash(ctx.upstream_host()),
+            Dash(ctx.cluster_name()),
+            ctx.downstream.local,
+            ctx.downstream.remote,
+            Dash(ctx.route().map(|route| &route.name)),
+            Dash(ctx.downstream.peer.identity()),
+            Dash(meta.map(|endpoint| &endpoint.identity)),
+            Dash(meta.map(|endpoint| &endpoint.pod)),
+            Dash(ctx.route().and_then(|route| route.virtual_service.as_ref())),
+            ctx.attempts,
         );
+    }
+}
+
+/// A value, or `-` when there is none.
+struct Dash<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for Dash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 
@@ -244,7 +258,7 @@ mod tests {
     fn no_record_and_the_request_untouched_when_the_access_log_is_off() {
         let off = tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).finish();
         tracing::subscriber::with_default(off, || {
-            let (pending, req) = Pending::start("outbound", request());
+            let (pending, req) = Pending::start(request());
             assert!(pending.is_none());
             assert_eq!(req.body().size_hint().exact(), Some(5), "the body is not wrapped");
         });
@@ -254,7 +268,7 @@ mod tests {
     fn a_record_of_the_request_when_the_access_log_is_on() {
         let on = tracing_subscriber::fmt().with_env_filter(EnvFilter::new("access=info")).finish();
         tracing::subscriber::with_default(on, || {
-            let (pending, _) = Pending::start("outbound", request());
+            let (pending, _) = Pending::start(request());
             let pending = pending.expect("a record when access is enabled");
             assert_eq!(pending.request_line, "GET /pay?x=1 HTTP/1.1");
         });

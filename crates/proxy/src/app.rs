@@ -23,13 +23,13 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminState};
 use crate::discovery::{self, Discovery, Node};
 use crate::drain::{self, Trigger};
+use crate::forward::Forward;
 use crate::gateway::{self, Gateway};
 use crate::identity::IdentityManager;
 use crate::inbound::{self, Inbound};
 use crate::index::Index;
 use crate::outbound::{self, Outbound};
 use crate::readiness::Readiness;
-use crate::upstream::Upstream;
 
 /// Sidecar or gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,13 +284,13 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         .map_err(AppError::Runtime)?;
 
     // The data listeners.
-    let upstream = Arc::new(Upstream::new(config.ip));
+    let forward = Arc::new(Forward::new(config.ip));
     let mut data = Vec::new();
     if let (Some(outbound_listener), Some(inbound_listener)) = (outbound_listener, inbound_listener) {
         let outbound = Outbound::new(
             outbound::Config { drain_timeout: config.drain_timeout },
             Arc::clone(&index),
-            Arc::clone(&upstream),
+            Arc::clone(&forward),
         );
         data.push(tokio::spawn(outbound.run(outbound_listener, shutdown.clone())));
         let tls = TlsAcceptor::from(Arc::new(server_config(store, &trust, ClientAuth::Required)?));
@@ -299,11 +299,11 @@ pub async fn build(config: Config) -> Result<App, AppError> {
             identity: identity.clone(),
             drain_timeout: config.drain_timeout,
         };
-        let inbound = Inbound::new(inbound_config, Arc::clone(&index), Arc::clone(&upstream), tls);
+        let inbound = Inbound::new(inbound_config, Arc::clone(&index), Arc::clone(&forward), tls);
         data.push(tokio::spawn(inbound.run(inbound_listener, shutdown.clone())));
     }
     if config.mode == Mode::Gateway {
-        let gateway = Gateway::new(gateway::Config { drain_timeout: config.drain_timeout }, index, upstream);
+        let gateway = Gateway::new(gateway::Config { drain_timeout: config.drain_timeout }, index, forward);
         data.push(tokio::spawn(gateway.run(changed_rx, shutdown)));
     }
     info!(?bound, %identity, "proxy started");

@@ -32,7 +32,8 @@ use crate::backoff::Backoff;
 use crate::identity::CertStatus;
 use crate::index::Index;
 use crate::readiness::BlockReady;
-use crate::upstream::pool::{CONNECT_TIMEOUT, Pools};
+use crate::store::Store;
+use crate::transport::pool::{CONNECT_TIMEOUT, Pools};
 
 /// HTTP/2 pings on the discovery stream, so a control plane that vanished without closing
 /// the connection (host gone, cable pulled) is noticed and the proxy reconnects.
@@ -96,7 +97,8 @@ pub struct Discovery {
     store: Arc<CredentialStore>,
     cert: watch::Receiver<Option<CertStatus>>,
     index: Arc<ArcSwapOption<Index>>,
-    pools: Pools,
+    /// Pools and cluster state, kept across snapshots.
+    state: Store,
     changed: watch::Sender<u64>,
 }
 
@@ -110,7 +112,7 @@ impl Discovery {
         changed: watch::Sender<u64>,
     ) -> Self {
         let pools = Pools::new(config.node.ip, Arc::clone(&store), config.trust.clone());
-        Discovery { config, store, cert, index, pools, changed }
+        Discovery { config, store, cert, index, state: Store::new(pools), changed }
     }
 
     /// Waits for the first certificate, then subscribes forever; `ready` is released by the
@@ -180,7 +182,7 @@ impl Discovery {
                     snapshot.version, config.version
                 ));
             }
-            Index::build(config, &self.config.node.pod, self.config.node.ip, &mut self.pools)
+            Index::build(config, &self.config.node.pod, self.config.node.ip, &mut self.state)
                 .map_err(|e| e.to_string())
         });
         match built {
@@ -247,7 +249,7 @@ impl Discovery {
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let connector = connector.clone();
                 async move {
-                    let tcp = crate::upstream::pool::connect_tcp(source, addr).await.map_err(|e| {
+                    let tcp = crate::transport::pool::connect_tcp(source, addr).await.map_err(|e| {
                         std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string())
                     })?;
                     let tls = connector.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;

@@ -1,55 +1,19 @@
 //! The one classifier from proxy errors to responses: every error the proxy answers itself has
-//! an HTTP status, an Envoy response flag (in `x-paymesh-response-flags`, as Envoy's access log
-//! `%RESPONSE_FLAGS%` names it) and a plain-text reason ending in the flag.
-
-use std::fmt;
-use std::net::SocketAddr;
+//! an HTTP status, an Envoy response flag and response code details, recorded in the request's
+//! context; the answer carries the context's flags (in `x-paymesh-response-flags`, as Envoy's
+//! access log `%RESPONSE_FLAGS%` writes them) and a plain-text reason ending in them.
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use paymesh_api::model::MtlsMode;
 
+use crate::context::RequestContext;
+use crate::flags::ResponseFlag;
 use crate::http::{Body, full};
+use crate::transport::UpstreamError;
 
-/// The header carrying the response flag of a proxy-generated answer.
+/// The header carrying the response flags of a proxy-generated answer.
 pub const RESPONSE_FLAGS: HeaderName = HeaderName::from_static("x-paymesh-response-flags");
-
-/// Envoy's response flags, for the errors the proxy produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseFlag {
-    /// `NR`: no route (or filter chain) matched.
-    NoRoute,
-    /// `UH`: the cluster has no endpoint.
-    NoHealthyUpstream,
-    /// `UF`: connecting (TCP or TLS) to the upstream failed.
-    UpstreamConnectionFailure,
-    /// `UC`: the upstream connection ended before the response.
-    UpstreamConnectionTermination,
-    /// `DPE`: the downstream request was malformed.
-    DownstreamProtocolError,
-    /// `UAEX`: the request was refused by the proxy's own policy (peer authentication).
-    Unauthorized,
-}
-
-impl ResponseFlag {
-    /// The flag as Envoy writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResponseFlag::NoRoute => "NR",
-            ResponseFlag::NoHealthyUpstream => "UH",
-            ResponseFlag::UpstreamConnectionFailure => "UF",
-            ResponseFlag::UpstreamConnectionTermination => "UC",
-            ResponseFlag::DownstreamProtocolError => "DPE",
-            ResponseFlag::Unauthorized => "UAEX",
-        }
-    }
-}
-
-impl fmt::Display for ResponseFlag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -77,26 +41,14 @@ pub enum ProxyError {
         /// The cluster.
         cluster: String,
     },
-    /// TCP or TLS to the endpoint failed.
-    #[error("upstream connect error to {endpoint}: {cause}")]
-    UpstreamConnect {
-        /// The address dialed.
-        endpoint: SocketAddr,
-        /// What went wrong.
-        cause: String,
-    },
-    /// The upstream connection failed after the request was sent.
-    #[error("upstream {endpoint} reset the request: {cause}")]
-    UpstreamReset {
-        /// The address dialed.
-        endpoint: SocketAddr,
-        /// What went wrong.
-        cause: String,
-    },
+    /// Every attempt upstream failed; the last one's error.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// The request is not something the proxy can forward.
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// The port's peer authentication refuses how the request arrived.
+    /// The port's peer authentication refuses how the request arrived (Envoy finds no filter
+    /// chain for it).
     #[error("port {port} requires {required} (mode {mode:?}, policy {policy})")]
     PeerAuthentication {
         /// The workload port.
@@ -114,14 +66,26 @@ impl ProxyError {
     /// The response flag.
     pub fn flag(&self) -> ResponseFlag {
         match self {
-            ProxyError::NoConfig | ProxyError::NoRoute { .. } | ProxyError::NoRouteMatched { .. } => {
-                ResponseFlag::NoRoute
-            }
+            ProxyError::NoConfig
+            | ProxyError::NoRoute { .. }
+            | ProxyError::NoRouteMatched { .. }
+            | ProxyError::PeerAuthentication { .. } => ResponseFlag::NoRoute,
             ProxyError::NoHealthyUpstream { .. } => ResponseFlag::NoHealthyUpstream,
-            ProxyError::UpstreamConnect { .. } => ResponseFlag::UpstreamConnectionFailure,
-            ProxyError::UpstreamReset { .. } => ResponseFlag::UpstreamConnectionTermination,
+            ProxyError::Upstream(error) => error.flag(),
             ProxyError::BadRequest(_) => ResponseFlag::DownstreamProtocolError,
-            ProxyError::PeerAuthentication { .. } => ResponseFlag::Unauthorized,
+        }
+    }
+
+    /// Envoy's response code details (`%RESPONSE_CODE_DETAILS%`).
+    pub fn details(&self) -> &'static str {
+        match self {
+            ProxyError::NoConfig | ProxyError::NoRoute { .. } | ProxyError::NoRouteMatched { .. } => {
+                "route_not_found"
+            }
+            ProxyError::NoHealthyUpstream { .. } => "no_healthy_upstream",
+            ProxyError::Upstream(error) => error.details(),
+            ProxyError::BadRequest(_) => "invalid_authority",
+            ProxyError::PeerAuthentication { .. } => "filter_chain_not_found",
         }
     }
 
@@ -129,48 +93,85 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } | ProxyError::NoRouteMatched { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoConfig
-            | ProxyError::NoHealthyUpstream { .. }
-            | ProxyError::UpstreamConnect { .. }
-            | ProxyError::UpstreamReset { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoConfig | ProxyError::NoHealthyUpstream { .. } | ProxyError::Upstream(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::PeerAuthentication { .. } => StatusCode::FORBIDDEN,
         }
     }
 
-    /// The answer: status, flag header (and the flag as an extension, for the access log),
-    /// `reason (FLAG)` as plain text.
-    pub fn into_response(self) -> Response<Body> {
-        let flag = self.flag();
-        let body = format!("{self} ({flag})");
+    /// The answer, recorded in `ctx` (flag, details, the upstream failure): status, the
+    /// context's flags as a header, `reason (FLAGS)` as plain text.
+    pub fn into_response(self, ctx: &mut RequestContext) -> Response<Body> {
+        ctx.flag(self.flag());
+        ctx.details = self.details();
+        if let ProxyError::Upstream(error) = &self {
+            ctx.failure = Some(error.cause().into());
+        }
+        let flags = ctx.flags.to_string();
+        let body = format!("{self} ({flags})");
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(RESPONSE_FLAGS, HeaderValue::from_static(flag.as_str()));
+        if let Ok(flags) = HeaderValue::from_str(&flags) {
+            headers.insert(RESPONSE_FLAGS, flags);
+        }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        response.extensions_mut().insert(flag);
         response
     }
 }
 
+/// A handler's answer with its context handed back: the response, or the error's.
+pub fn answer(
+    result: Result<Response<Body>, ProxyError>,
+    mut ctx: RequestContext,
+) -> (Response<Body>, RequestContext) {
+    let response = result.unwrap_or_else(|error| error.into_response(&mut ctx));
+    (response, ctx)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
+    use crate::context::{Downstream, Listener, Peer};
 
     #[test]
-    fn no_route_reads_like_envoy() {
-        let response = ProxyError::NoRoute { authority: "foo:80".to_owned() }.into_response();
+    fn no_route_reads_like_envoy_and_is_recorded_in_the_context() {
+        let mut ctx = test_context();
+        let response = ProxyError::NoRoute { authority: "foo:80".to_owned() }.into_response(&mut ctx);
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[RESPONSE_FLAGS], "NR");
+        assert_eq!((ctx.flags.to_string(), ctx.details), ("NR".to_owned(), "route_not_found"));
+    }
+
+    #[test]
+    fn a_response_carries_every_flag_of_its_context() {
+        let mut ctx = test_context();
+        ctx.flag(ResponseFlag::UpstreamRetryLimitExceeded);
+        let endpoint: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let error = UpstreamError::Connect { endpoint, cause: "connection refused".into() };
+        let response = ProxyError::Upstream(error).into_response(&mut ctx);
+        assert_eq!(response.headers()[RESPONSE_FLAGS], "UF,URX");
+        assert_eq!(ctx.failure.as_deref(), Some("connection refused"));
+    }
+
+    fn test_context() -> RequestContext {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let downstream =
+            Downstream { listener: Listener::Outbound, remote: addr, local: addr, peer: Peer::Plaintext };
+        RequestContext::new(std::sync::Arc::new(downstream))
     }
 
     #[test]
     fn every_error_has_a_flag_and_status() {
         let endpoint: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let cases = [
+        let cases: [(ProxyError, u16, &str); 4] = [
             (ProxyError::NoHealthyUpstream { cluster: "c".into() }, 503, "UH"),
-            (ProxyError::UpstreamConnect { endpoint, cause: "refused".into() }, 503, "UF"),
-            (ProxyError::UpstreamReset { endpoint, cause: "closed".into() }, 503, "UC"),
+            (UpstreamError::Connect { endpoint, cause: "refused".into() }.into(), 503, "UF"),
+            (UpstreamError::Reset { endpoint, cause: "closed".into() }.into(), 503, "UC"),
             (ProxyError::BadRequest("no authority".into()), 400, "DPE"),
         ];
         for (error, status, flag) in cases {

@@ -1,8 +1,9 @@
 //! Gateway mode: one listener per compiled `Gateway` listener address, bound and unbound as
 //! snapshots change. A connection is served as HTTP/1.1 or HTTP/2, after TLS termination when
 //! the server has `tls` (certificate and key files read when the listener is bound). A request
-//! picks the server whose hosts match its host, then routes exactly as the outbound listener
-//! does (the shared [`Upstream`]), with the gateway's own identity towards the mesh.
+//! picks the server whose hosts match its host, then goes through the same route and forward
+//! stack as the outbound listener's ([`Forward::routed`]), with the gateway's own identity
+//! towards the mesh.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,12 +24,13 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+use crate::context::{Downstream, Listener, Peer, RequestContext};
 use crate::drain::{self, Acceptor, Shutdown, Trigger};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, answer};
+use crate::forward::Forward;
 use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
 use crate::inbound::HANDSHAKE_TIMEOUT;
 use crate::index::Index;
-use crate::upstream::Upstream;
 
 /// Why a gateway listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +65,7 @@ pub struct Config {
 pub struct Gateway {
     config: Config,
     index: Arc<ArcSwapOption<Index>>,
-    upstream: Arc<Upstream>,
+    forward: Arc<Forward>,
 }
 
 struct Running {
@@ -73,8 +75,8 @@ struct Running {
 
 impl Gateway {
     /// A gateway reading the current `index`.
-    pub fn new(config: Config, index: Arc<ArcSwapOption<Index>>, upstream: Arc<Upstream>) -> Arc<Self> {
-        Arc::new(Gateway { config, index, upstream })
+    pub fn new(config: Config, index: Arc<ArcSwapOption<Index>>, forward: Arc<Forward>) -> Arc<Self> {
+        Arc::new(Gateway { config, index, forward })
     }
 
     /// Binds and unbinds listeners as `changed` ticks, until `shutdown`; then drains them all.
@@ -145,19 +147,23 @@ impl Gateway {
         let graceful = GracefulShutdown::new();
         let proto = if tls.is_some() { "https" } else { "http" };
         let mut acceptor = Acceptor::new("gateway", listener, shutdown);
-        while let Some((tcp, _)) = acceptor.next().await {
+        while let Some((tcp, remote)) = acceptor.next().await {
             let (this, watcher, tls) = (Arc::clone(&self), graceful.watcher(), tls.clone());
             tokio::spawn(async move {
-                let handler = move |req| Arc::clone(&this).handle(addr, proto, req);
+                let handler = move |req, ctx| Arc::clone(&this).handle(addr, proto, req, ctx);
+                let downstream =
+                    |peer| Arc::new(Downstream { listener: Listener::Gateway, remote, local: addr, peer });
                 match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => serve_connection("gateway", stream, handler, watcher).await,
+                            Ok(Ok(stream)) => {
+                                serve_connection(downstream(Peer::Tls), stream, handler, watcher).await
+                            }
                             Ok(Err(error)) => warn!(%addr, %error, "gateway TLS handshake failed"),
                             Err(_) => warn!(%addr, "gateway TLS handshake timed out"),
                         }
                     }
-                    None => serve_connection("gateway", tcp, handler, watcher).await,
+                    None => serve_connection(downstream(Peer::Plaintext), tcp, handler, watcher).await,
                 }
             });
         }
@@ -170,15 +176,18 @@ impl Gateway {
         addr: SocketAddr,
         proto: &'static str,
         req: Request<Body>,
-    ) -> Response<Body> {
-        self.proxy(addr, proto, req).await.unwrap_or_else(ProxyError::into_response)
+        mut ctx: RequestContext,
+    ) -> (Response<Body>, RequestContext) {
+        let result = self.proxy(addr, proto, req, &mut ctx).await;
+        answer(result, ctx)
     }
 
     async fn proxy(
         &self,
         addr: SocketAddr,
         proto: &'static str,
-        req: Request<Body>,
+        mut req: Request<Body>,
+        ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         let index = self.index.load_full().ok_or(ProxyError::NoConfig)?;
         let authority = Authority::of(&req, addr.port())
@@ -186,9 +195,8 @@ impl Gateway {
         let no_route = || ProxyError::NoRoute { authority: authority.text().to_owned() };
         let listener = index.gateway(&addr).ok_or_else(no_route)?;
         let server = listener.server_for(authority.host()).ok_or_else(no_route)?;
-        let mut req = req;
         add_forwarding_headers(req.headers_mut(), proto);
-        self.upstream.route(&server.routes, &authority, req).await
+        self.forward.routed(&server.routes, &authority, req, ctx).await
     }
 }
 

@@ -3,12 +3,15 @@
 //!
 //! - route tables by name, and by port for the outbound listener (route config `"8083"`);
 //!   within a table, virtual hosts by the exact domain strings (`host` and `host:port` forms);
-//! - clusters by name, each with its endpoints, their transports (a pooled connection) and a
-//!   round-robin cursor;
+//! - clusters by name, each with its endpoints (their pod, identity and labels as the control
+//!   plane sent them), their transports (a pooled connection) and a handle on the cluster's
+//!   state in the [`Store`](crate::store::Store);
 //! - TCP routes by `host:port`; inbound chains by service port and target port; gateway
 //!   listeners by address.
 //!
 //! Names are resolved to `Arc`s at build time, so a request never looks a cluster up by name.
+//! Nothing here changes after the build: runtime state (pools, load-balancer cursors) lives in
+//! the store, which outlives the index.
 
 pub mod build;
 pub mod matching;
@@ -16,17 +19,17 @@ pub mod matching;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::StatusCode;
 use http::uri::Authority as UriAuthority;
 use paymesh_api::ProxyConfig;
-use paymesh_api::model::{InboundChain, Protocol, ServerTls};
+use paymesh_api::model::{Cluster, ClusterEndpoints, Endpoint, InboundChain, MtlsMode, ServerTls};
 
 use crate::http::Authority;
-use crate::upstream::h1::H1Pool;
-use crate::upstream::pool::H2Pool;
+use crate::store::ClusterState;
+use crate::transport::h1::H1Pool;
+use crate::transport::pool::H2Pool;
 
 pub use build::IndexError;
 pub use matching::{RequestView, RouteHeaders, RouteMatcher};
@@ -111,9 +114,9 @@ pub struct VirtualHostEntry {
 }
 
 impl VirtualHostEntry {
-    /// The first route whose conditions `req` meets.
-    pub fn route_for(&self, req: &RequestView<'_>) -> Option<&RouteEntry> {
-        self.routes.iter().find(|route| route.matcher.matches(req))
+    /// The first route whose conditions `req` meets, with its position.
+    pub fn route_for(&self, req: &RequestView<'_>) -> Option<(usize, &RouteEntry)> {
+        self.routes.iter().enumerate().find(|(_, route)| route.matcher.matches(req))
     }
 }
 
@@ -121,6 +124,8 @@ impl VirtualHostEntry {
 pub struct RouteEntry {
     /// The route's name.
     pub name: String,
+    /// The VirtualService it came from (`namespace/name`).
+    pub virtual_service: Option<String>,
     /// Which requests it takes.
     pub matcher: RouteMatcher,
     /// Its header edits.
@@ -170,20 +175,32 @@ impl WeightedClusters {
 pub struct ClusterEntry {
     /// The cluster's name.
     pub name: String,
-    /// How requests are carried to endpoints without a sidecar.
-    pub protocol: Protocol,
+    /// The cluster as compiled (service, port, subset, protocol, policies).
+    pub config: Arc<Cluster>,
+    /// Its endpoints as compiled; `endpoints[i]` is `assignment.endpoints[i]`.
+    assignment: Option<Arc<ClusterEndpoints>>,
     endpoints: Vec<EndpointEntry>,
-    cursor: AtomicUsize,
+    /// State that outlives this index.
+    pub state: Arc<ClusterState>,
 }
 
 impl ClusterEntry {
-    /// The next endpoint, round robin; `None` when the cluster has none.
-    pub fn pick(&self) -> Option<&EndpointEntry> {
+    /// The position of the next endpoint, round robin; `None` when the cluster has none.
+    pub fn pick(&self) -> Option<usize> {
         if self.endpoints.is_empty() {
             return None;
         }
-        let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
-        self.endpoints.get(turn % self.endpoints.len())
+        Some(self.state.next_turn() % self.endpoints.len())
+    }
+
+    /// The endpoint at `index`.
+    pub fn endpoint(&self, index: usize) -> Option<&EndpointEntry> {
+        self.endpoints.get(index)
+    }
+
+    /// What the control plane said of the endpoint at `index` (pod, identity, labels).
+    pub fn endpoint_meta(&self, index: usize) -> Option<&Endpoint> {
+        self.assignment.as_ref()?.endpoints.get(index)
     }
 }
 
@@ -218,7 +235,7 @@ pub enum Plain {
 
 /// The inbound listener's chains.
 pub struct InboundIndex {
-    chains: Vec<ChainEntry>,
+    chains: Vec<Arc<ChainEntry>>,
     by_service_port: HashMap<u16, usize>,
     by_target_port: HashMap<u16, usize>,
     only_http: Option<usize>,
@@ -239,20 +256,20 @@ pub struct ChainEntry {
 impl InboundIndex {
     /// The chain an HTTP request for `port` (its authority's port) goes to: the chain serving
     /// that Service port, else the one with that target port, else the only HTTP chain.
-    pub fn for_request(&self, port: Option<u16>) -> Option<&ChainEntry> {
+    pub fn for_request(&self, port: Option<u16>) -> Option<&Arc<ChainEntry>> {
         let by_port =
             port.and_then(|p| self.by_service_port.get(&p).or_else(|| self.by_target_port.get(&p)).copied());
         by_port.or(self.only_http).and_then(|i| self.chains.get(i))
     }
 
     /// The chain whose app listens on `target_port` (CONNECT).
-    pub fn for_target(&self, target_port: u16) -> Option<&ChainEntry> {
+    pub fn for_target(&self, target_port: u16) -> Option<&Arc<ChainEntry>> {
         self.by_target_port.get(&target_port).and_then(|i| self.chains.get(*i))
     }
 
     /// Whether any chain accepts plaintext (PERMISSIVE or DISABLE).
     pub fn accepts_plaintext(&self) -> bool {
-        self.chains.iter().any(|c| c.chain.mtls != paymesh_api::model::MtlsMode::Strict)
+        self.chains.iter().any(|c| c.chain.mtls != MtlsMode::Strict)
     }
 }
 

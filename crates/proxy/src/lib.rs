@@ -5,18 +5,24 @@
 //! half-life), [`discovery`] (config snapshots from the control plane, indexed once into an
 //! [`index::Index`] and swapped in atomically) and the [`admin`] and readiness servers. The data
 //! runtime runs the listeners: [`outbound`] (the app's HTTP proxy), [`inbound`] (mutual TLS from
-//! other proxies) and [`gateway`] (Istio `Gateway` servers), all forwarding through the shared
-//! [`upstream`] code over pooled connections. A request reads the current index without a lock;
-//! nothing on the data path waits for the control plane. Every request leaves one Envoy-style
-//! line in the [`access`] log, with its response flag.
+//! other proxies) and [`gateway`] (Istio `Gateway` servers). Every request gets a [`context`]
+//! record; outbound and gateway requests go through [`route`] then the [`forward`] stack
+//! (retry, endpoint choice) to the [`transport`] over pooled connections, inbound ones through
+//! peer authentication to the app. A request reads the current index without a lock; state
+//! that outlives a config push lives in the [`store`]; nothing on the data path waits for the
+//! control plane. Every request leaves one Istio-format line in the [`access`] log, with its
+//! response [`flags`].
 
 pub mod access;
 pub mod admin;
 pub mod app;
 pub mod backoff;
+pub mod context;
 pub mod discovery;
 pub mod drain;
 pub mod error;
+pub mod flags;
+pub mod forward;
 pub mod gateway;
 pub mod http;
 pub mod identity;
@@ -24,6 +30,9 @@ pub mod inbound;
 pub mod index;
 pub mod outbound;
 pub mod readiness;
-pub mod upstream;
+pub mod route;
+pub mod store;
+pub mod transport;
+pub mod tunnel;
 
 pub use app::{App, AppError, Bound, Config, Mode};

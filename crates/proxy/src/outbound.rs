@@ -1,26 +1,28 @@
 //! The outbound listener (`POD_IP:15001`): the app's HTTP proxy.
 //!
-//! A connection is served as HTTP/1.1 or h2c (prior knowledge). Each request goes through named
-//! phases: authority (absolute-form URI, `:authority`, else `Host`) → route table named after
-//! the port → virtual host → first route whose conditions hold (its header edits applied) →
-//! cluster → endpoint → [`Upstream`]. `CONNECT host:port` opens a TCP tunnel to a TCP route or
-//! any HTTP service port. Errors become responses in one place ([`ProxyError::into_response`]).
+//! A connection is served as HTTP/1.1 or h2c (prior knowledge). Each request: authority
+//! (absolute-form URI, `:authority`, else `Host`) → the route table named after the port →
+//! [`Forward::routed`] (route, then the forward stack). `CONNECT host:port` opens a TCP tunnel
+//! to a TCP route or any HTTP service port. Errors become responses in one place
+//! ([`ProxyError::into_response`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use http::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use http::{Method, Request, Response};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::debug;
 
+use crate::context::{Downstream, Listener, Peer, RequestContext};
 use crate::drain::{Acceptor, Shutdown, drain};
-use crate::error::ProxyError;
-use crate::http::{Authority, Body, add_forwarding_headers, empty, serve_connection};
+use crate::error::{ProxyError, answer};
+use crate::forward::Forward;
+use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
 use crate::index::{ClusterEntry, Index};
-use crate::upstream::{Tunnel, Upstream};
+use crate::route::cluster_of;
+use crate::tunnel::splice;
 
 /// The port an authority without one means.
 const DEFAULT_PORT: u16 = 80;
@@ -36,50 +38,68 @@ pub struct Config {
 pub struct Outbound {
     config: Config,
     index: Arc<ArcSwapOption<Index>>,
-    upstream: Arc<Upstream>,
+    forward: Arc<Forward>,
 }
 
 impl Outbound {
-    /// An outbound listener reading the current `index`, forwarding through `upstream`.
-    pub fn new(config: Config, index: Arc<ArcSwapOption<Index>>, upstream: Arc<Upstream>) -> Arc<Self> {
-        Arc::new(Outbound { config, index, upstream })
+    /// An outbound listener reading the current `index`, forwarding through `forward`.
+    pub fn new(config: Config, index: Arc<ArcSwapOption<Index>>, forward: Arc<Forward>) -> Arc<Self> {
+        Arc::new(Outbound { config, index, forward })
     }
 
     /// Accepts on `listener` until `shutdown`, then drains.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: Shutdown) {
         let graceful = GracefulShutdown::new();
         let mut acceptor = Acceptor::new("outbound", listener, shutdown);
-        while let Some((tcp, peer)) = acceptor.next().await {
+        while let Some((tcp, remote)) = acceptor.next().await {
             let _ = tcp.set_nodelay(true);
+            let Ok(local) = tcp.local_addr() else { continue };
+            let downstream =
+                Arc::new(Downstream { listener: Listener::Outbound, remote, local, peer: Peer::Plaintext });
             let this = Arc::clone(&self);
             let watcher = graceful.watcher();
             tokio::spawn(async move {
-                debug!(%peer, "outbound connection");
-                serve_connection("outbound", tcp, move |req| Arc::clone(&this).handle(req), watcher).await;
+                debug!(%remote, "outbound connection");
+                serve_connection(
+                    downstream,
+                    tcp,
+                    move |req, ctx| Arc::clone(&this).handle(req, ctx),
+                    watcher,
+                )
+                .await;
             });
         }
         drop(acceptor);
         drain("outbound", graceful, self.config.drain_timeout).await;
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
-        self.proxy(req).await.unwrap_or_else(ProxyError::into_response)
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Body>,
+        mut ctx: RequestContext,
+    ) -> (Response<Body>, RequestContext) {
+        let result = self.proxy(req, &mut ctx).await;
+        answer(result, ctx)
     }
 
-    async fn proxy(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    async fn proxy(
+        &self,
+        mut req: Request<Body>,
+        ctx: &mut RequestContext,
+    ) -> Result<Response<Body>, ProxyError> {
         let index = self.index.load_full().ok_or(ProxyError::NoConfig)?;
         let authority = Authority::of(&req, DEFAULT_PORT)
             .ok_or_else(|| ProxyError::BadRequest("request has no valid authority or Host".to_owned()))?;
         if req.method() == Method::CONNECT {
             let cluster = tunnel_cluster(&index, &authority)?;
-            return open_tunnel(&self.upstream, cluster, req).await;
+            let upstream = self.forward.tunnel(cluster, ctx).await?;
+            return Ok(splice(req, upstream, cluster.name.clone()));
         }
         let table = index
             .port_routes(authority.port())
             .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })?;
-        let mut req = req;
         add_forwarding_headers(req.headers_mut(), "http");
-        self.upstream.route(table, &authority, req).await
+        self.forward.routed(table, &authority, req, ctx).await
     }
 }
 
@@ -88,41 +108,6 @@ impl Outbound {
 fn tunnel_cluster<'a>(index: &'a Index, authority: &Authority) -> Result<&'a Arc<ClusterEntry>, ProxyError> {
     index
         .tcp_route(authority)
-        .or_else(|| {
-            index.port_routes(authority.port()).and_then(|table| Upstream::cluster_of(table, authority))
-        })
+        .or_else(|| index.port_routes(authority.port()).and_then(|table| cluster_of(table, authority)))
         .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })
-}
-
-/// Dials the tunnel first (so a failure is a 503 with its flag), answers 200, then copies bytes
-/// both ways once hyper hands over the client's connection.
-pub async fn open_tunnel(
-    upstream: &Upstream,
-    cluster: &ClusterEntry,
-    mut req: Request<Body>,
-) -> Result<Response<Body>, ProxyError> {
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let tunnel = upstream.tunnel(cluster).await?;
-    let cluster_name = cluster.name.clone();
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => copy(TokioIo::new(upgraded), tunnel, &cluster_name).await,
-            Err(error) => debug!(%error, "CONNECT client went away before the tunnel opened"),
-        }
-    });
-    let mut response = Response::new(empty());
-    *response.status_mut() = StatusCode::OK;
-    Ok(response)
-}
-
-/// Copies bytes both ways until both sides are done.
-pub async fn copy<A, B>(mut a: A, mut b: B, what: &str)
-where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    B: Tunnel,
-{
-    match tokio::io::copy_bidirectional(&mut a, &mut b).await {
-        Ok((up, down)) => debug!(what, up, down, "tunnel closed"),
-        Err(error) => debug!(what, %error, "tunnel ended with an error"),
-    }
 }

@@ -34,6 +34,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
     };
     let api = Route {
         name: "api".to_owned(),
+        virtual_service: Some("payments/payments-gateway".to_owned()),
         matches: vec![
             RouteMatch {
                 uri: Some(StringMatch::Prefix("/v1/payments".to_owned())),
@@ -55,6 +56,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
     };
     let teapot = Route {
         name: "teapot".to_owned(),
+        virtual_service: Some("payments/payments-gateway".to_owned()),
         matches: vec![RouteMatch {
             uri: Some(StringMatch::Exact("/teapot".to_owned())),
             method: None,
@@ -65,6 +67,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
     };
     let catch_all = Route {
         name: "to-echo".to_owned(),
+        virtual_service: None,
         matches: Vec::new(),
         headers: HeaderEdits::default(),
         action: forward,
@@ -207,9 +210,14 @@ async fn gateway_routes_by_host_into_the_mesh_over_http_and_https() {
 
     // The access log shows each request with its flags.
     let logs = gateway.logs();
-    assert!(logs.contains("\"GET /v1/payments/42 HTTP/1.1\" 404 NR "), "{logs}");
-    assert!(logs.contains("\"GET /through-gateway HTTP/1.1\" 200 - 0 "), "{logs}");
-    assert!(logs.contains(&format!(" {} \"payments.example.com\" \"", server.at(HTTP_PORT))), "{logs}");
+    assert!(logs.contains("\"GET /v1/payments/42 HTTP/1.1\" 404 NR route_not_found "), "{logs}");
+    let through =
+        logs.lines().find(|line| line.contains("\"GET /through-gateway HTTP/1.1\" 200 - via_upstream "));
+    let through = through.unwrap_or_else(|| panic!("no line for /through-gateway in {logs}"));
+    let upstream = format!(" \"payments.example.com\" \"{}\" outbound|", server.at(HTTP_PORT));
+    assert!(through.contains(&upstream), "no `{upstream}` in `{through}`");
+    let tail = format!(" api - {} echo-0 payments/payments-gateway 1 ", server.identity());
+    assert!(through.contains(&tail), "no `{tail}` in `{through}`");
 
     // A snapshot with an invalid regex is refused with the reason; the old one keeps serving.
     let mut broken = gateway_config(&gw, &server, https_tls);

@@ -190,7 +190,7 @@ async fn sigterm_drains_an_in_flight_request_and_refuses_new_connections() {
     assert!(exit.success(), "exit status {exit:?}");
     assert!(signalled.elapsed() >= SLOW_DELAY / 2, "the proxy waited for the response");
     let logs = mesh.client.logs();
-    assert!(logs.contains("\"GET /slow HTTP/1.1\" 200 - 0 "), "{logs}");
+    assert!(logs.contains("\"GET /slow HTTP/1.1\" 200 - via_upstream - \"-\" 0 "), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,9 +83,10 @@ async fn proxy_errors_carry_status_flag_and_reason() {
     let (ok, out) = curl(vec!["-x".into(), mesh.proxy_url(), "-i".into(), "http://down:8080/".into()]).await;
     assert!(ok, "{out}");
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
-    assert!(out.contains("x-paymesh-response-flags: UF"), "{out}");
+    // Every attempt (the first and Istio's two default retries) failed to connect: two flags.
+    assert!(out.contains("x-paymesh-response-flags: UF,URX"), "{out}");
     let refused = format!("upstream connect error to {}", mesh.down.at(15006));
-    assert!(out.contains(&refused) && out.ends_with("(UF)"), "{out}");
+    assert!(out.contains(&refused) && out.ends_with("(UF,URX)"), "{out}");
 
     let big = format!(
         "GET http://echo:8080/ HTTP/1.1\r\nHost: echo:8080\r\nx-big: {}\r\nConnection: close\r\n\r\n",
@@ -108,23 +109,78 @@ async fn proxy_errors_carry_status_flag_and_reason() {
     // Each of them has its access log line with the flag, including those hyper refused itself.
     let logs = support::eventually("the access log lines", || async {
         let logs = mesh.client.logs();
-        logs.contains("\"GET /after HTTP/1.1\" 200 - 0 ").then_some(logs)
+        logs.contains("\"GET /after HTTP/1.1\" 200 - via_upstream - \"-\" 0 ").then_some(logs)
     })
     .await;
+    let down = mesh.down.at(8080);
     let expected = [
-        "\"GET / HTTP/1.1\" 404 NR 0 ",
-        "\"GET / HTTP/1.1\" 503 UF 0 ",
-        "\"- - HTTP/1.1\" 431 DPE 0 0 0 - \"-\" \"-\"",
-        "\"- - HTTP/1.1\" 400 DPE 0 0 0 - \"-\" \"-\"",
-        "\"GET / HTTP/1.1\" 400 DPE 0 ",
+        "\"GET / HTTP/1.1\" 404 NR route_not_found - \"-\" 0 ".to_owned(),
+        "\"GET / HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{connection_failure} - \
+         \"Connection refused (os error 111)\" 0 "
+            .to_owned(),
+        "\"- - HTTP/1.1\" 431 DPE codec_error - \"-\" 0 0 0 - \"-\" \"-\" \"-\" \"-\" \"-\" - - ".to_owned(),
+        "\"- - HTTP/1.1\" 400 DPE codec_error - \"-\" 0 0 0 - \"-\" \"-\" \"-\" \"-\" \"-\" - - ".to_owned(),
+        "\"GET / HTTP/1.1\" 400 DPE invalid_authority - \"-\" 0 ".to_owned(),
     ];
     for line in expected {
-        assert!(logs.contains(line), "no `{line}` in\n{logs}");
+        assert!(logs.contains(&line), "no `{line}` in\n{logs}");
     }
+    // The failed request's line names the cluster, the last endpoint tried, and three attempts.
+    let failed = logs.lines().find(|line| line.contains(" 503 UF,URX ")).unwrap_or_default();
+    let attempts = format!(" \"{down}\" outbound|8080|v1|down.test.svc.cluster.local - ");
+    let tail = format!(" default - {} down-0 - 3 ", mesh.down.identity());
+    assert!(
+        failed.contains(&attempts) && failed.contains(&tail),
+        "no `{attempts}` or `{tail}` in `{failed}`"
+    );
     // A forwarded request's line names the endpoint that answered it.
-    let upstream = format!(" {} \"echo:8080\"", mesh.server.pod.at(8080));
+    let upstream = format!(" \"echo:8080\" \"{}\" ", mesh.server.pod.at(8080));
     let after = logs.lines().find(|line| line.contains("/after")).unwrap_or_default();
     assert!(after.contains(&upstream), "no `{upstream}` in `{after}`");
+}
+
+/// The request context's fields as both sidecars' access lines show them: the client side
+/// names the route, cluster, chosen endpoint (address, pod, identity) and the app's address;
+/// the server side names the caller's proven identity, its inbound cluster and the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lines_carry_the_request_context() {
+    let mesh = Mesh::start(MtlsMode::Strict, Duration::from_secs(3600)).await;
+    let (ok, out) = curl(vec![
+        "-x".into(),
+        mesh.proxy_url(),
+        "-A".into(),
+        "ctx-test".into(),
+        "-H".into(),
+        "x-forwarded-for: 10.1.2.3".into(),
+        "http://echo:8080/ctx".into(),
+    ])
+    .await;
+    assert!(ok && out.contains("path: /ctx"), "{out}");
+    let line = |proxy: &support::Proxy| {
+        let logs = proxy.logs();
+        logs.lines().find(|line| line.contains("\"GET /ctx ")).map(str::to_owned)
+    };
+    let client = support::eventually("the client's line", || async { line(&mesh.client) }).await;
+    let server = support::eventually("the server's line", || async { line(&mesh.server) }).await;
+    let (client_ip, server_pod) = (mesh.client.pod.at(0).ip(), &mesh.server.pod);
+    let client_expected = [
+        " 200 - via_upstream - \"-\" 0 ".to_owned(),
+        "\"10.1.2.3\" \"ctx-test\" ".to_owned(),
+        format!(" \"echo:8080\" \"{}\" outbound|8080||echo.test.svc.cluster.local - ", server_pod.at(8080)),
+        format!(" {} 127.0.0.1:", mesh.client.pod.at(15001)),
+        format!(" default - {} {} - 1 ", server_pod.identity(), server_pod.name),
+    ];
+    for part in client_expected {
+        assert!(client.contains(&part), "no `{part}` in the client's `{client}`");
+    }
+    let server_expected = [
+        " 200 - via_upstream - \"-\" 0 ".to_owned(),
+        format!(" \"{}\" inbound|8080|| - {} {client_ip}:", server_pod.at(8080), server_pod.at(15006)),
+        format!(" - - {} - - - 1 ", mesh.client.pod.identity()),
+    ];
+    for part in server_expected {
+        assert!(server.contains(&part), "no `{part}` in the server's `{server}`");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,7 +129,7 @@ fn bound_virtual_hosts(
             continue;
         }
         let target = Target { gateway: server.name, listener_port: server.number };
-        let compiled = routes::http_routes(input, clusters, vs, vs_ns, target);
+        let compiled = routes::http_routes(input, clusters, resource, vs, target);
         for host in domains {
             let name = format!("{host}:{listen}");
             match out.iter_mut().find(|v| v.name == name) {

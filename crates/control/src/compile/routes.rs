@@ -19,6 +19,7 @@ use paymesh_config::networking::VirtualService;
 use paymesh_config::networking::virtual_service::{
     BodyContent, HeaderOperations, Headers, HttpMatchRequest, HttpRoute,
 };
+use paymesh_config::resource::Resource;
 use paymesh_config::types::{StringCondition, StringMatch};
 
 use super::Inputs;
@@ -36,14 +37,16 @@ pub struct Target<'a> {
     pub listener_port: u16,
 }
 
-/// The routes of `vs` (in `vs_namespace`) for `target`.
+/// The routes of `vs` (the spec of `resource`) for `target`, each naming its VirtualService.
 pub fn http_routes(
     input: &Inputs<'_>,
     clusters: &mut ClusterSet,
+    resource: &Resource,
     vs: &VirtualService,
-    vs_namespace: &str,
     target: Target<'_>,
 ) -> Vec<Route> {
+    let vs_namespace = resource.namespace();
+    let virtual_service = format!("{vs_namespace}/{}", resource.meta.name);
     vs.http
         .iter()
         .enumerate()
@@ -51,7 +54,8 @@ pub fn http_routes(
             let matches = route_matches(input, rule, vs_namespace, target)?;
             let action = action(input, clusters, rule, vs_namespace, target.listener_port)?;
             let name = if rule.name.is_empty() { format!("route-{index}") } else { rule.name.clone() };
-            Some(Route { name, matches, headers: header_edits(rule), action })
+            let virtual_service = Some(virtual_service.clone());
+            Some(Route { name, virtual_service, matches, headers: header_edits(rule), action })
         })
         .collect()
 }

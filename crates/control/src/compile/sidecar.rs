@@ -98,10 +98,11 @@ pub fn outbound(inputs: &Inputs<'_>) -> Outbound {
             }
             let target = Target { gateway: MESH_GATEWAY, listener_port: port.port };
             let vs_routes = match virtual_service {
-                Some((r, vs)) => routes::http_routes(input, &mut clusters, vs, r.namespace(), target),
+                Some((r, vs)) => routes::http_routes(input, &mut clusters, r, vs, target),
                 None => vec![Route {
                     headers: HeaderEdits::default(),
                     name: "default".to_owned(),
+                    virtual_service: None,
                     matches: Vec::new(),
                     action: RouteAction::Forward {
                         clusters: vec![WeightedCluster { cluster: default_cluster, weight: 100 }],

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -19,8 +18,9 @@ use super::{
     Action, ChainEntry, ClusterEntry, EndpointEntry, GatewayListener, GatewayServerEntry, InboundIndex,
     Index, Plain, RouteEntry, RouteTable, Transport, VirtualHostEntry, WeightedClusters,
 };
-use crate::upstream::endpoint_authority;
-use crate::upstream::pool::Pools;
+use crate::store::Store;
+use crate::transport::endpoint_authority;
+use crate::transport::pool::Pools;
 
 /// Why a snapshot was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -116,17 +116,17 @@ pub enum IndexError {
 
 impl Index {
     /// Checks and indexes `config` for the proxy of pod `pod` at `pod_ip`, taking connection
-    /// pools from `pools`.
+    /// pools and cluster state from `store`.
     pub fn build(
         config: ProxyConfig,
         pod: &str,
         pod_ip: IpAddr,
-        pools: &mut Pools,
+        store: &mut Store,
     ) -> Result<Index, IndexError> {
         if config.node.pod != pod {
             return Err(IndexError::WrongNode { expected: pod.to_owned(), found: config.node.pod.clone() });
         }
-        let clusters = clusters(&config, pools)?;
+        let clusters = clusters(&config, store)?;
         let mut routes = HashMap::new();
         let mut port_routes = HashMap::new();
         for route_config in &config.routes {
@@ -155,7 +155,9 @@ impl Index {
                         }
                     }
                 }
-                ListenerKind::Inbound { chains } => inbound = Some(inbound_index(chains, pod_ip, pools)?),
+                ListenerKind::Inbound { chains } => {
+                    inbound = Some(inbound_index(chains, pod_ip, store.pools())?)
+                }
                 ListenerKind::Gateway { servers } => {
                     check_addr(&listener.name, listener.address, true)?;
                     let mut entries = Vec::with_capacity(servers.len());
@@ -183,9 +185,9 @@ impl Index {
         }
         let inbound = match inbound {
             Some(inbound) => inbound,
-            None => inbound_index(&[], pod_ip, pools)?,
+            None => inbound_index(&[], pod_ip, store.pools())?,
         };
-        pools.prune();
+        store.prune();
         Ok(Index { config: Arc::new(config), port_routes, tcp, inbound, gateways })
     }
 }
@@ -227,7 +229,7 @@ fn expected_identities(cluster: &Cluster, sans: &[String]) -> Result<ExpectedIde
 
 fn clusters(
     config: &ProxyConfig,
-    pools: &mut Pools,
+    store: &mut Store,
 ) -> Result<HashMap<String, Arc<ClusterEntry>>, IndexError> {
     let mut endpoint_sets = HashMap::new();
     for set in &config.endpoints {
@@ -237,7 +239,7 @@ fn clusters(
                 cluster: set.cluster.clone(),
             });
         }
-        if endpoint_sets.insert(set.cluster.as_str(), &set.endpoints).is_some() {
+        if endpoint_sets.insert(set.cluster.as_str(), set).is_some() {
             return Err(IndexError::Duplicate { kind: "endpoints of cluster", name: set.cluster.clone() });
         }
     }
@@ -249,8 +251,10 @@ fn clusters(
             }
             UpstreamTls::Disable => None,
         };
+        let assignment = endpoint_sets.get(cluster.name.as_str()).map(|set| Arc::clone(set));
+        let pools = store.pools();
         let mut endpoints = Vec::new();
-        for endpoint in endpoint_sets.get(cluster.name.as_str()).map_or(&[][..], |e| e.as_slice()) {
+        for endpoint in assignment.as_ref().map_or(&[][..], |set| set.endpoints.as_slice()) {
             let what = format!("endpoint {} of cluster `{}`", endpoint.pod, cluster.name);
             check_addr(&what, endpoint.address, false)?;
             let transport = match (endpoint.tunnel_port, &expected) {
@@ -276,9 +280,10 @@ fn clusters(
         }
         let entry = ClusterEntry {
             name: cluster.name.clone(),
-            protocol: cluster.protocol,
+            config: Arc::clone(cluster),
+            assignment,
             endpoints,
-            cursor: AtomicUsize::new(0),
+            state: store.cluster(&cluster.name),
         };
         if clusters.insert(cluster.name.clone(), Arc::new(entry)).is_some() {
             return Err(IndexError::Duplicate { kind: "cluster", name: cluster.name.clone() });
@@ -324,7 +329,13 @@ fn route_table(
                 request: HeaderEditor::compile(&route.headers.request).map_err(bad)?,
                 response: HeaderEditor::compile(&route.headers.response).map_err(bad)?,
             };
-            routes.push(RouteEntry { name: route.name.clone(), matcher, headers, action });
+            routes.push(RouteEntry {
+                name: route.name.clone(),
+                virtual_service: route.virtual_service.clone(),
+                matcher,
+                headers,
+                action,
+            });
         }
         let entry = Arc::new(VirtualHostEntry { name: vhost.name.clone(), routes });
         for domain in &vhost.domains {
@@ -353,12 +364,12 @@ fn inbound_index(
                 return Err(IndexError::PortConflict { port: *port });
             }
         }
-        let app_authority = endpoint_authority(app).map_err(|_| IndexError::BadAddress {
+        let app_authority = endpoint_authority(app).ok_or_else(|| IndexError::BadAddress {
             what: format!("inbound chain {}", chain.cluster),
             addr: app,
         })?;
         let transport = plain(pools, chain.protocol, app);
-        entries.push(ChainEntry { chain: chain.clone(), app, app_authority, transport });
+        entries.push(Arc::new(ChainEntry { chain: chain.clone(), app, app_authority, transport }));
     }
     let mut http =
         entries.iter().enumerate().filter(|(_, e)| e.chain.protocol != Protocol::Tcp).map(|(i, _)| i);

@@ -377,6 +377,7 @@ pub fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
             ],
             routes: vec![Route {
                 name: "default".to_owned(),
+                virtual_service: None,
                 matches: Vec::new(),
                 headers: HeaderEdits::default(),
                 action: RouteAction::Forward {

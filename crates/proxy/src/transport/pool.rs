@@ -6,7 +6,14 @@
 //! The hot path reads an [`H2Pool`]'s live sender from an `ArcSwapOption` (no lock); only
 //! (re)connecting takes an async mutex, so concurrent first requests share one handshake.
 //! [`Pools`] hands out the same pool for the same key across config snapshots, so a new config
-//! does not reopen connections; it is owned by the discovery task, which builds indexes.
+//! does not reopen connections; it lives in the [`crate::store::Store`], which index builds
+//! borrow.
+//!
+//! Pools are shared by every cluster that reaches the same peer with the same accepted
+//! identities (a service's cluster and its subsets' clusters name the same pods), where Envoy
+//! keeps pools per cluster: one warm HTTP/2 connection per peer instead of one per cluster.
+//! Limits that Envoy counts per cluster (requests, pending requests) are counted in the
+//! cluster's own state, not in the pools.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,9 +34,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
+use super::UpstreamError;
 use super::h1::{H1Pool, IDLE_TIMEOUT, MESH_IDLE_TIMEOUT};
-use crate::error::ProxyError;
 use crate::http::Body;
+use crate::store::shared;
 
 /// How long a TCP connect (plus TLS handshake) to an upstream may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,8 +46,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Connects to `addr` from `source` (the pod IP), so peers see which pod called.
-pub async fn connect_tcp(source: IpAddr, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
-    let fail = |cause: String| ProxyError::UpstreamConnect { endpoint: addr, cause };
+pub async fn connect_tcp(source: IpAddr, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+    let fail = |cause: String| UpstreamError::Connect { endpoint: addr, cause };
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
         .map_err(|e| fail(e.to_string()))?;
     if source.is_ipv4() == addr.is_ipv4() {
@@ -69,8 +77,8 @@ impl MeshTls {
         &self,
         addr: SocketAddr,
         tcp: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, ProxyError> {
-        let fail = |cause: String| ProxyError::UpstreamConnect { endpoint: addr, cause };
+    ) -> Result<TlsStream<TcpStream>, UpstreamError> {
+        let fail = |cause: String| UpstreamError::Connect { endpoint: addr, cause };
         let name = ServerName::IpAddress(addr.ip().into());
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(name, tcp))
             .await
@@ -104,7 +112,7 @@ impl H2Pool {
     }
 
     /// A sender on the live connection, connecting first when there is none.
-    pub async fn sender(&self) -> Result<SendRequest<Body>, ProxyError> {
+    pub async fn sender(&self) -> Result<SendRequest<Body>, UpstreamError> {
         if let Some(sender) = self.live() {
             return Ok(sender);
         }
@@ -122,9 +130,9 @@ impl H2Pool {
         self.current.load().as_deref().filter(|sender| !sender.is_closed()).cloned()
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {
+    async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
         let tcp = connect_tcp(self.source, self.addr).await?;
-        let fail = |cause: String| ProxyError::UpstreamConnect { endpoint: self.addr, cause };
+        let fail = |cause: String| UpstreamError::Connect { endpoint: self.addr, cause };
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new()).keep_alive_interval(KEEPALIVE_INTERVAL);
         let sender = match &self.tls {
@@ -206,7 +214,7 @@ impl Pools {
     /// The h2c pool to `addr`.
     pub fn plaintext(&mut self, addr: SocketAddr) -> Arc<H2Pool> {
         let source = self.source;
-        let Ok(pool) = shared::<_, Infallible>(&mut self.pools, (addr, String::new()), || {
+        let Ok(pool) = shared::<_, _, Infallible>(&mut self.pools, (addr, String::new()), || {
             Ok(H2Pool::new(addr, source, None))
         });
         pool
@@ -215,7 +223,7 @@ impl Pools {
     /// The plaintext HTTP/1.1 pool to `addr`.
     pub fn http1(&mut self, addr: SocketAddr) -> Arc<H1Pool> {
         let source = self.source;
-        let Ok(pool) = shared::<_, Infallible>(&mut self.http1, (addr, String::new()), || {
+        let Ok(pool) = shared::<_, _, Infallible>(&mut self.http1, (addr, String::new()), || {
             Ok(H1Pool::new(source, addr, None, IDLE_TIMEOUT))
         });
         pool
@@ -226,21 +234,6 @@ impl Pools {
         self.pools.retain(|_, pool| pool.strong_count() > 0);
         self.http1.retain(|_, pool| pool.strong_count() > 0);
     }
-}
-
-/// The pool under `key` while an index still uses it, else a new one from `make`, remembered
-/// weakly so a new config reuses warm connections and a dropped one lets them go.
-fn shared<P, E>(
-    pools: &mut HashMap<PoolKey, Weak<P>>,
-    key: PoolKey,
-    make: impl FnOnce() -> Result<P, E>,
-) -> Result<Arc<P>, E> {
-    if let Some(pool) = pools.get(&key).and_then(Weak::upgrade) {
-        return Ok(pool);
-    }
-    let pool = Arc::new(make()?);
-    pools.insert(key, Arc::downgrade(&pool));
-    Ok(pool)
 }
 
 /// Mutual TLS presenting `credentials`, accepting `expected` servers chained to `trust`, offering
@@ -254,28 +247,4 @@ fn mesh_tls(
     let mut config = client_config(Some(Arc::clone(credentials)), trust, expected.clone())?;
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(MeshTls { connector: TlsConnector::from(Arc::new(config)), alpn, expected: expected.to_string() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pool_is_shared_while_an_index_holds_it_and_made_anew_once_dropped() {
-        let mut pools: HashMap<PoolKey, Weak<u32>> = HashMap::new();
-        let key = || ("127.0.0.1:80".parse().expect("addr"), "spiffe://a".to_owned());
-        let mut made = 0;
-        let mut make = || -> Result<u32, Infallible> {
-            made += 1;
-            Ok(made)
-        };
-        let Ok(first) = shared(&mut pools, key(), &mut make);
-        let Ok(again) = shared(&mut pools, key(), &mut make);
-        assert!(Arc::ptr_eq(&first, &again));
-        drop((first, again));
-        let Ok(fresh) = shared(&mut pools, key(), &mut make);
-        assert_eq!(*fresh, 2);
-        let failed: Result<Arc<u32>, &str> = shared(&mut HashMap::new(), key(), || Err("bad identities"));
-        assert_eq!(failed.err(), Some("bad identities"));
-    }
 }

@@ -6,8 +6,9 @@
 //! a new one; the lease rides in the response body and goes back to the pool when the body is
 //! dropped, that is once the response is done, so a long download never blocks another
 //! request. The mutex is held only to push or pop. A connection the app closed while idle is
-//! skipped at lease time; one it closed just as the request was written (the request comes
-//! back unsent) is retried once on a fresh connection, so keep-alive races do not become 503s.
+//! skipped at lease time; when it closes just as the request is written, the request comes back
+//! unsent ([`super::Failed::request`]) and the retry stage sends it again, so keep-alive races
+//! do not become 503s.
 //! Lighter than hyper-util's pooled client (no pool key hashing, no task per request).
 
 use std::collections::VecDeque;
@@ -18,15 +19,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tracing::debug;
 
-use super::error_chain;
 use super::pool::{MeshTls, connect_tcp, spawn_connection};
-use crate::error::ProxyError;
+use super::{Attempt, Failed, UpstreamError, classify, error_chain};
 use crate::http::{Body, BoxError, HEADER_READ_TIMEOUT};
 
 /// An idle connection to an app older than this is closed instead of reused (hyper-util's
@@ -72,28 +71,18 @@ impl H1Pool {
         self.lock().len()
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one.
-    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        let (mut sender, reused) = match self.lease().await {
-            Some(sender) => (sender, true),
-            None => (Box::pin(self.connect()).await?, false),
-        };
-        let reset = |error: &hyper::Error| ProxyError::UpstreamReset {
-            endpoint: self.addr,
-            cause: error_chain(error),
-        };
-        let response = match sender.try_send_request(req).await {
-            Ok(response) => response,
-            Err(mut error) => match error.take_message() {
-                // Never written: the app closed the idle connection first. One fresh try.
-                Some(req) if reused => {
-                    debug!(addr = %self.addr, error = %error.error(), "idle connection closed; dialing anew");
-                    sender = Box::pin(self.connect()).await?;
-                    sender.try_send_request(req).await.map_err(|e| reset(e.error()))?
-                }
-                _ => return Err(reset(error.error())),
+    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one. A request
+    /// that never left (the connection was closed under it) comes back in the error, for the
+    /// retry stage to resend.
+    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Attempt {
+        let mut sender = match self.lease().await {
+            Some(sender) => sender,
+            None => match Box::pin(self.connect()).await {
+                Ok(sender) => sender,
+                Err(error) => return Err(Failed::unsent(error, req)),
             },
         };
+        let response = sender.try_send_request(req).await.map_err(|error| classify(self.addr, error))?;
         let lease = Lease { pool: Arc::clone(self), sender: Some(sender) };
         Ok(response.map(|body| http_body_util::BodyExt::boxed_unsync(Leased { body, _lease: lease })))
     }
@@ -126,10 +115,9 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {
+    async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
         let tcp = connect_tcp(self.source, self.addr).await?;
-        let fail =
-            |e: hyper::Error| ProxyError::UpstreamConnect { endpoint: self.addr, cause: error_chain(&e) };
+        let fail = |e: hyper::Error| UpstreamError::Connect { endpoint: self.addr, cause: error_chain(&e) };
         let sender = match &self.tls {
             Some(mesh) => {
                 let tls = mesh.connect(self.addr, tcp).await?;
@@ -195,6 +183,7 @@ impl HttpBody for Leased {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use http::Response;
     use http::header::HOST;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -277,7 +266,15 @@ mod tests {
         let (addr, accepted) = app(OK, 1).await;
         let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
         for i in 0..20 {
-            let response = pool.send(get()).await.unwrap_or_else(|e| panic!("request {i}: {e}"));
+            // A request caught by the close comes back unsent, once at most: the retry stage's
+            // resend goes out on a fresh connection.
+            let response = match pool.send(get()).await {
+                Ok(response) => response,
+                Err(Failed { error: UpstreamError::Unsent { .. }, request: Some(req) }) => {
+                    pool.send(req).await.unwrap_or_else(|e| panic!("request {i} resent: {:?}", e.error))
+                }
+                Err(e) => panic!("request {i}: {:?}", e.error),
+            };
             assert_eq!(body_of(response).await, "ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 20);
@@ -300,7 +297,7 @@ mod tests {
         let (addr, _) = app(b"garbage\r\n\r\n", 1).await;
         let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
         match pool.send(get()).await {
-            Err(ProxyError::UpstreamReset { endpoint, cause }) => {
+            Err(Failed { error: UpstreamError::Reset { endpoint, cause }, request: None }) => {
                 assert_eq!(endpoint, addr);
                 assert!(cause.contains("invalid HTTP"), "{cause}");
             }
@@ -314,7 +311,9 @@ mod tests {
         let addr = TcpListener::bind((LOCALHOST, 0)).await.expect("bind").local_addr().expect("addr");
         let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
         match pool.send(get()).await {
-            Err(ProxyError::UpstreamConnect { endpoint, .. }) => assert_eq!(endpoint, addr),
+            Err(Failed { error: UpstreamError::Connect { endpoint, .. }, request: Some(_) }) => {
+                assert_eq!(endpoint, addr)
+            }
             other => panic!("expected a connect failure, got {other:?}"),
         }
     }

@@ -1,0 +1,15 @@
+//! HTTP plumbing shared by every listener: the body type ([`body`]), the server with its limits
+//! and timeouts ([`server`]), header handling ([`headers`]) and authorities ([`authority`]).
+
+pub mod authority;
+pub mod body;
+pub mod headers;
+pub mod server;
+
+pub use authority::Authority;
+pub use body::{Body, BoxError, boxed_request, boxed_response, empty, full, incoming};
+pub use headers::{
+    X_FORWARDED_PROTO, X_REQUEST_ID, add_forwarding_headers, add_request_id, never_index_request_id,
+    strip_hop_by_hop,
+};
+pub use server::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, serve_connection, server};

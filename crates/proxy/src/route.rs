@@ -1,0 +1,65 @@
+//! The route step: which virtual host and route take a request, and what the route decides.
+//! It records both in the request's context, applies the route's request header edits, and
+//! returns a [`Decision`]; it sends nothing. Forwarding is the next step's business
+//! ([`crate::forward`]), so policies attached to a route (retries, timeouts, faults) are read
+//! there from the recorded route.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+
+use crate::context::RequestContext;
+use crate::error::ProxyError;
+use crate::http::{Authority, Body};
+use crate::index::{Action, ClusterEntry, RequestView, RouteTable};
+
+/// What the route decided.
+pub enum Decision {
+    /// Forward to this cluster (picked by weight).
+    Forward(Arc<ClusterEntry>),
+    /// Answer directly.
+    Direct {
+        /// The status.
+        status: StatusCode,
+        /// The body.
+        body: Bytes,
+    },
+}
+
+/// Routes `req` with `table`: the virtual host of `authority`, then the first route whose
+/// conditions hold; records them in `ctx` and applies the route's request header edits.
+pub fn route(
+    table: &RouteTable,
+    authority: &Authority,
+    req: &mut Request<Body>,
+    ctx: &mut RequestContext,
+) -> Result<Decision, ProxyError> {
+    let vhost = table
+        .virtual_host(authority)
+        .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })?;
+    let view = RequestView { method: req.method(), path: req.uri().path(), headers: req.headers() };
+    let (index, route) = vhost.route_for(&view).ok_or_else(|| ProxyError::NoRouteMatched {
+        authority: authority.text().to_owned(),
+        path: req.uri().path().to_owned(),
+    })?;
+    ctx.set_route(vhost, index);
+    route.headers.request.apply(req.headers_mut());
+    Ok(match &route.action {
+        Action::Forward(clusters) => {
+            let cluster = clusters.pick();
+            ctx.set_cluster(cluster);
+            Decision::Forward(Arc::clone(cluster))
+        }
+        Action::Direct { status, body } => Decision::Direct { status: *status, body: body.clone() },
+    })
+}
+
+/// The cluster the first route of `authority`'s virtual host forwards to (CONNECT to an HTTP
+/// service port), picked by weight.
+pub fn cluster_of<'a>(table: &'a RouteTable, authority: &Authority) -> Option<&'a Arc<ClusterEntry>> {
+    match &table.virtual_host(authority)?.routes.first()?.action {
+        Action::Forward(clusters) => Some(clusters.pick()),
+        Action::Direct { .. } => None,
+    }
+}
