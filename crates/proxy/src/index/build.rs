@@ -379,3 +379,118 @@ fn inbound_index(
     };
     Ok(InboundIndex { chains: entries, by_service_port, by_target_port, only_http })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use paymesh_api::model::{
+        ClusterEndpoints, Endpoint, HeaderEdits, LbPolicy, MeshSettings, Node, ProxyKind, Route, VirtualHost,
+        WeightedCluster,
+    };
+    use paymesh_tls::{CredentialStore, TrustBundle};
+
+    use super::*;
+    use crate::http::Authority;
+
+    const POD_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+
+    fn store() -> Store {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let root = params.self_signed(&key).expect("root");
+        let trust = TrustBundle::new(vec![root.der().clone()]).expect("trust");
+        let identity = "spiffe://cluster.local/ns/test/sa/client".parse().expect("identity");
+        Store::new(Pools::new(POD_IP, CredentialStore::new(identity), trust))
+    }
+
+    /// A config with a plaintext cluster of two endpoints per name in `clusters`, cluster `i`
+    /// routed from outbound port `8000 + i`.
+    fn config(clusters: &[&str]) -> ProxyConfig {
+        let port = |i: usize| 8000 + u16::try_from(i).expect("few clusters");
+        let endpoint = |pod: u8, name: &str| Endpoint {
+            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, pod)), 80),
+            tunnel_port: None,
+            identity: format!("spiffe://cluster.local/ns/test/sa/{name}"),
+            pod: format!("{name}-{pod}"),
+            labels: Default::default(),
+        };
+        let cluster = |name: &&str| Cluster {
+            name: (*name).to_owned(),
+            service: format!("{name}.test.svc.cluster.local"),
+            port: 80,
+            subset: None,
+            protocol: Protocol::Http,
+            h2_upgrade: Default::default(),
+            tls: UpstreamTls::Disable,
+            lb: LbPolicy::RoundRobin,
+        };
+        let route = |(i, name): (usize, &&str)| RouteConfig {
+            name: port(i).to_string(),
+            virtual_hosts: vec![Arc::new(VirtualHost {
+                name: (*name).to_owned(),
+                domains: vec!["*".to_owned()],
+                routes: vec![Route {
+                    name: "default".to_owned(),
+                    virtual_service: None,
+                    matches: Vec::new(),
+                    headers: HeaderEdits::default(),
+                    action: RouteAction::Forward {
+                        clusters: vec![WeightedCluster { cluster: (*name).to_owned(), weight: 100 }],
+                    },
+                }],
+            })],
+        };
+        ProxyConfig {
+            version: "v".to_owned(),
+            node: Node {
+                pod: "client-0".to_owned(),
+                namespace: "test".to_owned(),
+                ip: POD_IP,
+                kind: ProxyKind::Sidecar,
+                identity: "spiffe://cluster.local/ns/test/sa/client".to_owned(),
+            },
+            mesh: MeshSettings { trust_domain: "cluster.local".to_owned(), cert_ttl_secs: 3600 },
+            listeners: Vec::new(),
+            routes: clusters.iter().enumerate().map(route).collect(),
+            clusters: clusters.iter().map(|name| Arc::new(cluster(name))).collect(),
+            endpoints: clusters
+                .iter()
+                .map(|name| {
+                    let endpoints = vec![endpoint(1, name), endpoint(2, name)];
+                    Arc::new(ClusterEndpoints { cluster: (*name).to_owned(), endpoints })
+                })
+                .collect(),
+        }
+    }
+
+    /// The cluster routed from outbound port `port`.
+    fn cluster(index: &Index, port: u16) -> Arc<ClusterEntry> {
+        let table = index.port_routes(port).expect("route table");
+        let authority = Authority::parse("any", port).expect("authority");
+        Arc::clone(crate::route::cluster_of(table, &authority).expect("cluster"))
+    }
+
+    #[test]
+    fn cluster_state_is_kept_across_a_push_that_keeps_the_cluster_and_dropped_with_it() {
+        let mut store = store();
+        let first = Index::build(config(&["a", "b"]), "client-0", POD_IP, &mut store).expect("first");
+        let (a, b) = (cluster(&first, 8000), cluster(&first, 8001));
+        assert_eq!([a.pick(), a.pick(), a.pick()], [Some(0), Some(1), Some(0)]);
+        assert_eq!(b.pick(), Some(0));
+
+        // A push without `b`: `a` keeps its rotation, the endpoint metadata comes along.
+        let second = Index::build(config(&["a"]), "client-0", POD_IP, &mut store).expect("second");
+        let kept = cluster(&second, 8000);
+        assert!(Arc::ptr_eq(&kept.state, &a.state));
+        assert_eq!(kept.pick(), Some(1));
+        assert_eq!(kept.endpoint_meta(1).map(|e| e.pod.as_str()), Some("a-2"));
+
+        // Once nothing holds the old index, `b`'s state is gone: it comes back fresh.
+        drop((first, a, b));
+        let third = Index::build(config(&["a", "b"]), "client-0", POD_IP, &mut store).expect("third");
+        assert!(Arc::ptr_eq(&cluster(&third, 8000).state, &kept.state));
+        assert_eq!(cluster(&third, 8001).pick(), Some(0), "b restarts its rotation");
+    }
+}
