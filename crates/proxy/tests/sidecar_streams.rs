@@ -170,7 +170,7 @@ async fn connect_tunnels_to_a_tcp_app_and_an_http_port() {
     // the endpoint it dialed through the peer; the server side the caller and the app port.
     let server = &mesh.server.pod;
     let tunnels = [
-        (&mesh.client, format!("\"CONNECT tcp-echo:7070 HTTP/1.1\" 200 - via_upstream - \"-\" 0 0 ")),
+        (&mesh.client, "\"CONNECT tcp-echo:7070 HTTP/1.1\" 200 - via_upstream - \"-\" 0 0 ".to_owned()),
         (&mesh.client, format!(" \"{}\" outbound|7070||tcp-echo.test.svc.cluster.local ", server.at(7070))),
         (&mesh.client, format!(" - {} {} - 1 ", server.identity(), server.name)),
         (&mesh.server, format!(" \"{}\" inbound|7070|| ", server.at(7070))),
