@@ -130,7 +130,7 @@ impl Record {
             target: "access",
             listener = ctx.downstream.listener.as_str(),
             "[{}] \"{}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - {} {} {} {} {} {}",
-            humantime::format_rfc3339_millis(ctx.start_time),
+            humantime::format_rfc3339_millis(ctx.start_time()),
             p.request_line,
             self.status.as_u16(),
             ctx.flags,

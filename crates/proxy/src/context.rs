@@ -6,7 +6,7 @@
 //! Stages hold `&mut RequestContext`; the listener hands it back with the response, and
 //! whatever reads it when the response body ends (today the access log, next metrics and trace
 //! spans) takes it from there. Handles into the index are `Arc`s, so the record outlives a config
-//! push that happens mid-request. Building it costs two clock reads and one reference count:
+//! push that happens mid-request. Building it costs one clock read and one reference count:
 //! byte counting and text formatting happen only in the readers that need them.
 
 use std::net::SocketAddr;
@@ -93,10 +93,8 @@ pub enum Upstream {
 pub struct RequestContext {
     /// The connection it arrived on.
     pub downstream: Arc<Downstream>,
-    /// When it arrived (for durations).
+    /// When it arrived.
     pub started: Instant,
-    /// When it arrived (for logs).
-    pub start_time: SystemTime,
     /// The virtual host and the index of the route that took it.
     route: Option<(Arc<VirtualHostEntry>, usize)>,
     /// Where it went.
@@ -121,7 +119,6 @@ impl RequestContext {
         RequestContext {
             downstream,
             started: Instant::now(),
-            start_time: SystemTime::now(),
             route: None,
             upstream: None,
             flags: ResponseFlags::default(),
@@ -131,6 +128,11 @@ impl RequestContext {
             sent: None,
             first_byte: None,
         }
+    }
+
+    /// When it arrived, by the wall clock (read once, by the log that needs it).
+    pub fn start_time(&self) -> SystemTime {
+        SystemTime::now() - self.started.elapsed()
     }
 
     /// Records the route that took the request.

@@ -93,14 +93,15 @@ impl Forward {
             let endpoint = choose(cluster, ctx)?;
             ctx.attempts += 1;
             ctx.sent = Some(Instant::now());
-            let Failed { error, request } = match transport::send(endpoint, authority, req).await {
-                Ok(response) => {
-                    ctx.first_byte = Some(Instant::now());
-                    ctx.details = "via_upstream";
-                    return Ok(response);
-                }
-                Err(failed) => failed,
-            };
+            let Failed { error, request } =
+                match transport::send(&endpoint.transport, endpoint.address, authority, req).await {
+                    Ok(response) => {
+                        ctx.first_byte = Some(Instant::now());
+                        ctx.details = "via_upstream";
+                        return Ok(response);
+                    }
+                    Err(failed) => failed,
+                };
             match request {
                 Some(unsent) if error.is_retryable() && ctx.attempts <= DEFAULT_RETRIES => {
                     tracing::debug!(cluster = %cluster.name, %error, attempt = ctx.attempts, "retrying");
@@ -128,7 +129,7 @@ impl Forward {
         let endpoint = choose(cluster, ctx)?;
         ctx.attempts += 1;
         ctx.sent = Some(Instant::now());
-        let tunnel = transport::tunnel(endpoint, self.source).await?;
+        let tunnel = transport::tunnel(&endpoint.transport, endpoint.address, self.source).await?;
         ctx.first_byte = Some(Instant::now());
         ctx.details = "via_upstream";
         Ok(tunnel)

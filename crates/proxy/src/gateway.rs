@@ -28,9 +28,10 @@ use crate::context::{Downstream, Listener, Peer, RequestContext};
 use crate::drain::{self, Acceptor, Shutdown, Trigger};
 use crate::error::{ProxyError, answer};
 use crate::forward::Forward;
-use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
+use crate::http::{Authority, Body, add_forwarding_headers};
 use crate::inbound::HANDSHAKE_TIMEOUT;
 use crate::index::Index;
+use crate::serve::serve_connection;
 
 /// Why a gateway listener could not start.
 #[derive(Debug, thiserror::Error)]

@@ -28,8 +28,7 @@ use paymesh_api::model::{Cluster, ClusterEndpoints, Endpoint, InboundChain, Mtls
 
 use crate::http::Authority;
 use crate::store::ClusterState;
-use crate::transport::h1::H1Pool;
-use crate::transport::pool::H2Pool;
+use crate::transport::{Plain, Transport};
 
 pub use build::IndexError;
 pub use matching::{RequestView, RouteHeaders, RouteMatcher};
@@ -210,27 +209,6 @@ pub struct EndpointEntry {
     pub address: SocketAddr,
     /// The connection to use.
     pub transport: Transport,
-}
-
-/// How requests reach an endpoint.
-pub enum Transport {
-    /// Mutual TLS to the endpoint's sidecar (its tunnel port), with the original authority.
-    Mesh {
-        /// HTTP/2: every request of an upgrading cluster, and CONNECT (naming `address`).
-        h2: Arc<H2Pool>,
-        /// HTTP/1.1 for the requests of a cluster that does not upgrade.
-        http1: Option<Arc<H1Pool>>,
-    },
-    /// Plaintext to `address`.
-    Plain(Plain),
-}
-
-/// A plaintext upstream: an endpoint without a sidecar, or the app behind an inbound chain.
-pub enum Plain {
-    /// HTTP/1.1 over pooled keep-alive connections.
-    H1(Arc<H1Pool>),
-    /// h2c over one multiplexed connection (HTTP/2 and gRPC ports).
-    H2(Arc<H2Pool>),
 }
 
 /// The inbound listener's chains.

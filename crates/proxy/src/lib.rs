@@ -31,8 +31,10 @@ pub mod index;
 pub mod outbound;
 pub mod readiness;
 pub mod route;
+pub mod serve;
 pub mod store;
 pub mod transport;
 pub mod tunnel;
+pub mod weak_map;
 
 pub use app::{App, AppError, Bound, Config, Mode};

@@ -19,9 +19,10 @@ use crate::context::{Downstream, Listener, Peer, RequestContext};
 use crate::drain::{Acceptor, Shutdown, drain};
 use crate::error::{ProxyError, answer};
 use crate::forward::Forward;
-use crate::http::{Authority, Body, add_forwarding_headers, serve_connection};
+use crate::http::{Authority, Body, add_forwarding_headers};
 use crate::index::{ClusterEntry, Index};
 use crate::route::cluster_of;
+use crate::serve::serve_connection;
 use crate::tunnel::splice;
 
 /// The port an authority without one means.

@@ -16,6 +16,7 @@ pub mod pool;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use http::header::HOST;
 use http::uri::{Authority as UriAuthority, PathAndQuery, Scheme};
@@ -26,7 +27,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::flags::ResponseFlag;
 use crate::http::{Body, boxed_response, empty, never_index_request_id, strip_hop_by_hop};
-use crate::index::{EndpointEntry, Plain, Transport};
 use h1::H1Pool;
 use pool::{H2Pool, connect_tcp};
 
@@ -39,6 +39,27 @@ pub const TARGET_PORT: HeaderName = HeaderName::from_static("x-paymesh-target-po
 /// A byte stream to an upstream (plain TCP or an HTTP/2 CONNECT stream).
 pub trait Tunnel: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Tunnel for T {}
+
+/// How requests reach an endpoint.
+pub enum Transport {
+    /// Mutual TLS to the endpoint's sidecar (its tunnel port), with the original authority.
+    Mesh {
+        /// HTTP/2: every request of an upgrading cluster, and CONNECT (naming `address`).
+        h2: Arc<H2Pool>,
+        /// HTTP/1.1 for the requests of a cluster that does not upgrade.
+        http1: Option<Arc<H1Pool>>,
+    },
+    /// Plaintext to `address`.
+    Plain(Plain),
+}
+
+/// A plaintext upstream: an endpoint without a sidecar, or the app behind an inbound chain.
+pub enum Plain {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    H1(Arc<H1Pool>),
+    /// h2c over one multiplexed connection (HTTP/2 and gRPC ports).
+    H2(Arc<H2Pool>),
+}
 
 /// Why an attempt to an endpoint failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,12 +167,17 @@ impl Failed {
 /// What an attempt returns.
 pub type Attempt = Result<Response<Body>, Failed>;
 
-/// Sends `req` to `endpoint` over its transport, keeping `authority`.
-pub async fn send(endpoint: &EndpointEntry, authority: &UriAuthority, mut req: Request<Body>) -> Attempt {
-    match &endpoint.transport {
+/// Sends `req` over `transport` to the endpoint at `address`, keeping `authority`.
+pub async fn send(
+    transport: &Transport,
+    address: SocketAddr,
+    authority: &UriAuthority,
+    mut req: Request<Body>,
+) -> Attempt {
+    match transport {
         Transport::Mesh { h2, http1 } => {
             // Replaces any the client sent.
-            req.headers_mut().insert(TARGET_PORT, HeaderValue::from(endpoint.address.port()));
+            req.headers_mut().insert(TARGET_PORT, HeaderValue::from(address.port()));
             match http1 {
                 Some(pool) => send_h1(pool, authority, req).await,
                 None => send_h2(h2, authority, req).await,
@@ -172,19 +198,21 @@ pub async fn send_plain(plain: &Plain, authority: &UriAuthority, req: Request<Bo
     }
 }
 
-/// A byte stream to `endpoint`: HTTP/2 CONNECT over the mesh connection, or TCP from `source`.
+/// A byte stream over `transport` to the endpoint at `address`: HTTP/2 CONNECT over the mesh
+/// connection, or TCP from `source`.
 pub async fn tunnel(
-    endpoint: &EndpointEntry,
+    transport: &Transport,
+    address: SocketAddr,
     source: std::net::IpAddr,
 ) -> Result<Pin<Box<dyn Tunnel>>, UpstreamError> {
-    match &endpoint.transport {
-        Transport::Mesh { h2, .. } => connect_h2(h2, endpoint.address).await,
-        Transport::Plain(_) => Ok(Box::pin(connect_tcp(source, endpoint.address).await?)),
+    match transport {
+        Transport::Mesh { h2, .. } => connect_h2(h2, address).await,
+        Transport::Plain(_) => Ok(Box::pin(connect_tcp(source, address).await?)),
     }
 }
 
 /// HTTP/1.1 to `pool`'s address: origin-form target, `Host` = `host`.
-async fn send_h1(pool: &std::sync::Arc<H1Pool>, host: &UriAuthority, req: Request<Body>) -> Attempt {
+async fn send_h1(pool: &Arc<H1Pool>, host: &UriAuthority, req: Request<Body>) -> Attempt {
     let (mut parts, body) = req.into_parts();
     parts.uri = match parts.uri.path_and_query() {
         Some(path) => Uri::from(path.clone()),

@@ -60,6 +60,8 @@ async fn a_stack_without_policies_forwards_requests_unchanged() {
         request = request.header(name, http::HeaderValue::from_bytes(value.as_bytes()).expect("value"));
     }
     let request = request.body(http_body_util::Full::new(Bytes::new())).expect("request");
+    // The same connection, once the first exchange is over.
+    tokio::time::timeout(DEADLINE, sender.ready()).await.expect("in time").expect("connection still open");
     let response =
         tokio::time::timeout(DEADLINE, sender.send_request(request)).await.expect("in time").expect("ok");
     let text = response.into_body().collect().await.expect("body").to_bytes();

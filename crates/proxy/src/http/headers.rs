@@ -96,7 +96,7 @@ pub fn never_index_request_id(headers: &mut HeaderMap) {
 }
 
 /// Adds `x-forwarded-proto` when the client sent none (`x-request-id` is already there:
-/// [`super::serve_connection`] adds it to every request).
+/// `serve_connection` adds it to every request).
 pub fn add_forwarding_headers(headers: &mut HeaderMap, proto: &'static str) {
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));

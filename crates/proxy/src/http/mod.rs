@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by every listener: the body type ([`body`]), the server with its limits
 //! and timeouts ([`server`]), header handling ([`headers`]) and authorities ([`authority`]).
+//! A leaf: it depends on nothing else of the proxy.
 
 pub mod authority;
 pub mod body;
@@ -12,4 +13,4 @@ pub use headers::{
     X_FORWARDED_PROTO, X_REQUEST_ID, add_forwarding_headers, add_request_id, never_index_request_id,
     strip_hop_by_hop,
 };
-pub use server::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, serve_connection, server};
+pub use server::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, server};

@@ -16,11 +16,11 @@ use paymesh_tls::{ConfigError, ExpectedIdentities, Identity};
 use super::matching::{HeaderEditor, MatchError, RouteHeaders, RouteMatcher};
 use super::{
     Action, ChainEntry, ClusterEntry, EndpointEntry, GatewayListener, GatewayServerEntry, InboundIndex,
-    Index, Plain, RouteEntry, RouteTable, Transport, VirtualHostEntry, WeightedClusters,
+    Index, RouteEntry, RouteTable, VirtualHostEntry, WeightedClusters,
 };
 use crate::store::Store;
-use crate::transport::endpoint_authority;
 use crate::transport::pool::Pools;
+use crate::transport::{Plain, Transport, endpoint_authority};
 
 /// Why a snapshot was rejected.
 #[derive(Debug, thiserror::Error)]

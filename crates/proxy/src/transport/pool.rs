@@ -37,7 +37,7 @@ use tracing::{debug, warn};
 use super::UpstreamError;
 use super::h1::{H1Pool, IDLE_TIMEOUT, MESH_IDLE_TIMEOUT};
 use crate::http::Body;
-use crate::store::shared;
+use crate::weak_map::shared;
 
 /// How long a TCP connect (plus TLS handshake) to an upstream may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

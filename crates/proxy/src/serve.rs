@@ -1,0 +1,59 @@
+//! Serving one downstream connection: the HTTP server of [`crate::http::server`], a
+//! [`RequestContext`] and an `x-request-id` for every request, and the access log around the
+//! handler.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::access;
+use crate::context::{Downstream, RequestContext};
+use crate::http::{Body, add_request_id, boxed_request, server};
+
+/// Serves one connection from `downstream` with `handler` (upgrades allowed, for CONNECT),
+/// watched by `watcher` so shutdown can drain it. Every request gets an `x-request-id` (when it
+/// has none) and a [`RequestContext`], which the handler fills and hands back with the response
+/// for the access log; the requests hyper refuses itself are logged too.
+pub async fn serve_connection<I, F, Fut>(downstream: Arc<Downstream>, io: I, handler: F, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Body>, RequestContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = (Response<Body>, RequestContext)> + Send + 'static,
+{
+    let connection = Arc::clone(&downstream);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let mut req = boxed_request(req);
+        add_request_id(req.headers_mut());
+        let ctx = RequestContext::new(Arc::clone(&connection));
+        let (pending, req) = access::Pending::start(req);
+        // Boxed: hyper moves the returned future several times, and ours is kilobytes.
+        let response = Box::pin(handler(req, ctx));
+        async move {
+            let (response, ctx) = response.await;
+            Ok::<_, Infallible>(match pending {
+                Some(pending) => pending.respond(response, ctx),
+                None => response,
+            })
+        }
+    });
+    let builder = server();
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(error) = watcher.watch(connection.into_owned()).await {
+        match error.downcast_ref::<hyper::Error>() {
+            Some(error) if error.is_parse_too_large() => {
+                access::log_refused(&downstream, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            }
+            Some(error) if error.is_parse() => access::log_refused(&downstream, StatusCode::BAD_REQUEST),
+            _ => {}
+        }
+        debug!(listener = downstream.listener.as_str(), %error, "connection ended with an error");
+    }
+}
