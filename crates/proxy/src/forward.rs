@@ -9,27 +9,34 @@
 //!                      └─ another attempt, on the next endpoint, while the error allows it
 //! ```
 //!
-//! Retry follows Istio's default policy where it needs no buffering: a request the upstream
-//! never saw (connect failure, refused stream, a pooled connection closed under it) is sent
-//! again, at most [`DEFAULT_RETRIES`] times, after a jittered backoff from 25 ms (Envoy's), and
-//! a failure that exhausts them adds `URX` to its flag. A request that was (or may have been)
-//! written is not resent. Each stage records what it decided in the request's context.
+//! Retry follows Istio's default policy (when a route sets none): a request the upstream never
+//! saw (connect failure, refused stream, a pooled connection closed under it) is sent again,
+//! and so is a gRPC call answered `cancelled` or `unavailable` when its body was kept
+//! ([`crate::replay`], up to 1 MiB) — at most [`DEFAULT_RETRIES`] times, on the next endpoint,
+//! after a jittered backoff from 25 ms (Envoy's); exhausting them adds `URX`. Anything else
+//! that was (or may have been) written is not resent. Each stage records what it decided in
+//! the request's context.
 
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::header::CONTENT_TYPE;
 use http::uri::Authority as UriAuthority;
-use http::{Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 
 use crate::context::RequestContext;
 use crate::error::ProxyError;
 use crate::flags::ResponseFlag;
 use crate::http::{Authority, Body, full};
 use crate::index::{ClusterEntry, EndpointEntry, RouteTable};
+use crate::replay::Replay;
 use crate::route::{Decision, route};
 use crate::transport::{self, Failed, Tunnel};
+
+/// The gRPC status of a trailers-only answer.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Retries after the first attempt (Istio's default `attempts: 2`).
 pub const DEFAULT_RETRIES: u32 = 2;
@@ -80,30 +87,49 @@ impl Forward {
         Ok(response)
     }
 
-    /// The retry stage: attempts `req` on `cluster`'s endpoints until one answers or the
-    /// failure forbids another attempt.
+    /// The retry stage: attempts `req` on `cluster`'s endpoints until one answers with a
+    /// response the policy accepts, or the failure forbids another attempt.
     pub async fn request(
         &self,
         cluster: &ClusterEntry,
         authority: &UriAuthority,
-        mut req: Request<Body>,
+        req: Request<Body>,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
+        // Only gRPC answers can ask for a retry of a sent request: keep only their bodies.
+        let (mut req, replay) = if is_grpc(&req) {
+            let (req, replay) = Replay::wrap(req);
+            (req, Some(replay))
+        } else {
+            (req, None)
+        };
         loop {
             let endpoint = choose(cluster, ctx)?;
             ctx.attempts += 1;
             ctx.sent = Some(Instant::now());
-            let Failed { error, request } =
-                match transport::send(&endpoint.transport, endpoint.address, authority, req).await {
-                    Ok(response) => {
-                        ctx.first_byte = Some(Instant::now());
-                        ctx.details = "via_upstream";
-                        return Ok(response);
+            let retries_left = ctx.attempts <= DEFAULT_RETRIES;
+            let failed = match transport::send(&endpoint.transport, endpoint.address, authority, req).await {
+                Ok(response) => {
+                    ctx.first_byte = Some(Instant::now());
+                    ctx.details = "via_upstream";
+                    let again = grpc_retryable(&response).then(|| replay.as_ref().and_then(Replay::request));
+                    match again {
+                        Some(Some(again)) if retries_left => {
+                            tracing::debug!(cluster = %cluster.name, attempt = ctx.attempts, "retrying a gRPC answer");
+                            tokio::time::sleep(backoff(ctx.attempts)).await;
+                            req = again;
+                            continue;
+                        }
+                        Some(Some(_)) => ctx.flag(ResponseFlag::UpstreamRetryLimitExceeded),
+                        _ => {}
                     }
-                    Err(failed) => failed,
-                };
+                    return Ok(response);
+                }
+                Err(failed) => failed,
+            };
+            let Failed { error, request } = failed;
             match request {
-                Some(unsent) if error.is_retryable() && ctx.attempts <= DEFAULT_RETRIES => {
+                Some(unsent) if error.is_retryable() && retries_left => {
                     tracing::debug!(cluster = %cluster.name, %error, attempt = ctx.attempts, "retrying");
                     if !matches!(error, transport::UpstreamError::Unsent { .. }) {
                         tokio::time::sleep(backoff(ctx.attempts)).await;
@@ -134,6 +160,17 @@ impl Forward {
         ctx.details = "via_upstream";
         Ok(tunnel)
     }
+}
+
+/// Whether `req` is a gRPC call (`content-type: application/grpc[+proto|...]`).
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers().get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Whether a response is a gRPC status Istio's default policy retries: `cancelled` (1) or
+/// `unavailable` (14), in the headers of a trailers-only answer.
+fn grpc_retryable<B>(response: &Response<B>) -> bool {
+    matches!(response.headers().get(GRPC_STATUS).map(HeaderValue::as_bytes), Some(b"1" | b"14"))
 }
 
 /// The endpoint choice stage: the cluster's next endpoint, recorded in `ctx`.

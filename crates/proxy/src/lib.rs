@@ -30,6 +30,7 @@ pub mod inbound;
 pub mod index;
 pub mod outbound;
 pub mod readiness;
+pub mod replay;
 pub mod route;
 pub mod serve;
 pub mod store;
