@@ -13,27 +13,25 @@
 //! (one line; `-` where a value is missing). Everything after the request's own headers comes
 //! from the [`RequestContext`]. [`Pending`] keeps the request's text fields and counts its body
 //! bytes, and is made only when the `access` target is enabled: a disabled log costs the hot
-//! path one filter check, not a record's allocations and formatting. [`Pending::respond`] wraps
-//! the response body, which counts what is sent and writes the line when hyper drops it, after
-//! the last byte (Envoy's `%DURATION%`). Requests hyper refuses before a handler runs
+//! path one filter check, not a record's allocations and formatting. [`Pending::respond`]
+//! watches the response body, counting what is sent and writing the line when hyper drops it,
+//! after the last byte (Envoy's `%DURATION%`). Requests hyper refuses before a handler runs
 //! (malformed, header section too large) are logged by [`log_refused`].
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{HOST, USER_AGENT};
 use http::{HeaderName, Request, Response, StatusCode, Version};
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Frame;
 use tracing::info;
 
 use crate::context::{Downstream, RequestContext};
 use crate::flags::ResponseFlag;
-use crate::http::{Body, BoxError, X_REQUEST_ID};
+use crate::http::{Body, BoxError, Watch, Watched, X_REQUEST_ID};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -70,7 +68,7 @@ impl Pending {
             forwarded_for: header(X_FORWARDED_FOR),
             bytes_in: Arc::clone(&bytes_in),
         };
-        let req = req.map(|inner| Body::new(Counted { inner, bytes: bytes_in }));
+        let req = req.map(|inner| Body::new(Watched::new(inner, CountIn(bytes_in))));
         (Some(pending), req)
     }
 
@@ -78,9 +76,8 @@ impl Pending {
     /// dropped).
     pub fn respond(self, response: Response<Body>, ctx: RequestContext) -> Response<Body> {
         let status = response.status();
-        response.map(|inner| {
-            Body::new(Logged { inner, bytes_out: 0, record: Some(Record { pending: self, ctx, status }) })
-        })
+        let record = Some(Record { pending: self, ctx, status });
+        response.map(|inner| Body::new(Watched::new(inner, LogAtEnd { bytes_out: 0, record })))
     }
 }
 
@@ -170,72 +167,36 @@ impl<T: fmt::Display> fmt::Display for Dash<T> {
     }
 }
 
-/// A request body counting its data bytes.
-struct Counted {
-    inner: Body,
-    bytes: Arc<AtomicU64>,
-}
+/// Counts a request body's data bytes.
+struct CountIn(Arc<AtomicU64>);
 
-impl HttpBody for Counted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
+impl Watch for CountIn {
+    fn polled(&mut self, frame: Option<&Result<Frame<Bytes>, BoxError>>, _ended: bool) {
+        if let Some(Ok(frame)) = frame
             && let Some(data) = frame.data_ref()
         {
-            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.0.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
-/// A response body counting its data bytes, writing the access log line when dropped.
-struct Logged {
-    inner: Body,
+/// Counts a response body's data bytes and writes the access line when the body is dropped.
+struct LogAtEnd {
     bytes_out: u64,
     record: Option<Record>,
 }
 
-impl HttpBody for Logged {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
+impl Watch for LogAtEnd {
+    fn polled(&mut self, frame: Option<&Result<Frame<Bytes>, BoxError>>, _ended: bool) {
+        if let Some(Ok(frame)) = frame
             && let Some(data) = frame.data_ref()
         {
             self.bytes_out += data.len() as u64;
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
-impl Drop for Logged {
+impl Drop for LogAtEnd {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
             record.write(self.bytes_out);
@@ -245,6 +206,7 @@ impl Drop for Logged {
 
 #[cfg(test)]
 mod tests {
+    use hyper::body::Body as _;
     use tracing_subscriber::EnvFilter;
 
     use super::*;

@@ -6,16 +6,14 @@
 //! rule: it retries only what it buffered). Only requests whose retry policy can resend a sent
 //! request are wrapped, so other requests pay nothing.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::{Body as HttpBody, Frame};
 
-use crate::http::{Body, BoxError};
+use crate::http::{Body, BoxError, Watch, Watched};
 
 /// The largest body kept for another attempt (Envoy's default buffer limit, 1 MiB).
 pub const MAX_REPLAY_BYTES: usize = 1024 * 1024;
@@ -50,7 +48,7 @@ impl Replay {
             headers: parts.headers.clone(),
             kept: Arc::clone(&kept),
         };
-        let body = Body::new(Recording { inner: body, kept });
+        let body = Body::new(Watched::new(body, Recording(kept)));
         (Request::from_parts(parts, body), replay)
     }
 
@@ -80,50 +78,27 @@ fn copy(frame: &Frame<Bytes>) -> Frame<Bytes> {
     }
 }
 
-/// A request body keeping what passes through it.
-struct Recording {
-    inner: Body,
-    kept: Arc<Mutex<Kept>>,
-}
+/// Keeps the frames of the body it watches.
+struct Recording(Arc<Mutex<Kept>>);
 
-impl HttpBody for Recording {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(ready) = &polled {
-            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-            match ready {
-                Some(Ok(frame)) if !kept.overflowed => {
-                    kept.bytes += frame.data_ref().map_or(0, Bytes::len);
-                    if kept.bytes > MAX_REPLAY_BYTES {
-                        kept.overflowed = true;
-                        kept.frames = Vec::new();
-                    } else {
-                        kept.frames.push(copy(frame));
-                    }
+impl Watch for Recording {
+    fn polled(&mut self, frame: Option<&Result<Frame<Bytes>, BoxError>>, ended: bool) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match frame {
+            Some(Ok(frame)) if !kept.overflowed => {
+                kept.bytes += frame.data_ref().map_or(0, Bytes::len);
+                if kept.bytes > MAX_REPLAY_BYTES {
+                    kept.overflowed = true;
+                    kept.frames = Vec::new();
+                } else {
+                    kept.frames.push(copy(frame));
                 }
-                Some(Ok(_)) => {}
-                Some(Err(_)) => kept.overflowed = true,
-                None => kept.ended = true,
             }
-            if !kept.ended && self.inner.is_end_stream() {
-                kept.ended = true;
-            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) => kept.overflowed = true,
+            None => kept.ended = true,
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        kept.ended |= ended;
     }
 }
 

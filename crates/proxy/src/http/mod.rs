@@ -8,7 +8,7 @@ pub mod headers;
 pub mod server;
 
 pub use authority::Authority;
-pub use body::{Body, BoxError, boxed_request, boxed_response, empty, full, incoming};
+pub use body::{Body, BoxError, Watch, Watched, boxed_request, boxed_response, empty, full, incoming};
 pub use headers::{
     X_FORWARDED_PROTO, X_REQUEST_ID, add_forwarding_headers, add_request_id, never_index_request_id,
     strip_hop_by_hop,

@@ -13,20 +13,16 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::Request;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::pool::{MeshTls, connect_tcp, spawn_connection};
 use super::{Attempt, Failed, UpstreamError, classify, error_chain};
-use crate::http::{Body, BoxError, HEADER_READ_TIMEOUT};
+use crate::http::{Body, HEADER_READ_TIMEOUT, Watch, Watched};
 
 /// An idle connection to an app older than this is closed instead of reused (hyper-util's
 /// default).
@@ -84,7 +80,7 @@ impl H1Pool {
         };
         let response = sender.try_send_request(req).await.map_err(|error| classify(self.addr, error))?;
         let lease = Lease { pool: Arc::clone(self), sender: Some(sender) };
-        Ok(response.map(|body| http_body_util::BodyExt::boxed_unsync(Leased { body, _lease: lease })))
+        Ok(response.map(|body| http_body_util::BodyExt::boxed_unsync(Watched::new(body, lease))))
     }
 
     /// The most recently used idle connection that still works, dropping expired and closed
@@ -153,36 +149,14 @@ impl Drop for Lease {
     }
 }
 
-/// A response body holding its connection's lease.
-struct Leased {
-    body: Incoming,
-    _lease: Lease,
-}
-
-impl HttpBody for Leased {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx).map_err(BoxError::from)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
+/// A response body holds its connection's lease, and does nothing else with it.
+impl Watch for Lease {}
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use bytes::Bytes;
     use http::Response;
     use http::header::HOST;
     use http_body_util::BodyExt;
