@@ -2,10 +2,13 @@
 //! app) and the gateway: route lookup (virtual host → first route → weighted cluster →
 //! round-robin endpoint), then the request over the endpoint's transport, or a TCP tunnel.
 //!
-//! Mesh endpoints get HTTP/2 over mutual TLS to their sidecar's inbound port, multiplexed on one
-//! pooled connection, carrying the original authority; CONNECT tunnels ride the same connection
-//! as HTTP/2 CONNECT to `POD_IP:targetPort` (HBONE's shape). Endpoints without a sidecar get
-//! plaintext HTTP/1.1 (keep-alive pools, [`h1`]) or h2c. Every socket binds the pod IP as source.
+//! Mesh endpoints get mutual TLS to their sidecar's inbound port, carrying the original
+//! authority: an HTTP port's requests stay HTTP/1.1 on pooled keep-alive connections ([`h1`];
+//! Istio's default), while HTTP/2 and gRPC ports, and HTTP ports whose DestinationRule says
+//! `h2UpgradePolicy: UPGRADE`, go as HTTP/2 multiplexed on one pooled connection; CONNECT
+//! tunnels always ride that HTTP/2 connection as HTTP/2 CONNECT to `POD_IP:targetPort` (HBONE's
+//! shape). Endpoints without a sidecar get plaintext HTTP/1.1 (keep-alive pools) or h2c. Every
+//! socket binds the pod IP as source.
 
 pub mod h1;
 pub mod pool;
