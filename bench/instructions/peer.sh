@@ -14,7 +14,7 @@
 # The pair is bench/mesh's (mesh-bench.sh's impl_haproxy: TLS 1.3 mutual auth, EC
 # P-256, one worker each) in front of its nginx upstream, answering a 3-byte body as paymesh-echo's
 # /health does in run.sh. The hop between haproxy's proxies is HTTP/1.1 over TLS (one request at
-# a time per connection), where paymesh's is HTTP/2.
+# a time per connection), as paymesh's is by default (HTTP/2 with PM_H2_UPGRADE=UPGRADE run.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)

@@ -9,9 +9,11 @@
 #   ANNOTATE=1 bench/instructions/run.sh      # also print each proxy's top functions
 #   NEW_CONNECTIONS=1 bench/instructions/run.sh  # a new client connection per request
 #   SYSCALLS=1 bench/instructions/run.sh      # system calls per request instead (perf, no valgrind)
+#   PM_H2_UPGRADE=UPGRADE bench/instructions/run.sh   # the HTTP/2 hop between the sidecars
 #
 # Same pair as bench/mesh (impls.d/paymesh.sh writes the config): paymesh-control, an inbound
-# and an outbound sidecar (STRICT mTLS, h2 between them) under valgrind, paymesh-echo as the app;
+# and an outbound sidecar (STRICT mTLS, HTTP/1.1 between them as Istio's default, or h2 with
+# PM_H2_UPGRADE=UPGRADE) under valgrind, paymesh-echo as the app;
 # oha sends N HTTP/1.1 GET /health through the outbound port over 4 keep-alive connections after
 # a 200-request warm-up (pooled connections made), between callgrind's zero and dump.
 set -euo pipefail

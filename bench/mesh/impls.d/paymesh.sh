@@ -1,8 +1,8 @@
 # paymesh pair for mesh-bench.sh (sourced by it; see the contract at the top of mesh-bench.sh).
 #
 #   client --HTTP/1.1--> paymesh-proxy (client pod, CLIENT_IP:15001, outbound)
-#          --mTLS (h2, or HTTP/1.1 for the paymesh-h1 pair; certificates from paymesh-control's
-#          CA)--> paymesh-proxy (server pod,
+#          --mTLS (HTTP/1.1, Istio's default, or h2 for the paymesh_h2 pair; certificates from
+#          paymesh-control's CA)--> paymesh-proxy (server pod,
 #          SERVER_IP:15006, inbound) --HTTP/1.1--> upstream nginx at SERVER_IP:$UP_PORT
 #
 # How the harness contract is mapped (paymesh is a real sidecar, not a port forwarder):
@@ -91,8 +91,9 @@ kind: PeerAuthentication
 metadata: {name: default, namespace: payments}
 spec: {mtls: {mode: STRICT}}
 EOF
-  # PM_H2_UPGRADE=DO_NOT_UPGRADE (the paymesh-h1 pair): the http port's requests stay HTTP/1.1
-  # between the sidecars, as the nginx and haproxy pairs carry them.
+  # PM_H2_UPGRADE=UPGRADE (the paymesh_h2 pair): the http port's requests cross between the
+  # sidecars as multiplexed HTTP/2 instead of Istio's default HTTP/1.1 (which the nginx and
+  # haproxy pairs also use).
   if [[ -n ${PM_H2_UPGRADE:-} ]]; then
     cat >> "$1/config/mesh.yaml" <<EOF
 ---
@@ -211,12 +212,12 @@ impl_paymesh() {
   fi
 }
 
-# The same pair with `h2UpgradePolicy: DO_NOT_UPGRADE` on the http port: HTTP/1.1 over a pool of
-# mutual TLS connections between the sidecars instead of one multiplexed HTTP/2 connection.
-impl_paymesh_h1_version() { impl_paymesh_version; }
-impl_paymesh_h1() { PM_H2_UPGRADE=DO_NOT_UPGRADE impl_paymesh; }
-impl_paymesh_h1_upstream_ips() { impl_paymesh_upstream_ips; }
-impl_paymesh_h1_cleanup() { impl_paymesh_cleanup; }
+# The same pair with `h2UpgradePolicy: UPGRADE` on the http port: one multiplexed HTTP/2
+# connection between the sidecars instead of a pool of HTTP/1.1 mutual TLS connections.
+impl_paymesh_h2_version() { impl_paymesh_version; }
+impl_paymesh_h2() { PM_H2_UPGRADE=UPGRADE impl_paymesh; }
+impl_paymesh_h2_upstream_ips() { impl_paymesh_upstream_ips; }
+impl_paymesh_h2_cleanup() { impl_paymesh_cleanup; }
 
 impl_paymesh_cleanup() {  # the harness kills OUT_PID/IN_PID; this also covers a failed start
   local p

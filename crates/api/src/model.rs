@@ -383,21 +383,23 @@ pub struct Cluster {
     pub lb: LbPolicy,
 }
 
-/// How an `Http` port's requests travel between sidecars (Istio's `h2UpgradePolicy`). HTTP/2
-/// and gRPC ports always use HTTP/2; plaintext endpoints get the port's own protocol.
+/// How an `Http` port's requests travel between sidecars (Istio's `h2UpgradePolicy`, already
+/// resolved by the control plane: a DestinationRule's `DEFAULT` arrives as the mesh default).
+/// HTTP/2 and gRPC ports always use HTTP/2; plaintext endpoints get the port's own protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2Upgrade {
-    /// Upgraded: HTTP/2, one multiplexed connection per peer (paymesh's default).
+    /// Kept HTTP/1.1 (whatever the client spoke): pooled keep-alive connections per peer, one
+    /// request at a time on each. Istio's mesh-wide default (MeshConfig `h2UpgradePolicy`), so
+    /// the default here too.
     #[default]
-    Upgrade,
-    /// Kept HTTP/1.1: pooled keep-alive connections per peer, one request at a time on each,
-    /// as nginx and haproxy pairs do (Istio's mesh-wide default).
     DoNotUpgrade,
+    /// Upgraded (a DestinationRule's `UPGRADE`): HTTP/2, one multiplexed connection per peer.
+    Upgrade,
 }
 
 impl H2Upgrade {
-    /// The default, left out of snapshots.
+    /// The default, left out of snapshots (most clusters have it).
     pub fn is_default(&self) -> bool {
         *self == H2Upgrade::default()
     }
@@ -486,4 +488,34 @@ pub fn outbound_cluster_name(port: u16, subset: Option<&str>, host: &str) -> Str
 /// Istio's inbound cluster name: `inbound|PORT||`.
 pub fn inbound_cluster_name(port: u16) -> String {
     format!("inbound|{port}||")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(h2_upgrade: H2Upgrade) -> Cluster {
+        Cluster {
+            name: outbound_cluster_name(8080, None, "echo.shop.svc.cluster.local"),
+            service: "echo.shop.svc.cluster.local".to_owned(),
+            port: 8080,
+            subset: None,
+            protocol: Protocol::Http,
+            h2_upgrade,
+            tls: UpstreamTls::Disable,
+            lb: LbPolicy::RoundRobin,
+        }
+    }
+
+    #[test]
+    fn only_an_upgrading_cluster_carries_h2_upgrade_on_the_wire() {
+        let kept = serde_json::to_value(cluster(H2Upgrade::DoNotUpgrade)).expect("encodes");
+        assert_eq!(kept.get("h2Upgrade"), None, "{kept}");
+        let upgraded = serde_json::to_value(cluster(H2Upgrade::Upgrade)).expect("encodes");
+        assert_eq!(upgraded["h2Upgrade"], "UPGRADE", "{upgraded}");
+        for (value, expected) in [(kept, H2Upgrade::DoNotUpgrade), (upgraded, H2Upgrade::Upgrade)] {
+            let decoded: Cluster = serde_json::from_value(value).expect("decodes");
+            assert_eq!(decoded.h2_upgrade, expected);
+        }
+    }
 }

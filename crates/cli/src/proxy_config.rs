@@ -224,8 +224,8 @@ fn clusters(clusters: &[Cluster], listeners: &[Listener]) -> String {
             };
             // How requests cross to a peer sidecar, so a DestinationRule's h2UpgradePolicy shows.
             let protocol = match (c.protocol, c.h2_upgrade) {
-                (Protocol::Http, H2Upgrade::DoNotUpgrade) => "HTTP (DO_NOT_UPGRADE)",
-                (Protocol::Http, H2Upgrade::Upgrade) => "HTTP",
+                (Protocol::Http, H2Upgrade::DoNotUpgrade) => "HTTP",
+                (Protocol::Http, H2Upgrade::Upgrade) => "HTTP (UPGRADE)",
                 (Protocol::Http2, _) => "HTTP2",
                 (Protocol::Tcp, _) => "TCP",
             };
@@ -338,9 +338,12 @@ mod tests {
                 "domains": ["account-service", "account-service.payments"],
                 "routes": [{"name": "default", "action": {"type": "forward", "clusters": [
                     {"cluster": "outbound|8083||account-service.payments.svc.cluster.local", "weight": 100}]}}]}]}],
-            "clusters": [{"name": "outbound|8083|v1|account-service.payments.svc.cluster.local",
+            "clusters": [{"name": "outbound|8083||account-service.payments.svc.cluster.local",
+                "service": "account-service.payments.svc.cluster.local", "port": 8083, "subset": null,
+                "protocol": "http", "tls": {"mode": "istioMutual", "subjectAltNames": []}, "lb": "ROUND_ROBIN"},
+                {"name": "outbound|8083|v1|account-service.payments.svc.cluster.local",
                 "service": "account-service.payments.svc.cluster.local", "port": 8083, "subset": "v1",
-                "protocol": "http", "h2Upgrade": "DO_NOT_UPGRADE",
+                "protocol": "http", "h2Upgrade": "UPGRADE",
                 "tls": {"mode": "istioMutual", "subjectAltNames": []}, "lb": "ROUND_ROBIN"}],
             "endpoints": [{"cluster": "outbound|8083|v1|account-service.payments.svc.cluster.local", "endpoints": [
                 {"address": "127.0.10.7:8083", "tunnelPort": 15006, "identity": "spiffe://cluster.local/ns/payments/sa/account-service",
@@ -359,9 +362,10 @@ mod tests {
         );
         assert_eq!(
             render(Section::Clusters, &dump).expect("clusters"),
-            "SERVICE FQDN                                PORT  SUBSET  DIRECTION  TYPE    PROTOCOL               TLS\n\
-             account-service.payments.svc.cluster.local  8083  v1      outbound   EDS     HTTP (DO_NOT_UPGRADE)  ISTIO_MUTUAL\n\
-             -                                           8081  -       inbound    STATIC  -                      STRICT\n"
+            "SERVICE FQDN                                PORT  SUBSET  DIRECTION  TYPE    PROTOCOL        TLS\n\
+             account-service.payments.svc.cluster.local  8083  -       outbound   EDS     HTTP            ISTIO_MUTUAL\n\
+             account-service.payments.svc.cluster.local  8083  v1      outbound   EDS     HTTP (UPGRADE)  ISTIO_MUTUAL\n\
+             -                                           8081  -       inbound    STATIC  -               STRICT\n"
         );
         assert_eq!(
             render(Section::Routes, &dump).expect("routes"),

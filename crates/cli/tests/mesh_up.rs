@@ -82,6 +82,14 @@ fn sidecars_sync_carry_exec_traffic_and_stop_in_order() {
         run_paymesh(&["proxy-config", "clusters", "-n", "mesh", "deploy/echo"], &state_dir);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(clusters.contains("echo.mesh.svc.cluster.local  9090"), "{clusters}");
+    // No DestinationRule upgrades the `http` port, so its requests stay HTTP/1.1 (Istio's default).
+    let echo_row =
+        clusters.lines().find(|l| l.starts_with("echo.mesh.svc.cluster.local")).unwrap_or_default();
+    assert_eq!(
+        echo_row.split_whitespace().skip(5).collect::<Vec<_>>(),
+        ["HTTP", "ISTIO_MUTUAL"],
+        "{clusters}"
+    );
     let (code, secret, stderr) =
         run_paymesh(&["proxy-config", "secret", "-n", "mesh", "deploy/echo"], &state_dir);
     assert_eq!(code, Some(0), "{stderr}");

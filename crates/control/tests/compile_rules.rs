@@ -115,19 +115,20 @@ fn auto_mtls_is_decided_per_endpoint() {
 #[test]
 fn h2_upgrade_policy_follows_the_most_specific_connection_pool() {
     let upgrade = |config: &ProxyConfig, cluster: &str| config.cluster(cluster).expect(cluster).h2_upgrade;
-    assert_eq!(upgrade(&sidecar(""), ACCOUNT), H2Upgrade::Upgrade);
-    // The rule keeps HTTP/1.1; subset v2 upgrades again; port 8083 of `multi` keeps HTTP/1.1
-    // by its port-level pool while port 80 takes the rule's DEFAULT (paymesh upgrades).
+    // Without a rule, Istio's mesh-wide default: HTTP/1.1 stays HTTP/1.1.
+    assert_eq!(upgrade(&sidecar(""), ACCOUNT), H2Upgrade::DoNotUpgrade);
+    // The rule upgrades; subset v2 keeps HTTP/1.1 again; port 8083 of `multi` upgrades by its
+    // port-level pool while port 80 takes the rule's DEFAULT (the mesh default).
     let rules = r#"
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: account, namespace: shop}
 spec:
   host: account
-  trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}}
+  trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}
   subsets:
   - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}, trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}}
+  - {name: v2, labels: {version: v2}, trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -136,14 +137,14 @@ spec:
   host: multi
   trafficPolicy:
     connectionPool: {http: {h2UpgradePolicy: DEFAULT}}
-    portLevelSettings: [{port: {number: 8083}, connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}}]
+    portLevelSettings: [{port: {number: 8083}, connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}]
 "#;
     let config = sidecar(rules);
-    assert_eq!(upgrade(&config, ACCOUNT), H2Upgrade::DoNotUpgrade);
-    assert_eq!(upgrade(&config, "outbound|8083|v1|account.shop.svc.cluster.local"), H2Upgrade::DoNotUpgrade);
-    assert_eq!(upgrade(&config, "outbound|8083|v2|account.shop.svc.cluster.local"), H2Upgrade::Upgrade);
-    assert_eq!(upgrade(&config, "outbound|8083||multi.shop.svc.cluster.local"), H2Upgrade::DoNotUpgrade);
-    assert_eq!(upgrade(&config, "outbound|80||multi.shop.svc.cluster.local"), H2Upgrade::Upgrade);
+    assert_eq!(upgrade(&config, ACCOUNT), H2Upgrade::Upgrade);
+    assert_eq!(upgrade(&config, "outbound|8083|v1|account.shop.svc.cluster.local"), H2Upgrade::Upgrade);
+    assert_eq!(upgrade(&config, "outbound|8083|v2|account.shop.svc.cluster.local"), H2Upgrade::DoNotUpgrade);
+    assert_eq!(upgrade(&config, "outbound|8083||multi.shop.svc.cluster.local"), H2Upgrade::Upgrade);
+    assert_eq!(upgrade(&config, "outbound|80||multi.shop.svc.cluster.local"), H2Upgrade::DoNotUpgrade);
     // Applied, so not listed as unsupported; a limit beside it still is.
     let listed = |extra: &str| -> Vec<String> {
         scan(&load(&format!("{BASE}\n---\n{extra}"))).into_iter().map(|u| u.field).collect()

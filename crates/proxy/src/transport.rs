@@ -2,9 +2,11 @@
 //! to it.
 //!
 //! Mesh endpoints get mutual TLS to their sidecar's inbound port, carrying the original
-//! authority: HTTP/2 multiplexed on one pooled connection ([`pool`]), or a keep-alive HTTP/1.1
-//! pool for a cluster that does not upgrade ([`h1`]); CONNECT tunnels ride the HTTP/2
-//! connection as HTTP/2 CONNECT to `POD_IP:targetPort` (HBONE's shape). Endpoints without a
+//! authority: an HTTP port's requests stay HTTP/1.1 on pooled keep-alive connections ([`h1`];
+//! Istio's default), while HTTP/2 and gRPC ports, and HTTP ports whose DestinationRule says
+//! `h2UpgradePolicy: UPGRADE`, go as HTTP/2 multiplexed on one pooled connection ([`pool`]);
+//! CONNECT tunnels always ride that HTTP/2 connection as HTTP/2 CONNECT to `POD_IP:targetPort`
+//! (HBONE's shape). Endpoints without a
 //! sidecar, and the app behind an inbound chain, get plaintext HTTP/1.1 or h2c. Every socket
 //! binds the pod IP as source.
 //!

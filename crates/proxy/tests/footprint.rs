@@ -10,10 +10,11 @@
 //!
 //! `TOKIO_WORKER_THREADS=1` in the environment shows the effect of the data runtime's size.
 //!
-//! Measured (release, 2 cores, 2026-11): idle 10.2–10.7 MiB, after 10,000 requests 11.6–12.4 MiB
-//! per sidecar; one data worker instead of two saves ~0.2 MiB idle, ~0.7 MiB loaded; mimalloc
-//! as global allocator doubled it (idle 20.7 MiB, loaded 22–27 MiB) at the same throughput, so
-//! the system allocator stays.
+//! Measured (release, 2 cores, 2026-11, with the HTTP/2 hop between the sidecars, the default
+//! then; the HTTP/1.1 hop keeps a connection per request in flight): idle 10.2–10.7 MiB, after
+//! 10,000 requests 11.6–12.4 MiB per sidecar; one data worker instead of two saves ~0.2 MiB
+//! idle, ~0.7 MiB loaded; mimalloc as global allocator doubled it (idle 20.7 MiB, loaded
+//! 22–27 MiB) at the same throughput, so the system allocator stays.
 
 #[path = "support/control.rs"]
 mod control;

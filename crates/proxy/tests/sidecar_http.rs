@@ -1,7 +1,8 @@
 //! Two real sidecars (client pod and server pod) and an echo app, over real sockets: HTTP/1.1
 //! through the outbound listener with curl, mutual TLS between the proxies, XFCC at the app,
-//! every proxy-generated error with its status, flag and reason, and HTTP/1.1 kept between the
-//! sidecars for a cluster that does not upgrade.
+//! every proxy-generated error with its status, flag and reason, and the hop between the
+//! sidecars: HTTP/1.1 for an HTTP port by default (Istio's), HTTP/2 for one that upgrades and
+//! for an HTTP/2 port.
 
 #[path = "support/control.rs"]
 mod control;
@@ -11,8 +12,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use paymesh_api::model::{H2Upgrade, MtlsMode};
-use support::{Mesh, client_config, curl, parse_response, raw_exchange};
+use support::{DEADLINE, Mesh, client_config, curl, parse_response, raw_exchange};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_absolute_form_reaches_the_app_with_the_callers_identity() {
@@ -184,7 +189,7 @@ async fn access_lines_carry_the_request_context() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_that_does_not_upgrade_keeps_http1_between_the_sidecars() {
+async fn http_stays_http1_between_the_sidecars_unless_the_cluster_upgrades() {
     let mesh = Mesh::start(MtlsMode::Strict, Duration::from_secs(3600)).await;
     let get = |path: String| {
         let proxy = mesh.proxy_url();
@@ -193,18 +198,6 @@ async fn a_cluster_that_does_not_upgrade_keeps_http1_between_the_sidecars() {
             assert!(ok && out.contains(&format!("path: {path}")), "{path}: {out}");
         }
     };
-    get("/upgraded".into()).await;
-    served_as(&mesh.server, "/upgraded", "HTTP/2").await;
-
-    let mut config = client_config("v2", &mesh.client.pod, &mesh.server.pod, &mesh.down);
-    let echo = config.clusters.iter_mut().find(|c| c.service.starts_with("echo.")).expect("echo cluster");
-    Arc::make_mut(echo).h2_upgrade = H2Upgrade::DoNotUpgrade;
-    mesh.cp.set_config(config);
-    support::eventually("config v2", || async {
-        (mesh.client.config_dump().await["version"] == "v2").then_some(())
-    })
-    .await;
-
     // Concurrent requests each lease a connection of their own from the HTTP/1.1 pool.
     let requests: Vec<_> = (0..8).map(|i| tokio::spawn(get(format!("/kept-{i}")))).collect();
     for request in requests {
@@ -213,6 +206,36 @@ async fn a_cluster_that_does_not_upgrade_keeps_http1_between_the_sidecars() {
     for i in 0..8 {
         served_as(&mesh.server, &format!("/kept-{i}"), "HTTP/1.1").await;
     }
+    // A client speaking h2c gets no upgrade either: an `http` port's cluster speaks HTTP/1.1 to
+    // the peer whatever the client spoke, as Envoy's clusters do under Istio. An HTTP/2 port's
+    // requests always cross as HTTP/2.
+    let tcp = tokio::net::TcpStream::connect(mesh.client.pod.at(15001)).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2c");
+    tokio::spawn(connection);
+    for (uri, path, hop) in [
+        ("http://echo:8080/from-h2c", "/from-h2c", "HTTP/1.1"),
+        ("http://grpc-echo:9090/h2-port", "/h2-port", "HTTP/2"),
+    ] {
+        let request = Request::get(uri).body(Empty::<Bytes>::new()).expect("request");
+        let response = tokio::time::timeout(DEADLINE, sender.send_request(request))
+            .await
+            .expect("in time")
+            .expect("response");
+        assert_eq!(response.status(), 200, "{uri}");
+        served_as(&mesh.server, path, hop).await;
+    }
+
+    let mut config = client_config("v2", &mesh.client.pod, &mesh.server.pod, &mesh.down);
+    let echo = config.clusters.iter_mut().find(|c| c.service.starts_with("echo.")).expect("echo cluster");
+    Arc::make_mut(echo).h2_upgrade = H2Upgrade::Upgrade;
+    mesh.cp.set_config(config);
+    support::eventually("config v2", || async {
+        (mesh.client.config_dump().await["version"] == "v2").then_some(())
+    })
+    .await;
+    get("/upgraded".into()).await;
+    served_as(&mesh.server, "/upgraded", "HTTP/2").await;
 }
 
 /// Waits for the server sidecar's access line for `path`, which names the protocol the request

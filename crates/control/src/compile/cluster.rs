@@ -11,7 +11,8 @@
 //! directly. `SIMPLE`/`MUTUAL` (TLS origination to servers outside the mesh) is not
 //! implemented: auto mTLS decides, and `/debug/configz` lists the field as unsupported.
 //! `connectionPool.http.h2UpgradePolicy` of the same rule (same precedence) says whether an
-//! HTTP port's requests cross the mTLS hop as HTTP/2 or stay HTTP/1.1 ([`H2Upgrade`]).
+//! HTTP port's requests cross the mTLS hop as HTTP/2 (`UPGRADE`) or stay HTTP/1.1 (Istio's
+//! default) ([`H2Upgrade`]).
 
 use std::collections::BTreeMap;
 
@@ -103,8 +104,9 @@ pub fn client_tls(
 }
 
 /// Whether `port` of `subset` upgrades HTTP/1.1 to HTTP/2 between sidecars: the most specific
-/// `connectionPool` of `dr` decides (as Istio merges it, whole); `DEFAULT` or none is paymesh's
-/// mesh-wide default, which upgrades (docs/compat.md).
+/// `connectionPool` of `dr` decides (as Istio merges it, whole); `DEFAULT` or none is the mesh
+/// default, MeshConfig `h2UpgradePolicy`, which paymesh-control does not read: Istio's default
+/// for it, `DO_NOT_UPGRADE`, applies (docs/compat.md).
 fn h2_upgrade(dr: Option<&DestinationRule>, subset: Option<&str>, port: u16) -> H2Upgrade {
     let pool = dr.and_then(|dr| {
         most_specific_setting(
@@ -116,8 +118,8 @@ fn h2_upgrade(dr: Option<&DestinationRule>, subset: Option<&str>, port: u16) -> 
         )
     });
     match pool.and_then(|pool| pool.http.as_ref()).map(|http| http.h2_upgrade_policy) {
-        Some(H2UpgradePolicy::DoNotUpgrade) => H2Upgrade::DoNotUpgrade,
-        Some(H2UpgradePolicy::Upgrade | H2UpgradePolicy::Default) | None => H2Upgrade::Upgrade,
+        Some(H2UpgradePolicy::Upgrade) => H2Upgrade::Upgrade,
+        Some(H2UpgradePolicy::DoNotUpgrade | H2UpgradePolicy::Default) | None => H2Upgrade::DoNotUpgrade,
     }
 }
 

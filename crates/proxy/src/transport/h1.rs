@@ -1,6 +1,6 @@
 //! Keep-alive HTTP/1.1 connections to one address: plaintext to the app behind an inbound chain
-//! or an endpoint without a sidecar, or mutual TLS to a peer sidecar for a cluster that does not
-//! upgrade to HTTP/2 (`h2UpgradePolicy: DO_NOT_UPGRADE`).
+//! or an endpoint without a sidecar, or mutual TLS to a peer sidecar for an HTTP port that does
+//! not upgrade to HTTP/2 (Istio's default `h2UpgradePolicy`; `UPGRADE` opts out).
 //!
 //! A request leases an idle connection (most recently used first, so few stay warm) or dials
 //! a new one; the lease rides in the response body and goes back to the pool when the body is

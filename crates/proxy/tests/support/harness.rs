@@ -349,7 +349,8 @@ pub fn cluster(port: u16, host: &str, protocol: Protocol, sans: Vec<String>) -> 
         port,
         subset: None,
         protocol,
-        h2_upgrade: H2Upgrade::Upgrade,
+        // What the control plane compiles without a DestinationRule: Istio's mesh default.
+        h2_upgrade: H2Upgrade::default(),
         tls: UpstreamTls::IstioMutual { subject_alt_names: sans },
         lb: LbPolicy::RoundRobin,
     }
