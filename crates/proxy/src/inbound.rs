@@ -8,7 +8,9 @@
 //! ```text
 //! chain (by target port or authority) ─▶ peer authentication (peer_authn.rs) ─▶ app
 //!                                                         `x-forwarded-client-cert`, then
-//!                                                         POD_IP:target_port (HTTP/1.1 or h2c)
+//!                                                         POD_IP:target_port (HTTP/1.1 or h2c),
+//!                                                         resending what a pooled connection
+//!                                                         gave back unsent
 //! ```
 //!
 //! Request authentication, authorization and rate limits slot in between peer authentication
@@ -19,9 +21,10 @@ mod peer_authn;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use http::uri::Authority as UriAuthority;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use paymesh_tls::{Identity, leaf_identity};
@@ -32,12 +35,12 @@ use tracing::{debug, warn};
 use crate::context::{Downstream, Listener, Peer, RequestContext, Upstream};
 use crate::drain::{Acceptor, Shutdown, drain};
 use crate::error::{ProxyError, answer};
-use crate::forward::Forward;
+use crate::forward::{DEFAULT_RETRIES, Forward};
 use crate::http::{Authority, Body, add_forwarding_headers};
 use crate::index::{ChainEntry, Index};
 use crate::serve::serve_connection;
 use crate::transport::pool::connect_tcp;
-use crate::transport::{TARGET_PORT, send_plain};
+use crate::transport::{Failed, Plain, TARGET_PORT, UpstreamError, send_plain};
 use crate::tunnel::splice;
 
 /// Istio's header naming the calling workload to the app.
@@ -183,12 +186,7 @@ impl Inbound {
         }
         add_forwarding_headers(headers, "http");
         let authority = authority.as_ref().map_or(&chain.app_authority, Authority::uri);
-        ctx.attempts = 1;
-        ctx.sent = Some(std::time::Instant::now());
-        let response = send_plain(&chain.transport, authority, req).await.map_err(|failed| failed.error)?;
-        ctx.first_byte = Some(std::time::Instant::now());
-        ctx.details = "via_upstream";
-        Ok(response)
+        to_app(&chain.transport, authority, req, ctx).await
     }
 
     fn connect_chain<'a>(
@@ -202,5 +200,33 @@ impl Inbound {
             return Err(no_route());
         }
         index.inbound().for_target(authority.port()).ok_or_else(no_route)
+    }
+}
+
+/// The last stage: the request to the app. A request a pooled keep-alive connection gave back
+/// unsent (the app closed it as the request went out) is sent again on another, up to the
+/// default retries; anything else the app may have seen is not.
+async fn to_app(
+    transport: &Plain,
+    authority: &UriAuthority,
+    mut req: Request<Body>,
+    ctx: &mut RequestContext,
+) -> Result<Response<Body>, ProxyError> {
+    loop {
+        ctx.attempts += 1;
+        ctx.sent = Some(Instant::now());
+        match send_plain(transport, authority, req).await {
+            Ok(response) => {
+                ctx.first_byte = Some(Instant::now());
+                ctx.details = "via_upstream";
+                return Ok(response);
+            }
+            Err(Failed { error: UpstreamError::Unsent { .. }, request: Some(unsent) })
+                if ctx.attempts <= DEFAULT_RETRIES =>
+            {
+                req = unsent;
+            }
+            Err(failed) => return Err(failed.error.into()),
+        }
     }
 }

@@ -148,3 +148,65 @@ async fn grpc_unavailable_is_retried_with_the_same_body_up_to_two_times() {
     }
     drop(apps);
 }
+
+/// An app answering one request per connection and then closing it, without saying so: the
+/// server sidecar's pooled connection can be closed just as the next request goes out. Such a
+/// request comes back unsent and is resent, so no caller sees a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_closing_idle_connections_costs_no_request() {
+    let cp = ControlPlane::start(Duration::from_secs(3600)).await;
+    let (client_pod, server_pod, down) =
+        (Pod::new("sleep-0", "sleep"), Pod::new("echo-0", "echo"), Pod::new("down-0", "down"));
+    cp.set_config(client_config("v1", &client_pod, &server_pod, &down));
+    cp.set_config(server_config("s1", &server_pod, MtlsMode::Strict));
+    let listener = TcpListener::bind(server_pod.at(HTTP_PORT)).await.expect("app binds");
+    let app = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let client = Proxy::start(&cp, &client_pod, "sidecar");
+    let server = Proxy::start(&cp, &server_pod, "sidecar");
+    client.wait_ready().await;
+    server.wait_ready().await;
+
+    let tcp = tokio::net::TcpStream::connect(client_pod.at(15001)).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("h1");
+    tokio::spawn(connection);
+    for i in 0..200 {
+        tokio::time::timeout(DEADLINE, sender.ready())
+            .await
+            .expect("in time")
+            .expect("client connection open");
+        let request = Request::builder()
+            .uri(format!("http://echo:8080/close-{i}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = tokio::time::timeout(DEADLINE, sender.send_request(request))
+            .await
+            .expect("in time")
+            .expect("response");
+        let status = response.status();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]), "request {i}");
+    }
+    let resent = server
+        .logs()
+        .lines()
+        .filter(|line| line.contains("/close-") && line.contains(" 2 listener="))
+        .count();
+    eprintln!("requests the server sidecar resent after a closed connection: {resent} of 200");
+    app.abort();
+}
