@@ -4,36 +4,28 @@
 //! Flow of one request: [`server`] terminates TLS on the CA port and hands the gRPC call to
 //! [`auth`], which names the caller (a client certificate for rotation, else a single-use
 //! [`token`]); [`sign`] checks the CSR asks for exactly that identity and writes the leaf with
-//! the key material [`root`] loaded. Proxies use [`client`] to make their key, send the CSR and
-//! verify what comes back.
+//! the key material [`root`] loaded. The protocol, the bootstrap token type and the client
+//! proxies use live in `paymesh_api::ca`.
 
 pub mod auth;
-pub mod client;
 pub mod root;
 pub mod server;
 pub mod sign;
 pub mod token;
 
-/// Istio's CA API (`istio.v1.auth.IstioCertificateService`), generated from the vendored
-/// `proto/security/v1alpha1/ca.proto`.
-#[allow(unused_qualifications, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("istio.v1.auth");
-}
-
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use paymesh_api::ca::BootstrapToken;
 use paymesh_tls::{Credential, Identity, PrivateKey, TrustBundle, TrustDomain, cert_to_pem};
 use rustls_pki_types::CertificateDer;
 use tracing::info;
 
 pub use auth::{AuthError, Caller};
-pub use client::{CaClient, CaClientConfig, CaClientError};
 pub use root::{RootError, RootSource};
 pub use server::{CaServer, CaServerConfig, ServeError};
 pub use sign::{MAX_CSR_BYTES, SignError};
-pub use token::{BootstrapToken, PodName, Redeemed, TokenError};
+pub use token::{PodName, Redeemed, TokenError};
 
 use root::Authority;
 use sign::LeafTerms;

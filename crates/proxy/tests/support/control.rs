@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use paymesh_api::ProxyConfig;
+use paymesh_api::ca::pb::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
+use paymesh_api::ca::pb::{IstioCertificateRequest, IstioCertificateResponse};
 use paymesh_api::pb::mesh_discovery_server::{MeshDiscovery, MeshDiscoveryServer};
 use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Snapshot, SubscribeRequest};
-use paymesh_control::ca::pb::istio_certificate_service_server::{
-    IstioCertificateService, IstioCertificateServiceServer,
-};
-use paymesh_control::ca::pb::{IstioCertificateRequest, IstioCertificateResponse};
 use paymesh_control::ca::token::TokenRegistry;
 use paymesh_control::ca::{Ca, CaConfig, PodName, RootSource};
 use paymesh_tls::{ALPN_H2, ClientAuth, CredentialStore, Identity, PrivateKey, TrustDomain, server_config};
