@@ -10,8 +10,7 @@ use harness::{ACCOUNT, DEADLINE, Harness, PAYMENT, TempDir, id, openssl, store};
 use paymesh_api::ca::pb::IstioCertificateRequest;
 use paymesh_api::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use paymesh_api::ca::{BootstrapToken, CaClient, CaClientError};
-use paymesh_control::ca::MAX_CSR_BYTES;
-use paymesh_tls::{Credential, PrivateKey, cert_to_pem};
+use paymesh_tls::{Credential, MAX_CSR_BYTES, PrivateKey, cert_to_pem};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Request};
 

@@ -17,13 +17,13 @@ use paymesh_api::ca::pb::{IstioCertificateRequest, IstioCertificateResponse};
 use paymesh_api::ca::{
     AUTHORIZATION, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT, control_plane_identity,
 };
-use paymesh_tls::{CertError, ConfigError, Identity, IdentityError, TrustDomain};
+use paymesh_tls::{CertError, ConfigError, Identity, IdentityError, SignError, TrustDomain};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::auth;
-use super::{Ca, DEFAULT_CERT_TTL, SignError};
+use super::{Ca, DEFAULT_CERT_TTL, RequestError};
 use crate::grpc::GrpcServer;
 
 /// The CA's port in production (Istio's istiod TLS gRPC port).
@@ -163,15 +163,16 @@ fn create_certificate(
 }
 
 /// The one mapping from signing errors to gRPC status codes.
-fn status_of(error: &SignError) -> Status {
+fn status_of(error: &RequestError) -> Status {
     let message = error.to_string();
     match error {
-        SignError::NotCaller { .. } => Status::permission_denied(message),
-        SignError::CsrTooLarge(_)
-        | SignError::CsrPem(_)
-        | SignError::CsrInvalid(_)
-        | SignError::NoSan
-        | SignError::TtlTooLong { .. } => Status::invalid_argument(message),
-        SignError::Random | SignError::Credential(_) | SignError::Sign(_) => Status::internal(message),
+        RequestError::Sign(SignError::NotCaller { .. }) => Status::permission_denied(message),
+        RequestError::TtlTooLong { .. }
+        | RequestError::Sign(
+            SignError::CsrTooLarge(_) | SignError::CsrPem(_) | SignError::CsrInvalid(_) | SignError::NoSan,
+        ) => Status::invalid_argument(message),
+        RequestError::Sign(
+            SignError::Random | SignError::Credential(_) | SignError::Root(_) | SignError::Sign(_),
+        ) => Status::internal(message),
     }
 }
