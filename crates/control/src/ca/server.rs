@@ -2,7 +2,7 @@
 //!
 //! The listener, TLS and serving certificate live in the shared [`GrpcServer`] (the control
 //! plane serves discovery on the same port); [`CaServer`] is that server with only the CA, and
-//! [`CertificateService`] authenticates the caller ([`auth`]) and signs ([`super::sign`]).
+//! [`CertificateService`] authenticates the caller ([`auth`]) and signs ([`Ca::sign`]).
 //! Every refusal is logged with its reason and returned as a gRPC status carrying it.
 
 use std::future::Future;
