@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use paymesh_control::ca::BootstrapToken;
+use paymesh_api::ca::BootstrapToken;
 use serde_json::{Value, json};
 
 use crate::generate::{Mesh, PodRef};

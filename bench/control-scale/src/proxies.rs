@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
+use paymesh_api::ca::{CaClient, CaClientConfig};
 use paymesh_api::pb::mesh_discovery_client::MeshDiscoveryClient;
 use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Ack, Hello, Nack, Snapshot, SubscribeRequest};
 use paymesh_api::{ConfigDelta, ProxyConfig};
-use paymesh_control::ca::{CaClient, CaClientConfig};
 use paymesh_tls::{ALPN_H2, CredentialStore, ExpectedIdentities, Identity, TrustBundle, client_config};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;

@@ -5,11 +5,14 @@
 //!   proxy applies it to the config it runs.
 //! - [`pb`]: the gRPC protocol (`paymesh.discovery.v1.MeshDiscovery/Subscribe`): a proxy says
 //!   who it is, receives versioned snapshots, and ACKs or NACKs each one.
+//! - [`ca`]: Istio's CA protocol (`istio.v1.auth.IstioCertificateService/CreateCertificate`),
+//!   the bootstrap token a proxy's first request carries, and the client proxies use.
 //! - [`ports`]: the well-known ports, Istio's numbers, so tools and habits carry over.
 //!
 //! This is the one place where wire types meet the model; both ends depend on it and on
 //! nothing of each other.
 
+pub mod ca;
 pub mod delta;
 pub mod model;
 

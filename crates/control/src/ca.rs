@@ -3,40 +3,29 @@
 //!
 //! Flow of one request: [`server`] terminates TLS on the CA port and hands the gRPC call to
 //! [`auth`], which names the caller (a client certificate for rotation, else a single-use
-//! [`token`]); [`sign`] checks the CSR asks for exactly that identity and writes the leaf with
-//! the key material [`root`] loaded. Proxies use [`client`] to make their key, send the CSR and
-//! verify what comes back.
+//! [`token`]); [`Ca::sign`] applies the lifetime policy, then paymesh-tls's signing core
+//! ([`Authority`]) checks the CSR asks for exactly that identity and writes the leaf with the
+//! key material [`root`] loaded. The protocol, the bootstrap token type and the client proxies
+//! use live in `paymesh_api::ca`.
 
 pub mod auth;
-pub mod client;
 pub mod root;
 pub mod server;
-pub mod sign;
 pub mod token;
 
-/// Istio's CA API (`istio.v1.auth.IstioCertificateService`), generated from the vendored
-/// `proto/security/v1alpha1/ca.proto`.
-#[allow(unused_qualifications, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("istio.v1.auth");
-}
-
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use paymesh_tls::{Credential, Identity, PrivateKey, TrustBundle, TrustDomain, cert_to_pem};
-use rustls_pki_types::CertificateDer;
+use paymesh_api::ca::BootstrapToken;
+use paymesh_tls::{
+    Authority, Credential, Identity, IssuedChain, PrivateKey, SignError, TrustBundle, TrustDomain, Validity,
+};
 use tracing::info;
 
 pub use auth::{AuthError, Caller};
-pub use client::{CaClient, CaClientConfig, CaClientError};
 pub use root::{RootError, RootSource};
 pub use server::{CaServer, CaServerConfig, ServeError};
-pub use sign::{MAX_CSR_BYTES, SignError};
-pub use token::{BootstrapToken, PodName, Redeemed, TokenError};
+pub use token::{PodName, Redeemed, TokenError};
 
-use root::Authority;
-use sign::LeafTerms;
 use token::TokenRegistry;
 
 /// Workload certificate lifetime when the request names none: 24 hours, as Istio.
@@ -101,26 +90,25 @@ pub enum CaError {
     SelfCheck(String),
 }
 
-/// A signed workload certificate with what a workload needs to use it.
-#[derive(Debug, Clone)]
-pub struct IssuedChain {
-    /// The new leaf.
-    pub leaf: CertificateDer<'static>,
-    /// Intermediates between the leaf and a root (empty with a self-signed root).
-    pub intermediates: Vec<CertificateDer<'static>>,
-    /// The mesh roots.
-    pub roots: Vec<CertificateDer<'static>>,
+/// Why a certificate request was not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A requested validity beyond the CA's maximum.
+    #[error("requested validity of {}s is longer than the maximum of {}s", requested.as_secs(), max.as_secs())]
+    TtlTooLong {
+        /// What was asked.
+        requested: Duration,
+        /// The CA's maximum.
+        max: Duration,
+    },
+    /// The CSR failed its checks, or signing failed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
 }
 
-impl IssuedChain {
-    /// `IstioCertificateResponse.cert_chain`: leaf, intermediates, then roots, one PEM
-    /// certificate per entry, as Istio's CA answers.
-    pub fn to_cert_chain_pems(&self) -> Vec<String> {
-        std::iter::once(&self.leaf).chain(&self.intermediates).chain(&self.roots).map(cert_to_pem).collect()
-    }
-}
-
-/// The certificate authority: key material, settings and the bootstrap token registry.
+/// The certificate authority: key material, settings and the bootstrap token registry. `Debug`
+/// shows neither keys nor tokens.
+#[derive(Debug)]
 pub struct Ca {
     config: CaConfig,
     authority: Authority,
@@ -139,7 +127,7 @@ impl Ca {
                 config.max_ttl.as_secs()
             )));
         }
-        let authority = Authority::load(&config.root, &config.trust_domain)?;
+        let authority = root::load(&config.root, &config.trust_domain)?;
         let tokens = TokenRegistry::new(config.trust_domain.clone(), config.bootstrap_token_ttl);
         let ca = Ca { config, authority, tokens };
         ca.self_check()?;
@@ -156,7 +144,7 @@ impl Ca {
             .map_err(|e| CaError::SelfCheck(e.to_string()))?;
         let found = self
             .authority
-            .trust
+            .trust()
             .verify(credential.chain(), SystemTime::now())
             .map_err(|e| CaError::SelfCheck(e.to_string()))?;
         if found != probe {
@@ -172,7 +160,7 @@ impl Ca {
 
     /// The roots every workload must trust.
     pub fn trust_bundle(&self) -> &TrustBundle {
-        &self.authority.trust
+        self.authority.trust()
     }
 
     /// A single-use token with which `pod`'s sidecar can get its first certificate for
@@ -192,21 +180,15 @@ impl Ca {
     }
 
     /// Signs `csr_pem` for the authenticated `caller`, valid `requested_ttl` (the default when
-    /// `None`), after the checks of [`sign`].
+    /// `None`), after the checks of [`Authority::sign_csr`].
     pub fn sign(
         &self,
         caller: &Identity,
         csr_pem: &str,
         requested_ttl: Option<Duration>,
-    ) -> Result<IssuedChain, SignError> {
+    ) -> Result<IssuedChain, RequestError> {
         let ttl = self.ttl(requested_ttl)?;
-        let public_key = sign::check_csr(csr_pem, caller)?;
-        let leaf = sign::sign_leaf(&self.authority.issuer, &public_key, caller, &[], &self.terms(ttl))?;
-        Ok(IssuedChain {
-            leaf,
-            intermediates: self.authority.intermediates.clone(),
-            roots: self.authority.trust.certs().to_vec(),
-        })
+        Ok(self.authority.sign_csr(csr_pem, caller, &self.validity(ttl))?)
     }
 
     /// A credential for the control plane's own use (its serving certificate), signed over a
@@ -218,36 +200,20 @@ impl Ca {
         key: PrivateKey,
         ttl: Duration,
     ) -> Result<Credential, SignError> {
-        let leaf =
-            sign::sign_leaf(&self.authority.issuer, key.key_pair(), identity, dns_names, &self.terms(ttl))?;
-        let mut chain = vec![leaf];
-        chain.extend(self.authority.intermediates.iter().cloned());
-        Credential::new(key, chain).map_err(SignError::Credential)
+        self.authority.issue(identity, dns_names, key, &self.validity(ttl))
     }
 
-    fn ttl(&self, requested: Option<Duration>) -> Result<Duration, SignError> {
+    fn ttl(&self, requested: Option<Duration>) -> Result<Duration, RequestError> {
         match requested {
             None => Ok(self.config.default_ttl),
             Some(requested) if requested > self.config.max_ttl => {
-                Err(SignError::TtlTooLong { requested, max: self.config.max_ttl })
+                Err(RequestError::TtlTooLong { requested, max: self.config.max_ttl })
             }
             Some(requested) => Ok(requested.max(MIN_CERT_TTL)),
         }
     }
 
-    fn terms(&self, ttl: Duration) -> LeafTerms {
-        let now = SystemTime::now();
-        LeafTerms { not_before: now - self.config.backdate, not_after: now + ttl }
-    }
-}
-
-impl fmt::Debug for Ca {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ca")
-            .field("config", &self.config)
-            .field("intermediates", &self.authority.intermediates.len())
-            .field("trust", &self.authority.trust)
-            .field("tokens", &self.tokens)
-            .finish()
+    fn validity(&self, ttl: Duration) -> Validity {
+        Validity::from_now(ttl, self.config.backdate)
     }
 }

@@ -7,9 +7,10 @@ mod harness;
 use std::time::{Duration, SystemTime};
 
 use harness::{ACCOUNT, DEADLINE, Harness, PAYMENT, TempDir, id, openssl, store};
-use paymesh_control::ca::pb::IstioCertificateRequest;
-use paymesh_control::ca::{BootstrapToken, CaClient, CaClientError, MAX_CSR_BYTES};
-use paymesh_tls::{Credential, PrivateKey, cert_to_pem};
+use paymesh_api::ca::pb::IstioCertificateRequest;
+use paymesh_api::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient;
+use paymesh_api::ca::{BootstrapToken, CaClient, CaClientError};
+use paymesh_tls::{Credential, MAX_CSR_BYTES, PrivateKey, cert_to_pem};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Request};
 
@@ -205,10 +206,7 @@ async fn garbage_and_oversized_requests_fail_cleanly_and_the_ca_keeps_serving() 
         .timeout(DEADLINE);
     let outcome = match plain.connect().await {
         Ok(channel) => {
-            let mut grpc =
-                paymesh_control::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient::new(
-                    channel,
-                );
+            let mut grpc = IstioCertificateServiceClient::new(channel);
             grpc.create_certificate(IstioCertificateRequest::default()).await.map(|_| ())
         }
         Err(e) => Err(tonic::Status::unavailable(e.to_string())),

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper_util::rt::TokioIo;
+use paymesh_api::ca::{BootstrapToken, CaClient, CaClientConfig};
 use paymesh_api::pb::mesh_discovery_client::MeshDiscoveryClient;
 use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Ack, Hello, Nack, Snapshot, SubscribeRequest};
 use paymesh_api::{ConfigDelta, ProxyConfig};
-use paymesh_control::ca::{BootstrapToken, CaClient, CaClientConfig};
 use paymesh_control::config_store::Version;
 use paymesh_control::discovery::ANSWER_TIMEOUT;
 use paymesh_tls::{ALPN_H2, CredentialStore, ExpectedIdentities, Identity, TrustBundle, client_config};

@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use paymesh_api::ca::{BootstrapToken, CaClientConfig, DEFAULT_CA_TIMEOUT, control_plane_identity};
 use paymesh_api::model::ProxyKind;
 use paymesh_api::ports;
-use paymesh_control::ca::client::DEFAULT_CA_TIMEOUT;
-use paymesh_control::ca::server::{CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT};
-use paymesh_control::ca::{BootstrapToken, CaClientConfig};
 use paymesh_tls::{ClientAuth, Identity, TrustBundle, TrustDomain, server_config};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -190,8 +188,7 @@ pub async fn build(config: Config) -> Result<App, AppError> {
     let trust = TrustBundle::from_pem(&read(&config.root_cert)?)
         .map_err(|source| AppError::Trust { path: config.root_cert.clone(), source })?;
     let identity = Identity::new(config.trust_domain.clone(), &config.namespace, &config.service_account)?;
-    let control_identity =
-        Identity::new(config.trust_domain.clone(), CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT)?;
+    let control_identity = control_plane_identity(config.trust_domain.clone())?;
     let token = read(&config.token_file)?.trim().to_owned();
     if token.is_empty() {
         return Err(AppError::EmptyToken(config.token_file.clone()));

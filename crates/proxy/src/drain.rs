@@ -1,8 +1,8 @@
 //! Graceful shutdown: one signal tells every listener to stop accepting; each then waits for
 //! its in-flight connections, up to the drain deadline, before its task returns.
 //!
-//! The signal is a `watch` channel, so it crosses runtimes (data and control) and late
-//! subscribers see it too.
+//! The signal ([`channel`], [`Trigger`], [`Shutdown`]) is paymesh-lifecycle's, shared with
+//! `paymesh up`; the accept loop and the connection drain are the proxy's own.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,41 +11,9 @@ use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// Sends the shutdown signal.
-#[derive(Debug)]
-pub struct Trigger(watch::Sender<bool>);
-
-/// Waits for the shutdown signal; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// A linked trigger and signal.
-pub fn channel() -> (Trigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (Trigger(tx), Shutdown(rx))
-}
-
-impl Trigger {
-    /// Tells every listener to stop accepting and drain.
-    pub fn trigger(&self) {
-        self.0.send_replace(true);
-    }
-}
-
-impl Shutdown {
-    /// Completes once shutdown was triggered (or the trigger is gone).
-    pub async fn signaled(mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-
-    /// Whether shutdown was triggered.
-    pub fn is_signaled(&self) -> bool {
-        *self.0.borrow()
-    }
-}
+pub use paymesh_lifecycle::drain::{Shutdown, Trigger, channel};
 
 /// How long a listener pauses after a failed accept (e.g. out of file descriptors), so it
 /// neither spins nor gives up.

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use paymesh_control::ca::{BootstrapToken, CaClient, CaClientConfig, CaClientError};
+use paymesh_api::ca::{BootstrapToken, CaClient, CaClientConfig, CaClientError};
 use paymesh_tls::{Credential, CredentialStore, Identity};
 use tokio::sync::watch;
 use tracing::{info, warn};

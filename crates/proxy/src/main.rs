@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use paymesh_lifecycle::signal::Signals;
 use paymesh_proxy::app::{self, Ports};
 use paymesh_tls::TrustDomain;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -115,34 +115,24 @@ fn data_runtime(workers: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime
 }
 
 async fn run(config: app::Config) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut signals = Signals::install().context("SIGTERM and SIGINT handlers")?;
     let app = app::build(config).await.context("proxy starts")?;
     tokio::select! {
         () = app.ready() => {
             println!("paymesh-proxy ready");
             info!(bound = ?app.bound(), "proxy ready");
         }
-        _ = term.recv() => return shutdown(app, &mut term, &mut int).await,
-        _ = int.recv() => return shutdown(app, &mut term, &mut int).await,
+        () = signals.recv() => return shutdown(app, &mut signals).await,
     }
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    shutdown(app, &mut term, &mut int).await
+    signals.recv().await;
+    shutdown(app, &mut signals).await
 }
 
 /// Drains; a second signal exits at once.
-async fn shutdown(
-    app: app::App,
-    term: &mut tokio::signal::unix::Signal,
-    int: &mut tokio::signal::unix::Signal,
-) -> anyhow::Result<()> {
+async fn shutdown(app: app::App, signals: &mut Signals) -> anyhow::Result<()> {
     info!("shutdown signal: draining");
     tokio::select! {
         () = app.shutdown() => Ok(()),
-        _ = term.recv() => { warn!("second signal: exiting now"); Ok(()) }
-        _ = int.recv() => { warn!("second signal: exiting now"); Ok(()) }
+        () = signals.recv() => { warn!("second signal: exiting now"); Ok(()) }
     }
 }

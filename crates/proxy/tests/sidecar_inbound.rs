@@ -12,12 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::Answer;
+use control::{Answer, Ca};
 use paymesh_api::model::MtlsMode;
-use paymesh_control::ca::{Ca, CaConfig, RootSource};
-use paymesh_tls::{CredentialStore, ExpectedIdentities, Identity, PrivateKey, TrustDomain, client_config};
+use paymesh_tls::{CredentialStore, ExpectedIdentities, Identity, PrivateKey, client_config};
 use rustls_pki_types::ServerName;
-use support::{DEADLINE, Mesh, TempDir, curl, eventually, server_config};
+use support::{DEADLINE, Mesh, curl, eventually, server_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
@@ -50,12 +49,7 @@ async fn strict_refuses_plaintext_and_foreign_or_missing_client_certs() {
     assert!(out.contains("alert") || out.contains("certificate required"), "{out}");
 
     // A client certificate for the right identity, issued by another root.
-    let other = TempDir::new("other-ca");
-    let foreign_ca = Ca::new(CaConfig::new(
-        TrustDomain::default(),
-        RootSource::SelfSigned { state_dir: other.path().into() },
-    ))
-    .expect("foreign CA");
+    let foreign_ca = Ca::new(Duration::from_secs(600));
     let sleep: Identity = "spiffe://cluster.local/ns/test/sa/sleep".parse().expect("identity");
     let credential = foreign_ca
         .issue_local(&sleep, &[], PrivateKey::generate().expect("key"), Duration::from_secs(600))

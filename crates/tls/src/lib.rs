@@ -6,6 +6,8 @@
 //! - [`Credential`] / [`TrustBundle`]: the issued chain with its key, the mesh roots.
 //! - [`CredentialStore`]: the live credential, swapped atomically on rotation; it is rustls'
 //!   certificate resolver on both sides, so rotating never drops a connection.
+//! - [`Authority`]: a signing CA's core (CSR checks, leaf shape, a generated root), shared by
+//!   the control plane's CA and the proxy's tests.
 //! - [`server_config`] / [`client_config`]: mTLS configs whose verifiers check SPIFFE identities
 //!   ([`SpiffeClientVerifier`], [`SpiffeServerVerifier`]).
 //!
@@ -15,6 +17,7 @@ pub mod cert;
 pub mod config;
 pub mod identity;
 pub mod key;
+pub mod sign;
 pub mod store;
 pub mod verify;
 
@@ -26,6 +29,7 @@ pub use cert::{CertError, Credential, LeafInfo, TrustBundle, cert_to_pem, certs_
 pub use config::{ALPN_H2, ALPN_HTTP11, ConfigError, client_config, server_config};
 pub use identity::{DEFAULT_TRUST_DOMAIN, Identity, IdentityError, TrustDomain};
 pub use key::{Csr, KeyError, PrivateKey};
+pub use sign::{Authority, IssuedChain, MAX_CSR_BYTES, SignError, Validity};
 pub use store::CredentialStore;
 pub use verify::{ClientAuth, ExpectedIdentities, PeerError, SpiffeClientVerifier, SpiffeServerVerifier};
 

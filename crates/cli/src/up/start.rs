@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::signal::unix::{SignalKind, signal};
+use paymesh_lifecycle::signal::Signals;
 use tokio::task::JoinSet;
 
 use super::plan::{self, Plan};
@@ -52,8 +52,7 @@ pub fn run(plan: Plan) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(plan: Plan) -> anyhow::Result<ExitCode> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut signals = Signals::install().context("installing the SIGINT and SIGTERM handlers")?;
     let state_dir = plan.state.state_dir.clone();
     prepare_dirs(&state_dir, &plan)?;
     let mut state = plan.state;
@@ -65,17 +64,13 @@ async fn run_async(plan: Plan) -> anyhow::Result<ExitCode> {
 
     let outcome = tokio::select! {
         result = bring_up(Arc::clone(&shared), Arc::clone(&running), http.clone()) => Some(result),
-        _ = interrupt.recv() => None,
-        _ = terminate.recv() => None,
+        () = signals.recv() => None,
     };
     let result = match outcome {
         Some(Ok(())) => {
             super::status::print(&shared.snapshot(), &http).await;
             println!("paymesh up: running; Ctrl-C stops everything");
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
+            signals.recv().await;
             Ok(())
         }
         Some(Err(e)) => Err(e),
@@ -89,11 +84,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<ExitCode> {
     tokio::pin!(stopping);
     tokio::select! {
         () = &mut stopping => {}
-        _ = interrupt.recv() => {
-            kill_everything(&shared);
-            stopping.await;
-        }
-        _ = terminate.recv() => {
+        () = signals.recv() => {
             kill_everything(&shared);
             stopping.await;
         }

@@ -1,7 +1,7 @@
 //! Supervision: each process runs in its own process group with its output appended to its log
-//! file, and is restarted with exponential backoff when it exits (1 s doubling to 30 s, back to
-//! 1 s once a run lasted 60 s), until it is stopped: SIGTERM to its group, then SIGKILL after
-//! its deadline.
+//! file, and is restarted with exponential backoff when it exits (paymesh-lifecycle's
+//! [`Backoff`], 1 s doubling to 30 s, back to 1 s once a run lasted 60 s), until its
+//! [`Handle`] is stopped: SIGTERM to its group, then SIGKILL after its deadline.
 //!
 //! Every start, exit and stop is recorded in the shared [`State`] and state.json rewritten, so
 //! `paymesh exec`/`logs` and tests see PIDs and restart counts as they are.
@@ -16,14 +16,17 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+use paymesh_lifecycle::Backoff;
+use paymesh_lifecycle::drain::{self, Shutdown, Trigger};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::mesh_http::{Http, HttpError};
 use crate::state::{ProcessState, State};
 
+/// Restart pauses: a crash is retried within a second, a crash loop settles at one try per 30 s.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// See [`BACKOFF_FIRST`].
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A run at least this long resets the backoff.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
@@ -126,14 +129,14 @@ pub struct Spec {
 /// A supervised process: stop it to end supervision.
 #[derive(Debug)]
 pub struct Handle {
-    stop: watch::Sender<bool>,
+    stop: Trigger,
     task: JoinHandle<()>,
 }
 
 impl Handle {
     /// SIGTERM, wait up to the deadline, SIGKILL; returns once the process is gone.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.trigger();
         let _ = self.task.await;
     }
 }
@@ -141,26 +144,27 @@ impl Handle {
 /// Starts the process once (errors are returned) and supervises it from then on.
 pub async fn spawn(shared: Arc<Shared>, spec: Spec) -> Result<Handle, StartError> {
     let child = start(&shared, &spec).await?;
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = drain::channel();
     let task = tokio::spawn(supervise(shared, spec, child, stopped));
     Ok(Handle { stop, task })
 }
 
-async fn supervise(shared: Arc<Shared>, spec: Spec, mut child: Child, mut stopped: watch::Receiver<bool>) {
-    let mut delay = BACKOFF_FIRST;
+async fn supervise(shared: Arc<Shared>, spec: Spec, mut child: Child, stopped: Shutdown) {
+    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
     loop {
         let started = Instant::now();
         tokio::select! {
             status = child.wait() => {
                 if started.elapsed() >= BACKOFF_RESET_AFTER {
-                    delay = BACKOFF_FIRST;
+                    backoff.reset();
                 }
+                let mut pause = backoff.next_pause();
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 // Only this task changes its slot's count, so the number is known before the
                 // log line, and the log line lands before state.json shows the restart.
                 let mut snapshot = shared.snapshot();
                 let restarts = spec.slot.of(&mut snapshot).map_or(1, |p| p.restarts + 1);
-                let message = format!("{} exited ({status}); restart #{restarts} in {}s", spec.label, delay.as_secs());
+                let message = format!("{} exited ({status}); restart #{restarts} in {}s", spec.label, pause.as_secs());
                 eprintln!("paymesh up: {message}");
                 note(&shared, &spec, &format!("--- paymesh: {message} ---"));
                 shared.update(|state| {
@@ -172,20 +176,22 @@ async fn supervise(shared: Arc<Shared>, spec: Spec, mut child: Child, mut stoppe
                 // Restart, backing off, until it starts or supervision is stopped.
                 loop {
                     tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        _ = stopped.changed() => return,
+                        () = tokio::time::sleep(pause) => {}
+                        () = stopped.clone().signaled() => return,
                     }
-                    delay = (delay * 2).min(BACKOFF_MAX);
                     match start(&shared, &spec).await {
                         Ok(next) => {
                             child = next;
                             break;
                         }
-                        Err(e) => eprintln!("paymesh up: {e}; retrying in {}s", delay.as_secs()),
+                        Err(e) => {
+                            pause = backoff.next_pause();
+                            eprintln!("paymesh up: {e}; retrying in {}s", pause.as_secs());
+                        }
                     }
                 }
             }
-            _ = stopped.changed() => {
+            () = stopped.clone().signaled() => {
                 terminate(&mut child, spec.stop_deadline, &spec.label).await;
                 shared.update(|state| {
                     if let Some(process) = spec.slot.of(state) {

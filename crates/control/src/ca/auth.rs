@@ -15,9 +15,6 @@ use rustls_pki_types::CertificateDer;
 
 use super::token::{Redeemed, TokenError, TokenRegistry, hex};
 
-/// The `authorization` metadata key Istio's CA clients send their bearer token in.
-pub const AUTHORIZATION: &str = "authorization";
-
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {

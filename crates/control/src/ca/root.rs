@@ -10,13 +10,10 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use paymesh_tls::{CertError, TrustBundle, TrustDomain, certs_from_pem};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256,
-};
+use paymesh_tls::{Authority, CertError, SignError, TrustBundle, TrustDomain, certs_from_pem};
+use rcgen::KeyPair;
 use rustls_pki_types::CertificateDer;
 use tracing::{info, warn};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -107,29 +104,16 @@ pub enum RootError {
         /// The state directory.
         dir: PathBuf,
     },
-    /// rcgen could not generate or parse.
+    /// The self-signed root could not be generated.
     #[error("generating the self-signed root: {0}")]
-    Generate(#[source] rcgen::Error),
+    Generate(#[source] SignError),
 }
 
-/// The loaded signing authority.
-pub(crate) struct Authority {
-    /// Signs leaves: the signing CA's name, key identifier and key.
-    pub(crate) issuer: Issuer<'static, KeyPair>,
-    /// What follows a leaf in a TLS chain: the signing CA (unless it is a root) and any further
-    /// intermediates, never a root.
-    pub(crate) intermediates: Vec<CertificateDer<'static>>,
-    /// The roots every workload trusts.
-    pub(crate) trust: TrustBundle,
-}
-
-impl Authority {
-    /// Loads (or, for a fresh self-signed state directory, creates) the authority.
-    pub(crate) fn load(source: &RootSource, trust_domain: &TrustDomain) -> Result<Self, RootError> {
-        match source {
-            RootSource::SelfSigned { state_dir } => self_signed(state_dir, trust_domain),
-            RootSource::PlugIn { cacerts_dir } => plug_in(cacerts_dir),
-        }
+/// Loads (or, for a fresh self-signed state directory, creates) the signing authority.
+pub(crate) fn load(source: &RootSource, trust_domain: &TrustDomain) -> Result<Authority, RootError> {
+    match source {
+        RootSource::SelfSigned { state_dir } => self_signed(state_dir, trust_domain),
+        RootSource::PlugIn { cacerts_dir } => plug_in(cacerts_dir),
     }
 }
 
@@ -174,13 +158,15 @@ fn signing_cert(
     Ok(cert)
 }
 
-fn issuer(
+fn authority(
     cert_path: &Path,
     cert: &CertificateDer<'_>,
     key: KeyPair,
-) -> Result<Issuer<'static, KeyPair>, RootError> {
-    Issuer::from_ca_cert_der(cert, key)
-        .map_err(|e| RootError::Cert { path: cert_path.to_owned(), source: CertError::Parse(e.to_string()) })
+    intermediates: Vec<CertificateDer<'static>>,
+    trust: TrustBundle,
+) -> Result<Authority, RootError> {
+    Authority::new(cert, key, intermediates, trust)
+        .map_err(|source| RootError::Cert { path: cert_path.to_owned(), source })
 }
 
 fn plug_in(dir: &Path) -> Result<Authority, RootError> {
@@ -197,7 +183,7 @@ fn plug_in(dir: &Path) -> Result<Authority, RootError> {
     }
     intermediates.extend(chain.into_iter().filter(|c| !roots.contains(c) && c != &cert));
     info!(dir = %dir.display(), intermediates = intermediates.len(), roots = roots.len(), "CA loaded plug-in certificates");
-    Ok(Authority { issuer: issuer(&cert_path, &cert, key)?, intermediates, trust })
+    authority(&cert_path, &cert, key, intermediates, trust)
 }
 
 fn self_signed(dir: &Path, trust_domain: &TrustDomain) -> Result<Authority, RootError> {
@@ -210,7 +196,7 @@ fn self_signed(dir: &Path, trust_domain: &TrustDomain) -> Result<Authority, Root
             let trust = TrustBundle::new(vec![cert.clone()])
                 .map_err(|source| RootError::Cert { path: cert_path.clone(), source })?;
             info!(dir = %dir.display(), "CA loaded its self-signed root");
-            Ok(Authority { issuer: issuer(&cert_path, &cert, key)?, intermediates: Vec::new(), trust })
+            authority(&cert_path, &cert, key, Vec::new(), trust)
         }
         (true, false) => Err(RootError::MissingKey { dir: dir.to_owned() }),
         // No certificate was ever written, so nobody can trust a key left alone: start over.
@@ -220,25 +206,12 @@ fn self_signed(dir: &Path, trust_domain: &TrustDomain) -> Result<Authority, Root
 
 fn generate(dir: &Path, trust_domain: &TrustDomain) -> Result<Authority, RootError> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_error(dir))?;
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(RootError::Generate)?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, trust_domain.as_str());
-    params.distinguished_name.push(DnType::CommonName, "paymesh root CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let now = SystemTime::now();
-    params.not_before = (now - Duration::from_secs(3600)).into();
-    params.not_after = (now + SELF_SIGNED_ROOT_TTL).into();
-    let cert = params.self_signed(&key).map_err(RootError::Generate)?;
-    let (cert_path, key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
-    write_atomically(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_atomically(&cert_path, cert.pem().as_bytes(), 0o644)?;
-    let der = cert.der().clone();
-    let trust = TrustBundle::new(vec![der]).map_err(|source| RootError::Cert { path: cert_path, source })?;
+    let (authority, key_pem) =
+        Authority::generate_root(trust_domain, SELF_SIGNED_ROOT_TTL).map_err(RootError::Generate)?;
+    write_atomically(&dir.join(CA_KEY_FILE), key_pem.as_bytes(), 0o600)?;
+    write_atomically(&dir.join(CA_CERT_FILE), authority.trust().to_pem().as_bytes(), 0o644)?;
     info!(dir = %dir.display(), %trust_domain, "CA generated a self-signed root");
-    Ok(Authority { issuer: Issuer::new(params, key), intermediates: Vec::new(), trust })
+    Ok(authority)
 }
 
 /// Writes `path` through a temporary file created with `mode`, so a crash never leaves a

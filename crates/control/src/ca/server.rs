@@ -2,7 +2,7 @@
 //!
 //! The listener, TLS and serving certificate live in the shared [`GrpcServer`] (the control
 //! plane serves discovery on the same port); [`CaServer`] is that server with only the CA, and
-//! [`CertificateService`] authenticates the caller ([`auth`]) and signs ([`super::sign`]).
+//! [`CertificateService`] authenticates the caller ([`auth`]) and signs ([`Ca::sign`]).
 //! Every refusal is logged with its reason and returned as a gRPC status carrying it.
 
 use std::future::Future;
@@ -10,24 +10,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use paymesh_tls::{CertError, ConfigError, Identity, IdentityError, TrustDomain};
+use paymesh_api::ca::pb::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
+use paymesh_api::ca::pb::{IstioCertificateRequest, IstioCertificateResponse};
+use paymesh_api::ca::{
+    AUTHORIZATION, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT, control_plane_identity,
+};
+use paymesh_tls::{CertError, ConfigError, Identity, IdentityError, SignError, TrustDomain};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use super::auth::{self, AUTHORIZATION};
-use super::pb::istio_certificate_service_server::{IstioCertificateService, IstioCertificateServiceServer};
-use super::pb::{IstioCertificateRequest, IstioCertificateResponse};
-use super::{Ca, DEFAULT_CERT_TTL, SignError};
+use super::auth;
+use super::{Ca, DEFAULT_CERT_TTL, RequestError};
 use crate::grpc::GrpcServer;
 
 /// The CA's port in production (Istio's istiod TLS gRPC port).
 pub const DEFAULT_CA_PORT: u16 = 15012;
-
-/// Namespace and service account of the control plane's own identity, as Istio names istiod.
-pub const CONTROL_PLANE_NAMESPACE: &str = "istio-system";
-/// See [`CONTROL_PLANE_NAMESPACE`].
-pub const CONTROL_PLANE_SERVICE_ACCOUNT: &str = "istiod";
 
 /// The largest gRPC message accepted; tonic refuses larger ones with OUT_OF_RANGE.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -51,7 +51,7 @@ impl CaServerConfig {
     pub fn new(addr: SocketAddr, trust_domain: TrustDomain) -> Result<Self, IdentityError> {
         Ok(CaServerConfig {
             addr,
-            identity: Identity::new(trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT)?,
+            identity: control_plane_identity(trust_domain)?,
             dns_names: vec![format!("{CONTROL_PLANE_SERVICE_ACCOUNT}.{CONTROL_PLANE_NAMESPACE}.svc")],
             serving_cert_ttl: DEFAULT_CERT_TTL,
         })
@@ -163,15 +163,16 @@ fn create_certificate(
 }
 
 /// The one mapping from signing errors to gRPC status codes.
-fn status_of(error: &SignError) -> Status {
+fn status_of(error: &RequestError) -> Status {
     let message = error.to_string();
     match error {
-        SignError::NotCaller { .. } => Status::permission_denied(message),
-        SignError::CsrTooLarge(_)
-        | SignError::CsrPem(_)
-        | SignError::CsrInvalid(_)
-        | SignError::NoSan
-        | SignError::TtlTooLong { .. } => Status::invalid_argument(message),
-        SignError::Random | SignError::Credential(_) | SignError::Sign(_) => Status::internal(message),
+        RequestError::Sign(SignError::NotCaller { .. }) => Status::permission_denied(message),
+        RequestError::TtlTooLong { .. }
+        | RequestError::Sign(
+            SignError::CsrTooLarge(_) | SignError::CsrPem(_) | SignError::CsrInvalid(_) | SignError::NoSan,
+        ) => Status::invalid_argument(message),
+        RequestError::Sign(
+            SignError::Random | SignError::Credential(_) | SignError::Root(_) | SignError::Sign(_),
+        ) => Status::internal(message),
     }
 }

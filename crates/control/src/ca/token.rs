@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use paymesh_api::ca::BootstrapToken;
 use paymesh_tls::{Identity, TrustDomain};
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -69,29 +70,6 @@ impl fmt::Display for PodName {
     }
 }
 
-/// A bootstrap token (a secret). `Debug` and `Display` never show it; [`expose`](Self::expose)
-/// does, for the one place it must go (the sidecar's environment, the `authorization` header).
-#[derive(Clone, PartialEq, Eq)]
-pub struct BootstrapToken(String);
-
-impl BootstrapToken {
-    /// Wraps a token received from elsewhere (the sidecar's environment).
-    pub fn new(secret: String) -> Self {
-        BootstrapToken(secret)
-    }
-
-    /// The secret text.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for BootstrapToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BootstrapToken(<redacted>)")
-    }
-}
-
 /// Who a redeemed token vouched for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redeemed {
@@ -147,7 +125,7 @@ impl TokenRegistry {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         self.forget_stale(&mut entries, now);
         entries.insert(fingerprint(&secret), entry);
-        Ok(BootstrapToken(secret))
+        Ok(BootstrapToken::new(secret))
     }
 
     /// Spends `presented`: the identity it vouches for, once. Every later presentation fails

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
-use paymesh_control::ca::{
-    BootstrapToken, Ca, CaClient, CaClientConfig, CaConfig, CaServer, CaServerConfig, PodName, RootSource,
-};
+use paymesh_api::ca::{BootstrapToken, CaClient, CaClientConfig};
+use paymesh_control::ca::{Ca, CaConfig, CaServer, CaServerConfig, PodName, RootSource};
 use paymesh_tls::{Credential, CredentialStore, Identity, TrustDomain};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,6 +1,8 @@
-//! A scripted control plane for the proxy's tests: a real CA (`paymesh_control::ca::Ca`) behind
-//! Istio's CA API, and a `MeshDiscovery` server that sends the `ProxyConfig` a test sets for a
-//! pod (or any raw Snapshot, a delta say) and records every ACK and NACK. Both on one TLS port, as `paymesh-control` serves them. Each test binary uses part of it.
+//! A scripted control plane for the proxy's tests: a real signing CA (paymesh-tls's
+//! [`Authority`], the code `paymesh-control`'s CA signs with) behind Istio's CA API, and a
+//! `MeshDiscovery` server that sends the `ProxyConfig` a test sets for a pod (or any raw
+//! Snapshot, a delta say) and records every ACK and NACK. Both on one TLS port, as
+//! `paymesh-control` serves them. Each test binary uses part of it.
 
 #![allow(dead_code)]
 
@@ -11,16 +13,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use paymesh_api::ProxyConfig;
+use paymesh_api::ca::pb::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
+use paymesh_api::ca::pb::{IstioCertificateRequest, IstioCertificateResponse};
+use paymesh_api::ca::{AUTHORIZATION, control_plane_identity};
 use paymesh_api::pb::mesh_discovery_server::{MeshDiscovery, MeshDiscoveryServer};
 use paymesh_api::pb::subscribe_request::Kind;
 use paymesh_api::pb::{Snapshot, SubscribeRequest};
-use paymesh_control::ca::pb::istio_certificate_service_server::{
-    IstioCertificateService, IstioCertificateServiceServer,
+use paymesh_tls::{
+    ALPN_H2, Authority, ClientAuth, Credential, CredentialStore, Identity, IssuedChain, PrivateKey,
+    SignError, TrustBundle, TrustDomain, Validity, server_config,
 };
-use paymesh_control::ca::pb::{IstioCertificateRequest, IstioCertificateResponse};
-use paymesh_control::ca::token::TokenRegistry;
-use paymesh_control::ca::{Ca, CaConfig, PodName, RootSource};
-use paymesh_tls::{ALPN_H2, ClientAuth, CredentialStore, Identity, PrivateKey, TrustDomain, server_config};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -70,12 +74,74 @@ impl Shared {
     }
 }
 
+/// A CA over a root made in memory, for the trust domain `cluster.local`.
+pub struct Ca {
+    authority: Authority,
+    ttl: Duration,
+}
+
+impl Ca {
+    /// A fresh root; leaves are valid `ttl` unless a request asks for another lifetime.
+    pub fn new(ttl: Duration) -> Self {
+        let root_lifetime = Duration::from_secs(24 * 3600);
+        let (authority, _key) =
+            Authority::generate_root(&TrustDomain::default(), root_lifetime).expect("root");
+        Ca { authority, ttl }
+    }
+
+    pub fn trust_bundle(&self) -> &TrustBundle {
+        self.authority.trust()
+    }
+
+    /// Signs `csr` for `caller`, valid `ttl` (the CA's when `None`).
+    pub fn sign(
+        &self,
+        caller: &Identity,
+        csr: &str,
+        ttl: Option<Duration>,
+    ) -> Result<IssuedChain, SignError> {
+        self.authority.sign_csr(csr, caller, &validity(ttl.unwrap_or(self.ttl)))
+    }
+
+    /// A credential for `identity` over `key`, made here (the control plane's own, a foreign client).
+    pub fn issue_local(
+        &self,
+        identity: &Identity,
+        dns_names: &[String],
+        key: PrivateKey,
+        ttl: Duration,
+    ) -> Result<Credential, SignError> {
+        self.authority.issue(identity, dns_names, key, &validity(ttl))
+    }
+}
+
+/// Valid from a second ago (clock skew between test and proxy) for `ttl`.
+fn validity(ttl: Duration) -> Validity {
+    Validity::from_now(ttl, Duration::from_secs(1))
+}
+
+/// Outstanding bootstrap tokens: each vouches for one identity, once.
+#[derive(Default)]
+struct Tokens(Mutex<HashMap<String, Identity>>);
+
+impl Tokens {
+    fn issue(&self, identity: Identity) -> String {
+        let token = format!("test-token-{:016x}", fastrand::u64(..));
+        self.0.lock().expect("lock").insert(token.clone(), identity);
+        token
+    }
+
+    fn redeem(&self, token: &str) -> Option<Identity> {
+        self.0.lock().expect("lock").remove(token)
+    }
+}
+
 /// The scripted control plane.
 pub struct ControlPlane {
     pub ca: Arc<Ca>,
     pub addr: SocketAddr,
     pub dir: TempDir,
-    tokens: Arc<TokenRegistry>,
+    tokens: Arc<Tokens>,
     shared: Arc<Shared>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>, JoinHandle<()>)>,
 }
@@ -84,15 +150,9 @@ impl ControlPlane {
     /// A control plane on a fresh 127.x.y.z, issuing certificates valid `ttl`.
     pub async fn start(ttl: Duration) -> Self {
         let dir = TempDir::new("control");
-        let mut config = CaConfig::new(
-            TrustDomain::default(),
-            RootSource::SelfSigned { state_dir: dir.path().join("ca") },
-        );
-        config.default_ttl = ttl;
-        config.backdate = Duration::from_secs(1);
-        let ca = Arc::new(Ca::new(config).expect("CA starts"));
+        let ca = Arc::new(Ca::new(ttl));
         std::fs::write(dir.path().join("root-cert.pem"), ca.trust_bundle().to_pem()).expect("root written");
-        let tokens = Arc::new(TokenRegistry::new(TrustDomain::default(), Duration::from_secs(600)));
+        let tokens = Arc::new(Tokens::default());
         let addr = SocketAddr::new(random_ip(), 15012);
         let mut cp = ControlPlane { ca, addr, dir, tokens, shared: Arc::default(), running: None };
         cp.serve().await;
@@ -103,10 +163,9 @@ impl ControlPlane {
         self.dir.path().join("root-cert.pem")
     }
 
-    /// A bootstrap token for `pod` running as `ns/sa`.
-    pub fn token(&self, ns: &str, sa: &str, pod: &str) -> String {
-        let identity = Identity::new(TrustDomain::default(), ns, sa).expect("identity");
-        self.tokens.issue(&identity, &PodName::new(ns, pod)).expect("token").expose().to_owned()
+    /// A single-use bootstrap token for a pod running as `ns/sa`.
+    pub fn token(&self, ns: &str, sa: &str) -> String {
+        self.tokens.issue(Identity::new(TrustDomain::default(), ns, sa).expect("identity"))
     }
 
     /// Sets (or replaces, pushing it) the config of `pod`.
@@ -148,7 +207,7 @@ impl ControlPlane {
 
     /// Serves again on the same address.
     pub async fn serve(&mut self) {
-        let identity = Identity::new(TrustDomain::default(), "istio-system", "istiod").expect("identity");
+        let identity = control_plane_identity(TrustDomain::default()).expect("identity");
         let store = CredentialStore::new(identity.clone());
         let key = PrivateKey::generate().expect("key");
         let credential =
@@ -213,7 +272,7 @@ async fn bind_retrying(addr: SocketAddr) -> TcpListener {
 
 struct CaService {
     ca: Arc<Ca>,
-    tokens: Arc<TokenRegistry>,
+    tokens: Arc<Tokens>,
 }
 
 #[tonic::async_trait]
@@ -232,11 +291,11 @@ impl IstioCertificateService for CaService {
             None => {
                 let header = request
                     .metadata()
-                    .get("authorization")
+                    .get(AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| Status::unauthenticated("no token"))?;
                 let token = header.strip_prefix("Bearer ").unwrap_or(header);
-                self.tokens.redeem(token).map_err(|e| Status::unauthenticated(e.to_string()))?.identity
+                self.tokens.redeem(token).ok_or_else(|| Status::unauthenticated("unknown or spent token"))?
             }
         };
         let body = request.into_inner();

@@ -122,7 +122,7 @@ impl Proxy {
             .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paymesh-proxy")), PathBuf::from);
         let dir = TempDir::new(&pod.name);
         let token = dir.path().join("token");
-        std::fs::write(&token, cp.token(&pod.ns, &pod.sa, &pod.name)).expect("token written");
+        std::fs::write(&token, cp.token(&pod.ns, &pod.sa)).expect("token written");
         let log = dir.path().join("proxy.log");
         let mut child = Command::new(binary)
             .args(["--mode", mode, "--pod", &pod.name, "--namespace", &pod.ns, "--service-account", &pod.sa])

@@ -1,4 +1,5 @@
-//! The proxy's side of the CA API: make a key, send its CSR, check what comes back.
+//! A client of the CA API: make a key, send its CSR, check what comes back. The proxy gets its
+//! certificates with it; the control plane's tests and benchmarks play proxies with it.
 //!
 //! The channel speaks TLS with the mesh verifier: the CA must prove the control plane's
 //! SPIFFE identity under the mesh roots. With a [`CredentialStore`] the client presents the
@@ -23,10 +24,9 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Request, Status};
 
-use super::auth::AUTHORIZATION;
 use super::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use super::pb::{IstioCertificateRequest, IstioCertificateResponse};
-use super::token::BootstrapToken;
+use super::{AUTHORIZATION, BootstrapToken};
 
 /// How long connecting and one request may take, unless configured.
 pub const DEFAULT_CA_TIMEOUT: Duration = Duration::from_secs(10);
