@@ -121,7 +121,8 @@ struct Record {
 impl Record {
     fn write(self, bytes_out: u64) {
         let (p, ctx) = (&self.pending, &self.ctx);
-        let service_time = ctx.first_byte.zip(ctx.sent).map(|(first, sent)| (first - sent).as_millis());
+        // Envoy's `x-envoy-upstream-service-time`: from the request going out to the head coming back.
+        let service_time = ctx.first_byte.zip(ctx.connected).map(|(first, sent)| (first - sent).as_millis());
         let meta = ctx.endpoint_meta();
         info!(
             target: "access",

@@ -1,7 +1,9 @@
 //! The request context: one record per request, in every mode (outbound, inbound, gateway),
 //! made when the request arrives and filled by each stage as it decides: the downstream
 //! connection (listener, addresses, typed peer identity), the route, the cluster and the endpoint
-//! chosen, the response flags, the details of a proxy-made answer, the attempts and the timings.
+//! chosen, the response flags, the details of a proxy-made answer, the attempts and the timings
+//! (arrival, upstream attempt start, connection ready, response head; the end is when the
+//! response body is dropped, where the readers run).
 //!
 //! Stages hold `&mut RequestContext`; the listener hands it back with the response, and
 //! whatever reads it when the response body ends (today the access log, next metrics and trace
@@ -107,8 +109,10 @@ pub struct RequestContext {
     pub failure: Option<Box<str>>,
     /// Attempts made upstream (1 + retries).
     pub attempts: u32,
-    /// When the last attempt's request was handed to an upstream connection.
+    /// When the last attempt started (before any connection was dialed).
     pub sent: Option<Instant>,
+    /// When the last attempt had a connection ready to take the request.
+    pub connected: Option<Instant>,
     /// When the response head arrived from upstream.
     pub first_byte: Option<Instant>,
 }
@@ -126,6 +130,7 @@ impl RequestContext {
             failure: None,
             attempts: 0,
             sent: None,
+            connected: None,
             first_byte: None,
         }
     }

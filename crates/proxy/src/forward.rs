@@ -33,7 +33,7 @@ use crate::http::{Authority, Body, full};
 use crate::index::{ClusterEntry, EndpointEntry, RouteTable};
 use crate::replay::Replay;
 use crate::route::{Decision, route};
-use crate::transport::{self, Failed, Tunnel};
+use crate::transport::{self, Failed, Sent, Tunnel};
 
 /// The gRPC status of a trailers-only answer.
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -109,7 +109,8 @@ impl Forward {
             ctx.sent = Some(Instant::now());
             let retries_left = ctx.attempts <= DEFAULT_RETRIES;
             let failed = match transport::send(&endpoint.transport, endpoint.address, authority, req).await {
-                Ok(response) => {
+                Ok(Sent { response, connected }) => {
+                    ctx.connected = Some(connected);
                     ctx.first_byte = Some(Instant::now());
                     ctx.details = "via_upstream";
                     let again = grpc_retryable(&response).then(|| replay.as_ref().and_then(Replay::request));

@@ -40,7 +40,7 @@ use crate::http::{Authority, Body, add_forwarding_headers};
 use crate::index::{ChainEntry, Index};
 use crate::serve::serve_connection;
 use crate::transport::pool::connect_tcp;
-use crate::transport::{Failed, Plain, TARGET_PORT, UpstreamError, send_plain};
+use crate::transport::{Failed, Plain, Sent, TARGET_PORT, UpstreamError, send_plain};
 use crate::tunnel::splice;
 
 /// Istio's header naming the calling workload to the app.
@@ -216,7 +216,8 @@ async fn to_app(
         ctx.attempts += 1;
         ctx.sent = Some(Instant::now());
         match send_plain(transport, authority, req).await {
-            Ok(response) => {
+            Ok(Sent { response, connected }) => {
+                ctx.connected = Some(connected);
                 ctx.first_byte = Some(Instant::now());
                 ctx.details = "via_upstream";
                 return Ok(response);

@@ -19,6 +19,7 @@ pub mod pool;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::HOST;
 use http::uri::{Authority as UriAuthority, PathAndQuery, Scheme};
@@ -166,8 +167,17 @@ impl Failed {
     }
 }
 
+/// An answered attempt.
+#[derive(Debug)]
+pub struct Sent {
+    /// The response head (the body streams on).
+    pub response: Response<Body>,
+    /// When a connection was ready to take the request (Envoy's connection pool ready time).
+    pub connected: Instant,
+}
+
 /// What an attempt returns.
-pub type Attempt = Result<Response<Body>, Failed>;
+pub type Attempt = Result<Sent, Failed>;
 
 /// Sends `req` over `transport` to the endpoint at `address`, keeping `authority`.
 pub async fn send(
@@ -226,7 +236,8 @@ async fn send_h1(pool: &Arc<H1Pool>, host: &UriAuthority, req: Request<Body>) ->
         parts.headers.insert(HOST, host);
     }
     strip_hop_by_hop(&mut parts.headers);
-    Ok(clean(pool.send(Request::from_parts(parts, body)).await?))
+    let sent = pool.send(Request::from_parts(parts, body)).await?;
+    Ok(Sent { response: clean(sent.response), ..sent })
 }
 
 /// HTTP/2 to `pool`'s address with `:authority` = `authority`.
@@ -246,8 +257,9 @@ async fn send_h2(pool: &H2Pool, authority: &UriAuthority, req: Request<Body>) ->
         let error = UpstreamError::Unsent { endpoint: pool.addr(), cause: error_chain(&error) };
         return Err(Failed::unsent(error, req));
     }
+    let connected = Instant::now();
     match sender.try_send_request(req).await {
-        Ok(response) => Ok(clean(boxed_response(response))),
+        Ok(response) => Ok(Sent { response: clean(boxed_response(response)), connected }),
         Err(error) => Err(classify(pool.addr(), error)),
     }
 }

@@ -178,6 +178,14 @@ async fn access_lines_carry_the_request_context() {
     for part in client_expected {
         assert!(client.contains(&part), "no `{part}` in the client's `{client}`");
     }
+    // Bytes sent, duration and upstream service time (from the connection being ready to the
+    // response head) follow the bytes received, on both sides.
+    for line in [&client, &server] {
+        let after = line.split(" via_upstream - \"-\" 0 ").nth(1).unwrap_or_default();
+        let numbers: Vec<u64> = after.split(' ').take(3).filter_map(|field| field.parse().ok()).collect();
+        assert_eq!(numbers.len(), 3, "bytes sent, duration, service time in `{line}`");
+        assert!(numbers[2] <= numbers[1], "service time within the duration: `{line}`");
+    }
     let server_expected = [
         " 200 - via_upstream - \"-\" 0 ".to_owned(),
         format!(" \"{}\" inbound|8080|| - {} {client_ip}:", server_pod.at(8080), server_pod.at(15006)),

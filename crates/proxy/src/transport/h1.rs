@@ -21,7 +21,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::pool::{MeshTls, connect_tcp, spawn_connection};
-use super::{Attempt, Failed, UpstreamError, classify, error_chain};
+use super::{Attempt, Failed, Sent, UpstreamError, classify, error_chain};
 use crate::http::{Body, HEADER_READ_TIMEOUT, Watch, Watched};
 
 /// An idle connection to an app older than this is closed instead of reused (hyper-util's
@@ -78,9 +78,11 @@ impl H1Pool {
                 Err(error) => return Err(Failed::unsent(error, req)),
             },
         };
+        let connected = Instant::now();
         let response = sender.try_send_request(req).await.map_err(|error| classify(self.addr, error))?;
         let lease = Lease { pool: Arc::clone(self), sender: Some(sender) };
-        Ok(response.map(|body| http_body_util::BodyExt::boxed_unsync(Watched::new(body, lease))))
+        let response = response.map(|body| http_body_util::BodyExt::boxed_unsync(Watched::new(body, lease)));
+        Ok(Sent { response, connected })
     }
 
     /// The most recently used idle connection that still works, dropping expired and closed
@@ -217,7 +219,7 @@ mod tests {
         let (addr, accepted) = app(OK, usize::MAX).await;
         let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
         for _ in 0..5 {
-            let response = pool.send(get()).await.expect("response");
+            let response = pool.send(get()).await.expect("response").response;
             assert_eq!(body_of(response).await, "ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -229,7 +231,7 @@ mod tests {
         let (addr, accepted) = app(OK, usize::MAX).await;
         let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, Duration::ZERO));
         for _ in 0..3 {
-            let response = pool.send(get()).await.expect("response");
+            let response = pool.send(get()).await.expect("response").response;
             assert_eq!(body_of(response).await, "ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -243,9 +245,12 @@ mod tests {
             // A request caught by the close comes back unsent, once at most: the retry stage's
             // resend goes out on a fresh connection.
             let response = match pool.send(get()).await {
-                Ok(response) => response,
+                Ok(sent) => sent.response,
                 Err(Failed { error: UpstreamError::Unsent { .. }, request: Some(req) }) => {
-                    pool.send(req).await.unwrap_or_else(|e| panic!("request {i} resent: {:?}", e.error))
+                    pool.send(req)
+                        .await
+                        .unwrap_or_else(|e| panic!("request {i} resent: {:?}", e.error))
+                        .response
                 }
                 Err(e) => panic!("request {i}: {:?}", e.error),
             };
@@ -259,8 +264,8 @@ mod tests {
         // Promises 10 bytes, sends 5 and keeps the connection open.
         let (addr, accepted) = app(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345", 1).await;
         let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT));
-        let slow = pool.send(get()).await.expect("first response head");
-        let second = pool.send(get()).await.expect("second response head");
+        let slow = pool.send(get()).await.expect("first response head").response;
+        let second = pool.send(get()).await.expect("second response head").response;
         assert_eq!(second.status(), http::StatusCode::OK);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         drop((slow, second));
