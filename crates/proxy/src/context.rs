@@ -2,8 +2,8 @@
 //! made when the request arrives and filled by each stage as it decides: the downstream
 //! connection (listener, addresses, typed peer identity), the route, the cluster and the endpoint
 //! chosen, the response flags, the details of a proxy-made answer, the attempts and the timings
-//! (arrival, upstream attempt start, connection ready, response head; the end is when the
-//! response body is dropped, where the readers run).
+//! (arrival, upstream connection ready, response head; the end is when the response body is
+//! dropped, where the readers run).
 //!
 //! Stages hold `&mut RequestContext`; the listener hands it back with the response, and
 //! whatever reads it when the response body ends (today the access log, next metrics and trace
@@ -109,8 +109,6 @@ pub struct RequestContext {
     pub failure: Option<Box<str>>,
     /// Attempts made upstream (1 + retries).
     pub attempts: u32,
-    /// When the last attempt started (before any connection was dialed).
-    pub sent: Option<Instant>,
     /// When the last attempt had a connection ready to take the request.
     pub connected: Option<Instant>,
     /// When the response head arrived from upstream.
@@ -129,7 +127,6 @@ impl RequestContext {
             details: "-",
             failure: None,
             attempts: 0,
-            sent: None,
             connected: None,
             first_byte: None,
         }

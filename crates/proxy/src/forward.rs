@@ -106,7 +106,6 @@ impl Forward {
         loop {
             let endpoint = choose(cluster, ctx)?;
             ctx.attempts += 1;
-            ctx.sent = Some(Instant::now());
             let retries_left = ctx.attempts <= DEFAULT_RETRIES;
             let failed = match transport::send(&endpoint.transport, endpoint.address, authority, req).await {
                 Ok(Sent { response, connected }) => {
@@ -155,9 +154,9 @@ impl Forward {
         ctx.set_cluster(cluster);
         let endpoint = choose(cluster, ctx)?;
         ctx.attempts += 1;
-        ctx.sent = Some(Instant::now());
         let tunnel = transport::tunnel(&endpoint.transport, endpoint.address, self.source).await?;
-        ctx.first_byte = Some(Instant::now());
+        ctx.connected = Some(Instant::now());
+        ctx.first_byte = ctx.connected;
         ctx.details = "via_upstream";
         Ok(tunnel)
     }

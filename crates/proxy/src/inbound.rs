@@ -214,7 +214,6 @@ async fn to_app(
 ) -> Result<Response<Body>, ProxyError> {
     loop {
         ctx.attempts += 1;
-        ctx.sent = Some(Instant::now());
         match send_plain(transport, authority, req).await {
             Ok(Sent { response, connected }) => {
                 ctx.connected = Some(connected);
