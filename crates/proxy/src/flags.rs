@@ -14,10 +14,10 @@ pub enum ResponseFlag {
     UpstreamConnectionFailure,
     /// `UC`: the upstream connection ended before the response.
     UpstreamConnectionTermination,
-    /// `URX`: the request failed and the retry policy allowed no further attempt.
-    UpstreamRetryLimitExceeded,
     /// `NR`: no route (or inbound filter chain) matched.
     NoRoute,
+    /// `URX`: the request failed and the retry policy allowed no further attempt.
+    UpstreamRetryLimitExceeded,
     /// `DPE`: the downstream request was malformed.
     DownstreamProtocolError,
 }
@@ -27,8 +27,8 @@ const ALL: [ResponseFlag; 6] = [
     ResponseFlag::NoHealthyUpstream,
     ResponseFlag::UpstreamConnectionFailure,
     ResponseFlag::UpstreamConnectionTermination,
-    ResponseFlag::UpstreamRetryLimitExceeded,
     ResponseFlag::NoRoute,
+    ResponseFlag::UpstreamRetryLimitExceeded,
     ResponseFlag::DownstreamProtocolError,
 ];
 
@@ -39,8 +39,8 @@ impl ResponseFlag {
             ResponseFlag::NoHealthyUpstream => "UH",
             ResponseFlag::UpstreamConnectionFailure => "UF",
             ResponseFlag::UpstreamConnectionTermination => "UC",
-            ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::NoRoute => "NR",
+            ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::DownstreamProtocolError => "DPE",
         }
     }

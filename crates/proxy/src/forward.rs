@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Retry follows Istio's default policy (when a route sets none): a request the upstream never
-//! saw (connect failure, refused stream, a pooled connection closed under it) is sent again,
-//! and so is a gRPC call answered `cancelled` or `unavailable` when its body was kept
-//! ([`crate::replay`], up to 1 MiB) — at most [`DEFAULT_RETRIES`] times, on the next endpoint,
+//! saw (connect failure, a pooled connection closed under it) is sent again; so is a gRPC call
+//! refused (`REFUSED_STREAM`) or answered `cancelled` or `unavailable` when its body was kept
+//! ([`crate::replay`], up to 1 MiB; hyper does not give a refused request back, and only gRPC
+//! bodies are kept) — at most [`DEFAULT_RETRIES`] times, on the next endpoint,
 //! after a jittered backoff from 25 ms (Envoy's); exhausting them adds `URX`. Anything else
 //! that was (or may have been) written is not resent. Each stage records what it decided in
 //! the request's context.
@@ -128,6 +129,12 @@ impl Forward {
                 Err(failed) => failed,
             };
             let Failed { error, request } = failed;
+            // A refused stream was never processed, but hyper has consumed the request: a kept
+            // body can stand in for it.
+            let request = request.or_else(|| {
+                let refused = matches!(error, transport::UpstreamError::RefusedStream { .. });
+                if refused { replay.as_ref().and_then(Replay::request) } else { None }
+            });
             match request {
                 Some(unsent) if error.is_retryable() && retries_left => {
                     tracing::debug!(cluster = %cluster.name, %error, attempt = ctx.attempts, "retrying");

@@ -152,8 +152,9 @@ impl Gateway {
             let (this, watcher, tls) = (Arc::clone(&self), graceful.watcher(), tls.clone());
             tokio::spawn(async move {
                 let handler = move |req, ctx| Arc::clone(&this).handle(addr, proto, req, ctx);
+                let local = tcp.local_addr().unwrap_or(addr);
                 let downstream =
-                    |peer| Arc::new(Downstream { listener: Listener::Gateway, remote, local: addr, peer });
+                    |peer| Arc::new(Downstream { listener: Listener::Gateway, remote, local, peer });
                 match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -35,6 +35,7 @@ use tracing::{debug, warn};
 use crate::context::{Downstream, Listener, Peer, RequestContext, Upstream};
 use crate::drain::{Acceptor, Shutdown, drain};
 use crate::error::{ProxyError, answer};
+use crate::flags::ResponseFlag;
 use crate::forward::{DEFAULT_RETRIES, Forward};
 use crate::http::{Authority, Body, add_forwarding_headers};
 use crate::index::{ChainEntry, Index};
@@ -225,6 +226,10 @@ async fn to_app(
                 if ctx.attempts <= DEFAULT_RETRIES =>
             {
                 req = unsent;
+            }
+            Err(Failed { error: error @ UpstreamError::Unsent { .. }, request: Some(_) }) => {
+                ctx.flag(ResponseFlag::UpstreamRetryLimitExceeded);
+                return Err(error.into());
             }
             Err(failed) => return Err(failed.error.into()),
         }

@@ -6,7 +6,7 @@
 //! rule: it retries only what it buffered). Only requests whose retry policy can resend a sent
 //! request are wrapped, so other requests pay nothing.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, Version};
@@ -48,7 +48,7 @@ impl Replay {
             headers: parts.headers.clone(),
             kept: Arc::clone(&kept),
         };
-        let body = Body::new(Watched::new(body, Recording(kept)));
+        let body = Body::new(Watched::new(body, Recording(Arc::downgrade(&kept))));
         (Request::from_parts(parts, body), replay)
     }
 
@@ -78,12 +78,14 @@ fn copy(frame: &Frame<Bytes>) -> Frame<Bytes> {
     }
 }
 
-/// Keeps the frames of the body it watches.
-struct Recording(Arc<Mutex<Kept>>);
+/// Keeps the frames of the body it watches while the [`Replay`] exists: once the retry stage
+/// has decided (and dropped it), a body still streaming keeps nothing more.
+struct Recording(Weak<Mutex<Kept>>);
 
 impl Watch for Recording {
     fn polled(&mut self, frame: Option<&Result<Frame<Bytes>, BoxError>>, ended: bool) {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(kept) = self.0.upgrade() else { return };
+        let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
         match frame {
             Some(Ok(frame)) if !kept.overflowed => {
                 kept.bytes += frame.data_ref().map_or(0, Bytes::len);
@@ -124,6 +126,16 @@ mod tests {
         assert_eq!(again.headers()["x-a"], "1");
         assert_eq!(again.into_body().collect().await.expect("body").to_bytes(), "hello world");
         assert!(replay.request().is_some(), "replayable more than once");
+    }
+
+    #[tokio::test]
+    async fn a_body_still_streaming_keeps_nothing_once_the_replay_is_dropped() {
+        let (req, replay) = Replay::wrap(request(full("late")));
+        let kept = Arc::downgrade(&replay.kept);
+        drop(replay);
+        let sent = req.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(sent, "late", "the request itself is untouched");
+        assert!(kept.upgrade().is_none(), "nothing holds the frames");
     }
 
     #[tokio::test]
