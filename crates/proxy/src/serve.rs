@@ -1,4 +1,4 @@
-//! Serving one downstream connection: the HTTP server of [`crate::http::server`], a
+//! Serving one downstream connection: the HTTP server of [`crate::http::server()`], a
 //! [`RequestContext`] and an `x-request-id` for every request, and the access log around the
 //! handler.
 

@@ -1,5 +1,5 @@
 //! HTTP plumbing shared by every listener: the body type ([`body`]), the server with its limits
-//! and timeouts ([`server`]), header handling ([`headers`]) and authorities ([`authority`]).
+//! and timeouts ([`mod@server`]), header handling ([`headers`]) and authorities ([`authority`]).
 //! A leaf: it depends on nothing else of the proxy.
 
 pub mod authority;
