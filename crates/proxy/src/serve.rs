@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -12,16 +13,21 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::access;
 use crate::context::{Downstream, RequestContext};
-use crate::http::{Body, add_request_id, boxed_request, server};
+use crate::http::{Body, HEADER_READ_TIMEOUT, add_request_id, boxed_request, server};
 
 /// Serves one connection from `downstream` with `handler` (upgrades allowed, for CONNECT),
 /// watched by `watcher` so shutdown can drain it. Every request gets an `x-request-id` (when it
 /// has none) and a [`RequestContext`], which the handler fills and hands back with the response
-/// for the access log; the requests hyper refuses itself are logged too.
+/// for the access log; the requests hyper refuses itself are logged too. A connection whose
+/// first request head has not arrived within [`HEADER_READ_TIMEOUT`] of this call is closed:
+/// hyper's own header timeout starts only once it has told HTTP/1.1 from HTTP/2, so a client
+/// that never speaks (or stops in the middle of its first bytes) would otherwise hold the
+/// connection for good.
 pub async fn serve_connection<I, F, Fut>(downstream: Arc<Downstream>, io: I, handler: F, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -29,7 +35,10 @@ where
     Fut: Future<Output = (Response<Body>, RequestContext)> + Send + 'static,
 {
     let connection = Arc::clone(&downstream);
+    let first = Arc::new(FirstRequest::default());
+    let seen = Arc::clone(&first);
     let service = service_fn(move |req: Request<Incoming>| {
+        seen.arrived();
         let mut req = boxed_request(req);
         add_request_id(req.headers_mut());
         let ctx = RequestContext::new(Arc::clone(&connection));
@@ -46,7 +55,16 @@ where
     });
     let builder = server();
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(error) = watcher.watch(connection.into_owned()).await {
+    let mut connection = std::pin::pin!(watcher.watch(connection.into_owned()));
+    let served = tokio::select! {
+        served = &mut connection => served,
+        () = first.notify.notified() => connection.await,
+        () = tokio::time::sleep(HEADER_READ_TIMEOUT) => {
+            return debug!(listener = downstream.listener.as_str(), remote = %downstream.remote,
+                "no request head within {HEADER_READ_TIMEOUT:?} of the connection; closing it");
+        }
+    };
+    if let Err(error) = served {
         match error.downcast_ref::<hyper::Error>() {
             Some(error) if error.is_parse_too_large() => {
                 access::log_refused(&downstream, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -55,5 +73,22 @@ where
             _ => {}
         }
         debug!(listener = downstream.listener.as_str(), %error, "connection ended with an error");
+    }
+}
+
+/// Whether a connection has had its first request head, told once.
+#[derive(Default)]
+struct FirstRequest {
+    seen: AtomicBool,
+    notify: Notify,
+}
+
+impl FirstRequest {
+    /// A request head arrived: the first one wakes the connection's deadline, later ones cost a
+    /// load.
+    fn arrived(&self) {
+        if !self.seen.load(Ordering::Relaxed) && !self.seen.swap(true, Ordering::Relaxed) {
+            self.notify.notify_one();
+        }
     }
 }
