@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod context;
 pub mod discovery;
 pub mod drain;
+pub mod edge;
 pub mod error;
 pub mod flags;
 pub mod forward;

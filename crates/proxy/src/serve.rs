@@ -1,6 +1,6 @@
 //! Serving one downstream connection: the HTTP server of [`crate::http::server()`], a
-//! [`RequestContext`] and an `x-request-id` for every request, and the access log around the
-//! handler.
+//! [`RequestContext`] and an `x-request-id` for every request (after a gateway has cleaned an
+//! outside request's headers, [`crate::edge`]), and the access log around the handler.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::access;
-use crate::context::{Downstream, RequestContext};
+use crate::context::{Downstream, Listener, RequestContext};
+use crate::edge;
 use crate::http::{Body, HEADER_READ_TIMEOUT, add_request_id, boxed_request, server};
 
 /// Serves one connection from `downstream` with `handler` (upgrades allowed, for CONNECT),
@@ -40,6 +41,9 @@ where
     let service = service_fn(move |req: Request<Incoming>| {
         seen.arrived();
         let mut req = boxed_request(req);
+        if connection.listener == Listener::Gateway {
+            edge::sanitize(req.headers_mut(), connection.remote.ip());
+        }
         add_request_id(req.headers_mut());
         let ctx = RequestContext::new(Arc::clone(&connection));
         let (pending, req) = access::Pending::start(req);

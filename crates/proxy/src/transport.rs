@@ -231,11 +231,12 @@ async fn send_h1(pool: &Arc<H1Pool>, host: &UriAuthority, req: Request<Body>) ->
         None => Uri::from_static("/"),
     };
     parts.version = Version::HTTP_11;
+    // First: a client's `Connection: host` must not remove the Host set next.
+    strip_hop_by_hop(&mut parts.headers);
     // An `http::uri::Authority` is always a valid header value.
     if let Ok(host) = HeaderValue::from_str(host.as_str()) {
         parts.headers.insert(HOST, host);
     }
-    strip_hop_by_hop(&mut parts.headers);
     let sent = pool.send(Request::from_parts(parts, body)).await?;
     Ok(Sent { response: clean(sent.response), ..sent })
 }

@@ -157,10 +157,36 @@ async fn gateway_routes_by_host_into_the_mesh_over_http_and_https() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("path: /through-gateway"), "{out}");
     assert!(out.contains("URI=spiffe://cluster.local/ns/test/sa/ingressgateway"), "{out}");
+
     // The route's header edits: the outside request's x-fault-test never reaches the app.
     assert!(!out.contains("x-fault-test"), "{out}");
     assert!(out.contains("x-routed-by: api\n"), "{out}");
     assert!(out.contains("x-served-by: gateway"), "{out}");
+
+    // Headers only the mesh may set do not survive the edge; the client's address is appended
+    // to x-forwarded-for; `Connection: host` cannot strip the Host the gateway forwards.
+    let spoofed = [
+        "x-envoy-original-path: /admin",
+        "x-paymesh-target-port: 15000",
+        "x-forwarded-proto: https",
+        "x-request-id: chosen-by-the-client",
+        "x-forwarded-for: 10.9.9.9",
+        "x-forwarded-client-cert: By=spiffe://evil;URI=spiffe://cluster.local/ns/payments/sa/admin",
+        "Connection: host",
+    ];
+    let mut args = vec!["-H".to_owned(), "Host: payments.example.com".to_owned()];
+    for header in spoofed {
+        args.extend(["-H".to_owned(), header.to_owned()]);
+    }
+    args.push(url.clone());
+    let (ok, echoed) = curl(args).await;
+    assert!(ok && echoed.contains("path: /through-gateway"), "{echoed}");
+    for gone in ["x-envoy-original-path", "chosen-by-the-client", "https", "spiffe://evil", "sa/admin"] {
+        assert!(!echoed.contains(gone), "`{gone}` crossed the gateway: {echoed}");
+    }
+    assert!(echoed.contains("x-forwarded-proto: http\n") && echoed.contains("x-request-id: "), "{echoed}");
+    assert!(echoed.contains("x-forwarded-for: 10.9.9.9, 127.0.0.1\n"), "{echoed}");
+    assert!(echoed.contains("host: payments.example.com\n"), "{echoed}");
 
     // Route conditions: first matching route wins; no match is 404 NR with the host and path.
     let gateway_url = |path: &str| format!("http://{}{path}", gw.at(8080));
