@@ -71,8 +71,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("paymesh up: {} manifest error(s); nothing started", errors.len());
         return Ok(ExitCode::from(EXIT_USAGE));
     }
+    // Everything under the state dir (the CA's key, apps' environment, ledgers, logs) is the
+    // user's alone: new files and directories of this process and its children are created
+    // without group or other access, and the directory itself is closed to others.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating the state directory {}", args.state_dir.display()))?;
+    std::fs::set_permissions(&args.state_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("closing the state directory {} to others", args.state_dir.display()))?;
     let state_dir = std::path::absolute(&args.state_dir)
         .with_context(|| format!("resolving {}", args.state_dir.display()))?;
     let config_paths: Vec<PathBuf> =

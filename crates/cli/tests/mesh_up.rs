@@ -95,6 +95,30 @@ fn sidecars_sync_carry_exec_traffic_and_stop_in_order() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(secret.contains("spiffe://cluster.local/ns/mesh/sa/default  true"), "{secret}");
 
+    // Nothing under the state dir is open to group or others (CA key, state, logs, app data),
+    // but for public certificates, which the CA writes 0644 on purpose; the dir itself is 0700.
+    let mut open_to_others = Vec::new();
+    let mut dirs = vec![state_dir.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("state dir readable") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            let public =
+                path.to_string_lossy().ends_with("cert.pem") || path.extension().is_some_and(|e| e == "crt");
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+            if mode & 0o077 != 0 && !meta.is_symlink() && !public {
+                open_to_others.push(path.clone());
+            }
+            if meta.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    assert!(open_to_others.is_empty(), "readable by others: {open_to_others:?}");
+    let root_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&state_dir).expect("meta").permissions());
+    assert_eq!(root_mode & 0o777, 0o700);
+
     let needle = state_dir.display().to_string();
     let mentioning = processes_mentioning(&needle);
     assert!(mentioning.len() >= 2, "the supervisor and the control plane name the state dir: {mentioning:?}");
