@@ -78,7 +78,6 @@ pub struct Downstream {
 }
 
 /// Where the request went (or was going when it failed).
-#[derive(Clone)]
 pub enum Upstream {
     /// A cluster, and the endpoint of the last attempt once one was chosen.
     Cluster {
@@ -147,11 +146,6 @@ impl RequestContext {
         self.route.as_ref().and_then(|(vhost, i)| vhost.routes.get(*i))
     }
 
-    /// The virtual host that took the request.
-    pub fn virtual_host(&self) -> Option<&VirtualHostEntry> {
-        self.route.as_ref().map(|(vhost, _)| &**vhost)
-    }
-
     /// Records the cluster the request goes to.
     pub fn set_cluster(&mut self, cluster: &Arc<ClusterEntry>) {
         self.upstream = Some(Upstream::Cluster { cluster: Arc::clone(cluster), endpoint: None });
@@ -161,14 +155,6 @@ impl RequestContext {
     pub fn set_endpoint(&mut self, index: usize) {
         if let Some(Upstream::Cluster { endpoint, .. }) = &mut self.upstream {
             *endpoint = Some(index);
-        }
-    }
-
-    /// The cluster the request went to.
-    pub fn cluster(&self) -> Option<&ClusterEntry> {
-        match &self.upstream {
-            Some(Upstream::Cluster { cluster, .. }) => Some(cluster),
-            _ => None,
         }
     }
 
@@ -203,6 +189,13 @@ impl RequestContext {
             Some(Upstream::App(chain)) => Some(chain.app),
             _ => self.endpoint().map(|endpoint| endpoint.address),
         }
+    }
+
+    /// Records an upstream answer: its connection was ready at `connected`, its head is here.
+    pub fn answered(&mut self, connected: Instant) {
+        self.connected = Some(connected);
+        self.first_byte = Some(Instant::now());
+        self.details = "via_upstream";
     }
 
     /// Adds a response flag.

@@ -71,11 +71,6 @@ impl ResponseFlags {
         self.0 & flag.bit() != 0
     }
 
-    /// Whether no flag is set.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
     /// The flags set, in Envoy's order.
     pub fn iter(self) -> impl Iterator<Item = ResponseFlag> {
         ALL.into_iter().filter(move |flag| self.contains(*flag))

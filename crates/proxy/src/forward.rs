@@ -74,7 +74,7 @@ impl Forward {
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         let mut response = match route(table, authority, &mut req, ctx)? {
-            Decision::Forward(cluster) => self.request(&cluster, authority.uri(), req, ctx).await?,
+            Decision::Forward(cluster) => self.request(cluster, authority.uri(), req, ctx).await?,
             Decision::Direct { status, body } => {
                 ctx.details = "direct_response";
                 let mut response = Response::new(full(body));
@@ -110,9 +110,7 @@ impl Forward {
             let retries_left = ctx.attempts <= DEFAULT_RETRIES;
             let failed = match transport::send(&endpoint.transport, endpoint.address, authority, req).await {
                 Ok(Sent { response, connected }) => {
-                    ctx.connected = Some(connected);
-                    ctx.first_byte = Some(Instant::now());
-                    ctx.details = "via_upstream";
+                    ctx.answered(connected);
                     let again = grpc_retryable(&response).then(|| replay.as_ref().and_then(Replay::request));
                     match again {
                         Some(Some(again)) if retries_left => {
@@ -162,9 +160,7 @@ impl Forward {
         let endpoint = choose(cluster, ctx)?;
         ctx.attempts += 1;
         let tunnel = transport::tunnel(&endpoint.transport, endpoint.address, self.source).await?;
-        ctx.connected = Some(Instant::now());
-        ctx.first_byte = ctx.connected;
-        ctx.details = "via_upstream";
+        ctx.answered(Instant::now());
         Ok(tunnel)
     }
 }

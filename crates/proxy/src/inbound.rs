@@ -164,7 +164,7 @@ impl Inbound {
             ctx.upstream = Some(Upstream::App(Arc::clone(chain)));
             peer_authn::check(chain, &ctx.downstream.peer)?;
             let app = connect_tcp(self.forward.source(), chain.app).await?;
-            ctx.details = "via_upstream";
+            ctx.answered(Instant::now());
             return Ok(splice(req, app, chain.chain.cluster.clone()));
         }
         let target = req.headers_mut().remove(TARGET_PORT).and_then(|v| v.to_str().ok()?.parse::<u16>().ok());
@@ -217,9 +217,7 @@ async fn to_app(
         ctx.attempts += 1;
         match send_plain(transport, authority, req).await {
             Ok(Sent { response, connected }) => {
-                ctx.connected = Some(connected);
-                ctx.first_byte = Some(Instant::now());
-                ctx.details = "via_upstream";
+                ctx.answered(connected);
                 return Ok(response);
             }
             Err(Failed { error: UpstreamError::Unsent { .. }, request: Some(unsent) })

@@ -14,10 +14,10 @@ use crate::error::ProxyError;
 use crate::http::{Authority, Body};
 use crate::index::{Action, ClusterEntry, RequestView, RouteTable};
 
-/// What the route decided.
-pub enum Decision {
+/// What the route decided, borrowing from the route table.
+pub enum Decision<'a> {
     /// Forward to this cluster (picked by weight).
-    Forward(Arc<ClusterEntry>),
+    Forward(&'a Arc<ClusterEntry>),
     /// Answer directly.
     Direct {
         /// The status.
@@ -29,12 +29,12 @@ pub enum Decision {
 
 /// Routes `req` with `table`: the virtual host of `authority`, then the first route whose
 /// conditions hold; records them in `ctx` and applies the route's request header edits.
-pub fn route(
-    table: &RouteTable,
+pub fn route<'a>(
+    table: &'a RouteTable,
     authority: &Authority,
     req: &mut Request<Body>,
     ctx: &mut RequestContext,
-) -> Result<Decision, ProxyError> {
+) -> Result<Decision<'a>, ProxyError> {
     let vhost = table
         .virtual_host(authority)
         .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })?;
@@ -49,7 +49,7 @@ pub fn route(
         Action::Forward(clusters) => {
             let cluster = clusters.pick();
             ctx.set_cluster(cluster);
-            Decision::Forward(Arc::clone(cluster))
+            Decision::Forward(cluster)
         }
         Action::Direct { status, body } => Decision::Direct { status: *status, body: body.clone() },
     })

@@ -65,22 +65,34 @@ async fn flaky_grpc_app(addr: std::net::SocketAddr, seen: Seen) -> tokio::task::
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_unavailable_is_retried_with_the_same_body_up_to_two_times() {
+/// A control plane serving a client pod's and a server pod's configs (STRICT).
+async fn control_plane() -> (ControlPlane, Pod, Pod) {
     let cp = ControlPlane::start(Duration::from_secs(3600)).await;
     let (client_pod, server_pod, down) =
         (Pod::new("sleep-0", "sleep"), Pod::new("echo-0", "echo"), Pod::new("down-0", "down"));
     cp.set_config(client_config("v1", &client_pod, &server_pod, &down));
     cp.set_config(server_config("s1", &server_pod, MtlsMode::Strict));
+    (cp, client_pod, server_pod)
+}
+
+/// The two pods' sidecars, ready (start them once the server's apps listen).
+async fn sidecars(cp: &ControlPlane, client_pod: &Pod, server_pod: &Pod) -> (Proxy, Proxy) {
+    let client = Proxy::start(cp, client_pod, "sidecar");
+    let server = Proxy::start(cp, server_pod, "sidecar");
+    client.wait_ready().await;
+    server.wait_ready().await;
+    (client, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unavailable_is_retried_with_the_same_body_up_to_two_times() {
+    let (cp, client_pod, server_pod) = control_plane().await;
     let seen = Seen::default();
     let apps = [
         echo_app(server_pod.at(HTTP_PORT)).await,
         flaky_grpc_app(server_pod.at(H2_PORT), Arc::clone(&seen)).await,
     ];
-    let client = Proxy::start(&cp, &client_pod, "sidecar");
-    let server = Proxy::start(&cp, &server_pod, "sidecar");
-    client.wait_ready().await;
-    server.wait_ready().await;
+    let (client, _server) = sidecars(&cp, &client_pod, &server_pod).await;
 
     let tcp = tokio::net::TcpStream::connect(client_pod.at(15001)).await.expect("connect");
     let (mut sender, connection) =
@@ -154,11 +166,7 @@ async fn grpc_unavailable_is_retried_with_the_same_body_up_to_two_times() {
 /// request comes back unsent and is resent, so no caller sees a 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_closing_idle_connections_costs_no_request() {
-    let cp = ControlPlane::start(Duration::from_secs(3600)).await;
-    let (client_pod, server_pod, down) =
-        (Pod::new("sleep-0", "sleep"), Pod::new("echo-0", "echo"), Pod::new("down-0", "down"));
-    cp.set_config(client_config("v1", &client_pod, &server_pod, &down));
-    cp.set_config(server_config("s1", &server_pod, MtlsMode::Strict));
+    let (cp, client_pod, server_pod) = control_plane().await;
     let listener = TcpListener::bind(server_pod.at(HTTP_PORT)).await.expect("app binds");
     let app = tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
@@ -176,10 +184,7 @@ async fn an_app_closing_idle_connections_costs_no_request() {
             });
         }
     });
-    let client = Proxy::start(&cp, &client_pod, "sidecar");
-    let server = Proxy::start(&cp, &server_pod, "sidecar");
-    client.wait_ready().await;
-    server.wait_ready().await;
+    let (_client, server) = sidecars(&cp, &client_pod, &server_pod).await;
 
     let tcp = tokio::net::TcpStream::connect(client_pod.at(15001)).await.expect("connect");
     let (mut sender, connection) =
