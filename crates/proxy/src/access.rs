@@ -25,15 +25,13 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{HOST, USER_AGENT};
-use http::{HeaderName, Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Frame;
 use tracing::info;
 
 use crate::context::{Downstream, RequestContext};
 use crate::flags::ResponseFlag;
-use crate::http::{Body, BoxError, Watch, Watched, X_REQUEST_ID};
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+use crate::http::{Body, BoxError, Watch, Watched, X_FORWARDED_FOR, X_REQUEST_ID};
 
 /// A request being served: its text fields, and its received bytes so far.
 #[derive(Debug)]

@@ -14,8 +14,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The client-address chain.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+use crate::http::X_FORWARDED_FOR;
 
 /// Headers dropped whatever their value.
 const DROPPED: [&str; 4] = ["x-forwarded-client-cert", "x-fault-test", "x-forwarded-proto", "x-request-id"];

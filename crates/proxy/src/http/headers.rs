@@ -11,6 +11,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The scheme the client used.
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// The chain of client addresses a request came through.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Headers that belong to one connection and never travel further (RFC 9110 §7.6.1); as
 /// `HeaderName`s, so removing them hashes but never parses a name.
 static HOP_BY_HOP: [HeaderName; 8] = [
