@@ -13,6 +13,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod traffic;
+
+pub use traffic::*;
+
 /// Everything one proxy runs with, at one version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -246,6 +250,9 @@ pub struct Route {
     pub headers: HeaderEdits,
     /// What happens to the request.
     pub action: RouteAction,
+    /// Timeout, retries and faults.
+    #[serde(default)]
+    pub policy: RoutePolicy,
 }
 
 /// Header edits of a route (Istio `Headers`).
@@ -381,6 +388,12 @@ pub struct Cluster {
     pub tls: UpstreamTls,
     /// How an endpoint is chosen.
     pub lb: LbPolicy,
+    /// Connection and request limits (the circuit breaker).
+    #[serde(default, skip_serializing_if = "ConnectionPool::is_default")]
+    pub connection_pool: ConnectionPool,
+    /// Ejection of failing endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
 /// How an `Http` port's requests travel between sidecars (Istio's `h2UpgradePolicy`, already
@@ -416,14 +429,6 @@ pub enum UpstreamTls {
     },
     /// Plaintext (DestinationRule `DISABLE`, or endpoints without a sidecar).
     Disable,
-}
-
-/// Endpoint selection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum LbPolicy {
-    /// Each endpoint in turn.
-    RoundRobin,
 }
 
 /// The endpoints of one cluster (Envoy ClusterLoadAssignment).
@@ -504,6 +509,8 @@ mod tests {
             h2_upgrade,
             tls: UpstreamTls::Disable,
             lb: LbPolicy::RoundRobin,
+            connection_pool: ConnectionPool::default(),
+            outlier_detection: None,
         }
     }
 

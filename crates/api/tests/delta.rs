@@ -22,6 +22,8 @@ fn cluster(name: &str, port: u16) -> Cluster {
         h2_upgrade: Default::default(),
         tls: UpstreamTls::Disable,
         lb: LbPolicy::RoundRobin,
+        connection_pool: Default::default(),
+        outlier_detection: None,
     }
 }
 
@@ -234,6 +236,7 @@ fn virtual_host(service: &str) -> VirtualHost {
             virtual_service: None,
             matches: Vec::new(),
             headers: HeaderEdits::default(),
+            policy: Default::default(),
             action: RouteAction::Forward {
                 clusters: vec![WeightedCluster { cluster: format!("outbound|8080||{service}"), weight: 100 }],
             },

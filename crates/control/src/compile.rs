@@ -10,9 +10,11 @@
 //! once per scope, the same bytes as [`compile`] then [`ProxyConfig::encode`].
 
 pub mod cluster;
+pub mod cluster_policy;
 pub mod gateway;
 pub mod naming;
 pub mod peer_authn;
+pub mod route_policy;
 pub mod routes;
 pub mod scope;
 pub mod sidecar;

@@ -53,6 +53,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         ],
         headers: strip_fault,
         action: forward.clone(),
+        policy: Default::default(),
     };
     let teapot = Route {
         name: "teapot".to_owned(),
@@ -64,6 +65,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         }],
         headers: HeaderEdits::default(),
         action: RouteAction::DirectResponse { status: 418, body: "short and stout".to_owned() },
+        policy: Default::default(),
     };
     let catch_all = Route {
         name: "to-echo".to_owned(),
@@ -71,6 +73,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         matches: Vec::new(),
         headers: HeaderEdits::default(),
         action: forward,
+        policy: Default::default(),
     };
     let route = |name: &str, routes: Vec<Route>| RouteConfig {
         name: name.to_owned(),

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use paymesh_api::model::{
-    Cluster, ClusterEndpoints, Endpoint, H2Upgrade, LbPolicy, MtlsMode, UpstreamTls, outbound_cluster_name,
+    Cluster, ClusterEndpoints, Endpoint, H2Upgrade, MtlsMode, UpstreamTls, outbound_cluster_name,
 };
 use paymesh_api::ports::PROXY_INBOUND;
 use paymesh_config::Store;
@@ -27,6 +27,7 @@ use paymesh_config::networking::destination_rule::traffic_policy::{
 };
 use paymesh_config::resource::Spec;
 
+use super::cluster_policy::cluster_policy;
 use super::naming::{most_specific, resolve_host};
 use super::{Inputs, peer_authn};
 use crate::registry::{Service, ServicePort};
@@ -125,7 +126,7 @@ fn h2_upgrade(dr: Option<&DestinationRule>, subset: Option<&str>, port: u16) -> 
 
 /// The first setting found for `port`, most specific first: the subset's traffic policy before
 /// the rule's, and in each the port-level settings for `port` before the policy's own.
-fn most_specific_setting<'a, T>(
+pub(super) fn most_specific_setting<'a, T>(
     dr: &'a DestinationRule,
     subset: Option<&str>,
     port: u16,
@@ -208,15 +209,19 @@ impl ClusterSet {
         } else {
             UpstreamTls::Disable
         };
+        let dr = rule.as_ref().map(|(_, dr)| *dr);
+        let policy = cluster_policy(dr, subset, port.port);
         let cluster = Cluster {
             name: name.clone(),
             service: service.hostname.clone(),
             port: port.port,
             subset: subset.map(str::to_owned),
             protocol: port.protocol,
-            h2_upgrade: h2_upgrade(rule.as_ref().map(|(_, dr)| *dr), subset, port.port),
+            h2_upgrade: h2_upgrade(dr, subset, port.port),
             tls,
-            lb: LbPolicy::RoundRobin,
+            lb: policy.lb,
+            connection_pool: policy.connection_pool,
+            outlier_detection: policy.outlier_detection,
         };
         self.built.insert(name.clone(), (cluster, ClusterEndpoints { cluster: name.clone(), endpoints }));
         name

@@ -25,6 +25,7 @@ use paymesh_config::types::{StringCondition, StringMatch};
 use super::Inputs;
 use super::cluster::ClusterSet;
 use super::naming::resolve_host;
+use super::route_policy::route_policy;
 
 /// Where a VirtualService's rules are compiled for: the proxy (`gateway`: `ns/name`, or `mesh`
 /// for a sidecar) and the listener port (the Service port for a sidecar, the Gateway server
@@ -55,7 +56,8 @@ pub fn http_routes(
             let action = action(input, clusters, rule, vs_namespace, target.listener_port)?;
             let name = if rule.name.is_empty() { format!("route-{index}") } else { rule.name.clone() };
             let virtual_service = Some(virtual_service.clone());
-            Some(Route { name, virtual_service, matches, headers: header_edits(rule), action })
+            let policy = route_policy(rule);
+            Some(Route { name, virtual_service, matches, headers: header_edits(rule), action, policy })
         })
         .collect()
 }

@@ -101,6 +101,7 @@ pub fn outbound(inputs: &Inputs<'_>) -> Outbound {
                 Some((r, vs)) => routes::http_routes(input, &mut clusters, r, vs, target),
                 None => vec![Route {
                     headers: HeaderEdits::default(),
+                    policy: Default::default(),
                     name: "default".to_owned(),
                     virtual_service: None,
                     matches: Vec::new(),

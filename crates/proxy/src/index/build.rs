@@ -425,6 +425,8 @@ mod tests {
             h2_upgrade: Default::default(),
             tls: UpstreamTls::Disable,
             lb: LbPolicy::RoundRobin,
+            connection_pool: Default::default(),
+            outlier_detection: None,
         };
         let route = |(i, name): (usize, &&str)| RouteConfig {
             name: port(i).to_string(),
@@ -436,6 +438,7 @@ mod tests {
                     virtual_service: None,
                     matches: Vec::new(),
                     headers: HeaderEdits::default(),
+                    policy: Default::default(),
                     action: RouteAction::Forward {
                         clusters: vec![WeightedCluster { cluster: (*name).to_owned(), weight: 100 }],
                     },

@@ -353,6 +353,8 @@ pub fn cluster(port: u16, host: &str, protocol: Protocol, sans: Vec<String>) -> 
         h2_upgrade: H2Upgrade::default(),
         tls: UpstreamTls::IstioMutual { subject_alt_names: sans },
         lb: LbPolicy::RoundRobin,
+        connection_pool: Default::default(),
+        outlier_detection: None,
     }
 }
 
@@ -381,6 +383,7 @@ pub fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
                 virtual_service: None,
                 matches: Vec::new(),
                 headers: HeaderEdits::default(),
+                policy: Default::default(),
                 action: RouteAction::Forward {
                     clusters: vec![WeightedCluster { cluster: cluster.to_owned(), weight: 100 }],
                 },
