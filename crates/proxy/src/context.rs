@@ -18,7 +18,9 @@ use std::time::{Instant, SystemTime};
 use paymesh_api::model::Endpoint;
 use paymesh_tls::Identity;
 
+use crate::breaker::Admission;
 use crate::flags::{ResponseFlag, ResponseFlags};
+use crate::outlier::ActiveRequest;
 use crate::index::{ChainEntry, ClusterEntry, EndpointEntry, RouteEntry, VirtualHostEntry};
 
 /// The listener a request came through.
@@ -112,7 +114,28 @@ pub struct RequestContext {
     pub connected: Option<Instant>,
     /// When the response head arrived from upstream.
     pub first_byte: Option<Instant>,
+    /// What the request holds upstream until its response ends.
+    pub held: Held,
 }
+
+/// What a request holds upstream until its response body ends (or is dropped): the circuit
+/// breaker's admission and its place among the endpoint's requests in flight.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The cluster's circuit breaker slots.
+    pub admission: Option<Admission>,
+    /// The count of the endpoint of the last attempt.
+    pub active: Option<ActiveRequest>,
+}
+
+impl Held {
+    /// Nothing held.
+    pub fn is_empty(&self) -> bool {
+        self.admission.is_none() && self.active.is_none()
+    }
+}
+
+impl crate::http::Watch for Held {}
 
 impl RequestContext {
     /// The record of a request arriving now on `downstream`.
@@ -128,6 +151,7 @@ impl RequestContext {
             attempts: 0,
             connected: None,
             first_byte: None,
+            held: Held::default(),
         }
     }
 

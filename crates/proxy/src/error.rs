@@ -5,15 +5,19 @@
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
-use paymesh_api::model::MtlsMode;
+use paymesh_api::model::{AbortError, MtlsMode};
 
 use crate::context::RequestContext;
 use crate::flags::ResponseFlag;
-use crate::http::{Body, full};
+use crate::http::{Body, GRPC_MESSAGE, GRPC_STATUS, full};
 use crate::transport::UpstreamError;
 
 /// The header carrying the response flags of a proxy-generated answer.
 pub const RESPONSE_FLAGS: HeaderName = HeaderName::from_static("x-paymesh-response-flags");
+
+/// Envoy's mark on an answer a circuit breaker made.
+pub const ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,30 @@ pub enum ProxyError {
     /// Every attempt upstream failed; the last one's error.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The cluster's circuit breaker is open: a `connectionPool` limit is reached.
+    #[error("upstream overflow: cluster {cluster} is at its {limit} limit")]
+    Overflow {
+        /// The cluster.
+        cluster: String,
+        /// The limit reached.
+        limit: &'static str,
+    },
+    /// No response head within the route's timeout, or the last attempt's per-try timeout.
+    #[error("upstream request timeout: no response from cluster {cluster} within {after:?}{}", if *per_try { " (per try)" } else { "" })]
+    Timeout {
+        /// The cluster.
+        cluster: String,
+        /// The timeout.
+        after: std::time::Duration,
+        /// Whether it was the per-try timeout.
+        per_try: bool,
+    },
+    /// The route's fault injection aborted the request.
+    #[error("fault filter abort")]
+    FaultAbort {
+        /// The answer the fault asks for.
+        error: AbortError,
+    },
     /// The request is not something the proxy can forward.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -72,6 +100,9 @@ impl ProxyError {
             | ProxyError::PeerAuthentication { .. } => ResponseFlag::NoRoute,
             ProxyError::NoHealthyUpstream { .. } => ResponseFlag::NoHealthyUpstream,
             ProxyError::Upstream(error) => error.flag(),
+            ProxyError::Overflow { .. } => ResponseFlag::UpstreamOverflow,
+            ProxyError::Timeout { .. } => ResponseFlag::UpstreamRequestTimeout,
+            ProxyError::FaultAbort { .. } => ResponseFlag::FaultInjected,
             ProxyError::BadRequest(_) => ResponseFlag::DownstreamProtocolError,
         }
     }
@@ -84,6 +115,10 @@ impl ProxyError {
             }
             ProxyError::NoHealthyUpstream { .. } => "no_healthy_upstream",
             ProxyError::Upstream(error) => error.details(),
+            ProxyError::Overflow { .. } => "upstream_reset_before_response_started{overflow}",
+            ProxyError::Timeout { per_try: false, .. } => "upstream_response_timeout",
+            ProxyError::Timeout { per_try: true, .. } => "upstream_per_try_timeout",
+            ProxyError::FaultAbort { .. } => "fault_filter_abort",
             ProxyError::BadRequest(_) => "invalid_authority",
             ProxyError::PeerAuthentication { .. } => "filter_chain_not_found",
         }
@@ -93,9 +128,12 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } | ProxyError::NoRouteMatched { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoConfig | ProxyError::NoHealthyUpstream { .. } | ProxyError::Upstream(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoConfig
+            | ProxyError::NoHealthyUpstream { .. }
+            | ProxyError::Upstream(_)
+            | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::FaultAbort { error } => abort_status(*error),
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::PeerAuthentication { .. } => StatusCode::FORBIDDEN,
         }
@@ -118,7 +156,26 @@ impl ProxyError {
             headers.insert(RESPONSE_FLAGS, flags);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        match self {
+            ProxyError::Overflow { .. } => {
+                headers.insert(ENVOY_OVERLOADED, HeaderValue::from_static("true"));
+            }
+            ProxyError::FaultAbort { error: AbortError::GrpcStatus(code) } => {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                headers.insert(GRPC_STATUS, HeaderValue::from(code));
+                headers.insert(GRPC_MESSAGE, HeaderValue::from_static("fault filter abort"));
+            }
+            _ => {}
+        }
         response
+    }
+}
+
+/// The HTTP status a fault abort answers with (gRPC aborts answer 200 with a `grpc-status`).
+fn abort_status(error: AbortError) -> StatusCode {
+    match error {
+        AbortError::HttpStatus(status) => StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        AbortError::GrpcStatus(_) => StatusCode::OK,
     }
 }
 

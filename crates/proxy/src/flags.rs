@@ -14,8 +14,20 @@ pub enum ResponseFlag {
     UpstreamConnectionFailure,
     /// `UC`: the upstream connection ended before the response.
     UpstreamConnectionTermination,
+    /// `UO`: a circuit breaker limit was reached (connections, pending or active requests).
+    UpstreamOverflow,
     /// `NR`: no route (or inbound filter chain) matched.
     NoRoute,
+    /// `UT`: the upstream did not answer within the route's timeout or the per-try timeout.
+    UpstreamRequestTimeout,
+    /// `DI`: a fault delay was injected.
+    DelayInjected,
+    /// `FI`: a fault abort answered the request.
+    FaultInjected,
+    /// `UR`: the upstream reset the request after it was sent.
+    UpstreamRemoteReset,
+    /// `DC`: the downstream connection ended before the response was complete.
+    DownstreamConnectionTermination,
     /// `URX`: the request failed and the retry policy allowed no further attempt.
     UpstreamRetryLimitExceeded,
     /// `DPE`: the downstream request was malformed.
@@ -23,11 +35,17 @@ pub enum ResponseFlag {
 }
 
 /// Every flag, in the order Envoy prints them.
-const ALL: [ResponseFlag; 6] = [
+const ALL: [ResponseFlag; 12] = [
     ResponseFlag::NoHealthyUpstream,
+    ResponseFlag::UpstreamRequestTimeout,
+    ResponseFlag::UpstreamRemoteReset,
     ResponseFlag::UpstreamConnectionFailure,
     ResponseFlag::UpstreamConnectionTermination,
+    ResponseFlag::UpstreamOverflow,
     ResponseFlag::NoRoute,
+    ResponseFlag::DelayInjected,
+    ResponseFlag::FaultInjected,
+    ResponseFlag::DownstreamConnectionTermination,
     ResponseFlag::UpstreamRetryLimitExceeded,
     ResponseFlag::DownstreamProtocolError,
 ];
@@ -39,7 +57,13 @@ impl ResponseFlag {
             ResponseFlag::NoHealthyUpstream => "UH",
             ResponseFlag::UpstreamConnectionFailure => "UF",
             ResponseFlag::UpstreamConnectionTermination => "UC",
+            ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::NoRoute => "NR",
+            ResponseFlag::UpstreamRequestTimeout => "UT",
+            ResponseFlag::DelayInjected => "DI",
+            ResponseFlag::FaultInjected => "FI",
+            ResponseFlag::UpstreamRemoteReset => "UR",
+            ResponseFlag::DownstreamConnectionTermination => "DC",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::DownstreamProtocolError => "DPE",
         }

@@ -1,52 +1,46 @@
 //! The forward step of the outbound side (the sidecar's outbound listener and the gateway): a
-//! routed request goes through one ordered stack of stages, each a function here.
+//! routed request goes through one ordered stack of stages, each a function here or in the
+//! module named.
 //!
 //! ```text
-//! route (route.rs) ─▶ retry ─▶ endpoint choice ─▶ transport (transport.rs)
-//!                      │         round robin on     mutual TLS HTTP/2 or HTTP/1.1 to a peer
-//!                      │         the cluster's      sidecar, plaintext to the rest; typed
-//!                      │         state (store.rs)   errors, unsent requests given back
-//!                      └─ another attempt, on the next endpoint, while the error allows it
+//! route ─▶ fault ─▶ timeout ─▶ circuit breaker ─▶ retry ─▶ endpoint choice ─▶ transport
+//! route.rs  fault.rs  the route's  breaker.rs       retry.rs  balance.rs,        transport.rs
+//!                     `timeout`    (admission, UO)  per-try   outlier.rs
+//!                                                   timeout
+//!                              └─ another attempt, on another endpoint, while the policy allows
 //! ```
 //!
-//! Retry follows Istio's default policy (when a route sets none): a request the upstream never
-//! saw (connect failure, a pooled connection closed under it) is sent again; so is a gRPC call
-//! refused (`REFUSED_STREAM`) or answered `cancelled` or `unavailable` when its body was kept
-//! ([`crate::replay`], up to 1 MiB; hyper does not give a refused request back, and only gRPC
-//! bodies are kept) — at most [`DEFAULT_RETRIES`] times, on the next endpoint,
-//! after a jittered backoff from 25 ms (Envoy's); exhausting them adds `URX`. Anything else
-//! that was (or may have been) written is not resent. Each stage records what it decided in
-//! the request's context.
+//! The route's `timeout` bounds everything after the fault stage (every attempt and backoff)
+//! until the response head: past it, 504 `UT`. The retry stage follows the route's policy
+//! ([`crate::retry`]; Istio's default when the route sets none): a request is resent only when
+//! it was never written, or when its whole body was kept ([`crate::replay`], up to 1 MiB), after
+//! a jittered backoff, to an endpoint not tried yet when there is one, never once a response
+//! went downstream, and only while `maxRetries` leaves room; running out adds `URX`. Every
+//! attempt's outcome feeds outlier detection. Each stage records what it decided in the
+//! request's context.
 
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::CONTENT_TYPE;
+use http::header::SET_COOKIE;
 use http::uri::Authority as UriAuthority;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use paymesh_api::model::{RetryPolicy, RoutePolicy};
 
+use crate::balance::{HashInput, Tried};
 use crate::context::RequestContext;
 use crate::error::ProxyError;
+use crate::fault;
 use crate::flags::ResponseFlag;
 use crate::http::{Authority, Body, full};
 use crate::index::{ClusterEntry, EndpointEntry, RouteTable};
+use crate::outlier::{self, Outcome as Observed, ejection_allowed, now_ms};
 use crate::replay::Replay;
+use crate::retry::{self, Outcome, backoff, needs_replay};
 use crate::route::{Decision, route};
-use crate::transport::{self, Failed, Sent, Tunnel};
-
-/// The gRPC status of a trailers-only answer.
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
-/// Retries after the first attempt (Istio's default `attempts: 2`).
-pub const DEFAULT_RETRIES: u32 = 2;
-
-/// The first retry's backoff bound (Envoy's `base_interval`); each retry doubles it.
-const BASE_BACKOFF: Duration = Duration::from_millis(25);
-
-/// The largest backoff bound (Envoy's default: ten times the base).
-const MAX_BACKOFF: Duration = Duration::from_millis(250);
+use crate::transport::{self, Failed, Sent, Tunnel, UpstreamError};
 
 /// The forwarding side of a proxy: dials from the pod IP.
 pub struct Forward {
@@ -74,7 +68,7 @@ impl Forward {
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         let mut response = match route(table, authority, &mut req, ctx)? {
-            Decision::Forward(cluster) => self.request(cluster, authority.uri(), req, ctx).await?,
+            Decision::Forward(cluster, policy) => self.forward(cluster, authority.uri(), req, policy, ctx).await?,
             Decision::Direct { status, body } => {
                 ctx.details = "direct_response";
                 let mut response = Response::new(full(body));
@@ -88,64 +82,122 @@ impl Forward {
         Ok(response)
     }
 
-    /// The retry stage: attempts `req` on `cluster`'s endpoints until one answers with a
-    /// response the policy accepts, or the failure forbids another attempt.
+    /// The fault and timeout stages, then the rest of the stack.
+    async fn forward(
+        &self,
+        cluster: &ClusterEntry,
+        authority: &UriAuthority,
+        req: Request<Body>,
+        policy: &RoutePolicy,
+        ctx: &mut RequestContext,
+    ) -> Result<Response<Body>, ProxyError> {
+        if let Some(fault) = &policy.fault {
+            fault::inject(fault, ctx).await?;
+        }
+        let Some(limit) = policy.timeout_ms.map(Duration::from_millis) else {
+            return self.request(cluster, authority, req, &policy.retries, ctx).await;
+        };
+        match tokio::time::timeout(limit, self.request(cluster, authority, req, &policy.retries, ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProxyError::Timeout { cluster: cluster.name.clone(), after: limit, per_try: false }),
+        }
+    }
+
+    /// The circuit breaker, retry, endpoint choice and transport stages: attempts `req` on
+    /// `cluster`'s endpoints until one answers with a response `policy` accepts, or the failure
+    /// forbids another attempt.
     pub async fn request(
         &self,
         cluster: &ClusterEntry,
         authority: &UriAuthority,
         req: Request<Body>,
+        policy: &RetryPolicy,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
-        // Only gRPC answers can ask for a retry of a sent request: keep only their bodies.
-        let (mut req, replay) = if is_grpc(&req) {
+        if let Some(breaker) = &cluster.state.breaker {
+            let admission = breaker.admit().await.map_err(|overflow| ProxyError::Overflow {
+                cluster: cluster.name.clone(),
+                limit: overflow.limit(),
+            })?;
+            ctx.held.admission = Some(admission);
+        }
+        let (mut req, replay) = if needs_replay(policy) {
             let (req, replay) = Replay::wrap(req);
             (req, Some(replay))
         } else {
             (req, None)
         };
+        let cookie = generated_cookie(cluster, &req);
+        let per_try = policy.per_try_timeout_ms.map(Duration::from_millis);
+        let mut tried = Tried::default();
+        // Held while a retry is in flight (`maxRetries`).
+        let mut _retry_slot = None;
         loop {
-            let endpoint = choose(cluster, ctx)?;
+            let mut pause = true;
+            let generated = cookie.as_ref().map(|(value, _)| value.as_str());
+            let (index, endpoint) = choose(cluster, req.headers(), req.uri().query(), generated, tried, ctx)?;
+            tried.insert(index);
             ctx.attempts += 1;
-            let retries_left = ctx.attempts <= DEFAULT_RETRIES;
-            let failed = match transport::send(&endpoint.transport, endpoint.address, authority, req).await {
-                Ok(Sent { response, connected }) => {
-                    ctx.answered(connected);
-                    let again = grpc_retryable(&response).then(|| replay.as_ref().and_then(Replay::request));
-                    match again {
-                        Some(Some(again)) if retries_left => {
-                            tracing::debug!(cluster = %cluster.name, attempt = ctx.attempts, "retrying a gRPC answer");
-                            tokio::time::sleep(backoff(ctx.attempts)).await;
-                            req = again;
-                            continue;
-                        }
-                        Some(Some(_)) => ctx.flag(ResponseFlag::UpstreamRetryLimitExceeded),
-                        _ => {}
-                    }
-                    return Ok(response);
-                }
-                Err(failed) => failed,
+            ctx.held.active = Some(endpoint.state.begin());
+            let retries_left = ctx.attempts <= policy.attempts;
+            let attempt = transport::send(&endpoint.transport, endpoint.address, authority, req);
+            let sent = match per_try {
+                Some(limit) => tokio::time::timeout(limit, attempt).await.ok(),
+                None => Some(attempt.await),
             };
-            let Failed { error, request } = failed;
-            // A refused stream was never processed, but hyper has consumed the request: a kept
-            // body can stand in for it.
-            let request = request.or_else(|| {
-                let refused = matches!(error, transport::UpstreamError::RefusedStream { .. });
-                if refused { replay.as_ref().and_then(Replay::request) } else { None }
-            });
-            match request {
-                Some(unsent) if error.is_retryable() && retries_left => {
-                    tracing::debug!(cluster = %cluster.name, %error, attempt = ctx.attempts, "retrying");
-                    if !matches!(error, transport::UpstreamError::Unsent { .. }) {
+            let (again, failure) = match sent {
+                Some(Ok(Sent { mut response, connected })) => {
+                    ctx.answered(connected);
+                    observe(cluster, index, Observed::Answered(response.status().as_u16()));
+                    if !retry::retries(policy, Outcome::Answered(&response)) {
+                        if let Some((_, set_cookie)) = cookie {
+                            response.headers_mut().append(SET_COOKIE, set_cookie);
+                        }
+                        return Ok(response);
+                    }
+                    (replay.as_ref().and_then(Replay::request), Ok(response))
+                }
+                Some(Err(Failed { error, request })) => {
+                    let unsent = matches!(error, UpstreamError::Unsent { .. });
+                    if !unsent {
+                        observe(cluster, index, Observed::LocalFailure);
+                    }
+                    if !retry::retries(policy, Outcome::Failed(&error)) {
+                        return Err(error.into());
+                    }
+                    pause = !unsent;
+                    (request.or_else(|| replay.as_ref().and_then(Replay::request)), Err(error.into()))
+                }
+                None => {
+                    observe(cluster, index, Observed::LocalFailure);
+                    let timeout = ProxyError::Timeout {
+                        cluster: cluster.name.clone(),
+                        after: per_try.unwrap_or_default(),
+                        per_try: true,
+                    };
+                    if !retry::retries(policy, Outcome::TimedOut) {
+                        return Err(timeout);
+                    }
+                    (replay.as_ref().and_then(Replay::request), Err(timeout))
+                }
+            };
+            let slot = cluster.state.breaker.as_ref().map_or(Some(None), |breaker| breaker.retry());
+            match (again, slot) {
+                (Some(again), Some(slot)) if retries_left => {
+                    tracing::debug!(cluster = %cluster.name, attempt = ctx.attempts, "retrying");
+                    // A request that never left needs no pause: nothing upstream saw it.
+                    if pause {
                         tokio::time::sleep(backoff(ctx.attempts)).await;
                     }
-                    req = unsent;
+                    _retry_slot = slot;
+                    req = again;
                 }
-                Some(_) if error.is_retryable() => {
-                    ctx.flag(ResponseFlag::UpstreamRetryLimitExceeded);
-                    return Err(error.into());
+                _ => {
+                    if policy.attempts > 0 && !retries_left {
+                        ctx.flag(ResponseFlag::UpstreamRetryLimitExceeded);
+                    }
+                    return failure;
                 }
-                _ => return Err(error.into()),
             }
         }
     }
@@ -154,54 +206,79 @@ impl Forward {
     pub async fn tunnel(
         &self,
         cluster: &Arc<ClusterEntry>,
+        headers: &HeaderMap,
         ctx: &mut RequestContext,
     ) -> Result<Pin<Box<dyn Tunnel>>, ProxyError> {
         ctx.set_cluster(cluster);
-        let endpoint = choose(cluster, ctx)?;
+        let (index, endpoint) = choose(cluster, headers, None, None, Tried::default(), ctx)?;
         ctx.attempts += 1;
-        let tunnel = transport::tunnel(&endpoint.transport, endpoint.address, self.source).await?;
+        ctx.held.active = Some(endpoint.state.begin());
+        let tunnel = match transport::tunnel(&endpoint.transport, endpoint.address, self.source).await {
+            Ok(tunnel) => tunnel,
+            Err(error) => {
+                observe(cluster, index, Observed::LocalFailure);
+                return Err(error.into());
+            }
+        };
         ctx.answered(Instant::now());
         Ok(tunnel)
     }
 }
 
-/// Whether `req` is a gRPC call (`content-type: application/grpc[+proto|...]`).
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers().get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// Whether a response is a gRPC status Istio's default policy retries: `cancelled` (1) or
-/// `unavailable` (14), in the headers of a trailers-only answer.
-fn grpc_retryable<B>(response: &Response<B>) -> bool {
-    matches!(response.headers().get(GRPC_STATUS).map(HeaderValue::as_bytes), Some(b"1" | b"14"))
-}
-
-/// The endpoint choice stage: the cluster's next endpoint, recorded in `ctx`.
-fn choose<'a>(cluster: &'a ClusterEntry, ctx: &mut RequestContext) -> Result<&'a EndpointEntry, ProxyError> {
+/// The endpoint choice stage: the endpoint for the next attempt of a request (a consistent hash
+/// reads its headers and query, or the `cookie` about to be set), recorded in `ctx`.
+fn choose<'a>(
+    cluster: &'a ClusterEntry,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    cookie: Option<&str>,
+    tried: Tried,
+    ctx: &mut RequestContext,
+) -> Result<(usize, &'a EndpointEntry), ProxyError> {
+    let input = HashInput {
+        headers,
+        query,
+        source: ctx.downstream.remote.ip(),
+        generated_cookie: cookie,
+    };
     let no_endpoint = || ProxyError::NoHealthyUpstream { cluster: cluster.name.clone() };
-    let index = cluster.pick().ok_or_else(no_endpoint)?;
+    let index = cluster.pick(&input, tried).ok_or_else(no_endpoint)?;
     ctx.set_endpoint(index);
-    cluster.endpoint(index).ok_or_else(no_endpoint)
+    Ok((index, cluster.endpoint(index).ok_or_else(no_endpoint)?))
 }
 
-/// The pause before retry `attempt` (1-based): uniform in `[0, min(25 ms × 2^(attempt-1),
-/// 250 ms))`, Envoy's fully jittered exponential backoff.
-fn backoff(attempt: u32) -> Duration {
-    let bound = BASE_BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF);
-    let millis = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(fastrand::u64(0..millis.max(1)))
+/// A hash cookie to set on the response, with its value, when the cluster hashes on a cookie
+/// with a TTL and the request has none (Envoy generates it the same way).
+fn generated_cookie(cluster: &ClusterEntry, req: &Request<Body>) -> Option<(String, HeaderValue)> {
+    let (name, path, ttl) = cluster.balancer.cookie_to_generate()?;
+    let present = req
+        .headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.split(';').any(|pair| pair.trim().split_once('=').is_some_and(|(key, _)| key == name)));
+    if present {
+        return None;
+    }
+    let value = format!("{:016x}", fastrand::u64(..));
+    let path = if path.is_empty() { String::new() } else { format!("; Path={path}") };
+    let header = HeaderValue::from_str(&format!("{name}={value}; Max-Age={ttl}{path}; HttpOnly")).ok()?;
+    Some((value, header))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_jittered_below_a_doubling_bound_capped_at_250ms() {
-        for (attempt, bound) in [(1, 25), (2, 50), (3, 100), (4, 200), (5, 250), (40, 250)] {
-            for _ in 0..200 {
-                assert!(backoff(attempt) < Duration::from_millis(bound), "attempt {attempt}");
-            }
-        }
+/// Feeds one attempt's outcome to the cluster's outlier detection, ejecting the endpoint when it
+/// crossed a threshold and the cluster's cap has room.
+fn observe(cluster: &ClusterEntry, index: usize, outcome: Observed) {
+    let Some(policy) = cluster.balancer.outlier() else { return };
+    let Some(endpoint) = cluster.endpoint(index) else { return };
+    if !endpoint.state.record(policy, outcome) {
+        return;
+    }
+    let now = now_ms();
+    let states: Vec<&outlier::EndpointState> = cluster.states().collect();
+    let ejected = states.iter().filter(|state| state.is_ejected(now)).count();
+    let allowed = ejection_allowed(states.len(), ejected, policy.max_ejection_percent);
+    if endpoint.state.eject(policy, now, allowed) {
+        tracing::info!(cluster = %cluster.name, endpoint = %endpoint.address, "outlier detection ejected the endpoint");
     }
 }

@@ -36,8 +36,9 @@ use crate::context::{Downstream, Listener, Peer, RequestContext, Upstream};
 use crate::drain::{Acceptor, Shutdown, drain};
 use crate::error::{ProxyError, answer};
 use crate::flags::ResponseFlag;
-use crate::forward::{DEFAULT_RETRIES, Forward};
+use crate::forward::Forward;
 use crate::http::{Authority, Body, add_forwarding_headers};
+use crate::retry::UNSENT_RESENDS;
 use crate::index::{ChainEntry, Index};
 use crate::serve::serve_connection;
 use crate::transport::pool::connect_tcp;
@@ -221,7 +222,7 @@ async fn to_app(
                 return Ok(response);
             }
             Err(Failed { error: UpstreamError::Unsent { .. }, request: Some(unsent) })
-                if ctx.attempts <= DEFAULT_RETRIES =>
+                if ctx.attempts <= UNSENT_RESENDS =>
             {
                 req = unsent;
             }

@@ -24,9 +24,11 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::uri::Authority as UriAuthority;
 use paymesh_api::ProxyConfig;
-use paymesh_api::model::{Cluster, ClusterEndpoints, Endpoint, InboundChain, MtlsMode, ServerTls};
+use paymesh_api::model::{Cluster, ClusterEndpoints, Endpoint, InboundChain, MtlsMode, RoutePolicy, ServerTls};
 
+use crate::balance::{Balancer, Endpoints, HashInput, Tried};
 use crate::http::Authority;
+use crate::outlier::EndpointState;
 use crate::store::ClusterState;
 use crate::transport::{Plain, Transport};
 
@@ -131,6 +133,8 @@ pub struct RouteEntry {
     pub headers: RouteHeaders,
     /// What it does.
     pub action: Action,
+    /// Timeout, retries and faults.
+    pub policy: RoutePolicy,
 }
 
 /// A resolved route action.
@@ -179,17 +183,22 @@ pub struct ClusterEntry {
     /// Its endpoints as compiled; `endpoints[i]` is `assignment.endpoints[i]`.
     assignment: Option<Arc<ClusterEndpoints>>,
     endpoints: Vec<EndpointEntry>,
+    /// How an endpoint is chosen.
+    pub balancer: Balancer,
     /// State that outlives this index.
     pub state: Arc<ClusterState>,
 }
 
 impl ClusterEntry {
-    /// The position of the next endpoint, round robin; `None` when the cluster has none.
-    pub fn pick(&self) -> Option<usize> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        Some(self.state.next_turn() % self.endpoints.len())
+    /// The position of the endpoint for the next attempt of the request `input` describes, by
+    /// the cluster's balancer; `None` when the cluster has no healthy endpoint.
+    pub fn pick(&self, input: &HashInput<'_>, tried: Tried) -> Option<usize> {
+        self.balancer.pick(self, || self.state.next_turn(), input, tried)
+    }
+
+    /// The endpoints' states, in order.
+    pub fn states(&self) -> impl Iterator<Item = &EndpointState> {
+        self.endpoints.iter().map(|endpoint| &*endpoint.state)
     }
 
     /// The endpoint at `index`.
@@ -203,12 +212,24 @@ impl ClusterEntry {
     }
 }
 
+impl Endpoints for ClusterEntry {
+    fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    fn state(&self, index: usize) -> &EndpointState {
+        &self.endpoints[index].state
+    }
+}
+
 /// One endpoint and how to reach it.
 pub struct EndpointEntry {
     /// Pod IP and target port.
     pub address: SocketAddr,
     /// The connection to use.
     pub transport: Transport,
+    /// Requests in flight and outlier detection's view of it.
+    pub state: Arc<EndpointState>,
 }
 
 /// The inbound listener's chains.

@@ -93,7 +93,7 @@ impl Outbound {
             .ok_or_else(|| ProxyError::BadRequest("request has no valid authority or Host".to_owned()))?;
         if req.method() == Method::CONNECT {
             let cluster = tunnel_cluster(&index, &authority)?;
-            let upstream = self.forward.tunnel(cluster, ctx).await?;
+            let upstream = self.forward.tunnel(cluster, req.headers(), ctx).await?;
             return Ok(splice(req, upstream, cluster.name.clone()));
         }
         let table = index

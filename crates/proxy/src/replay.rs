@@ -40,7 +40,8 @@ impl Replay {
     /// `req` with its body recorded as it is sent, and the means to send it again.
     pub fn wrap(req: Request<Body>) -> (Request<Body>, Replay) {
         let (parts, body) = req.into_parts();
-        let kept = Arc::new(Mutex::new(Kept { ended: body.is_end_stream(), ..Kept::default() }));
+        let ended = body.is_end_stream();
+        let kept = Arc::new(Mutex::new(Kept { ended, ..Kept::default() }));
         let replay = Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -48,7 +49,8 @@ impl Replay {
             headers: parts.headers.clone(),
             kept: Arc::clone(&kept),
         };
-        let body = Body::new(Watched::new(body, Recording(Arc::downgrade(&kept))));
+        // A request without a body (most GETs) has nothing to record.
+        let body = if ended { body } else { Body::new(Watched::new(body, Recording(Arc::downgrade(&kept)))) };
         (Request::from_parts(parts, body), replay)
     }
 

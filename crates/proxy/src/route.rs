@@ -2,7 +2,7 @@
 //! It records both in the request's context, applies the route's request header edits, and
 //! returns a [`Decision`]; it sends nothing. Forwarding is the next step's business
 //! ([`crate::forward`]), so policies attached to a route (retries, timeouts, faults) are read
-//! there from the recorded route.
+//! there from the policy the decision carries.
 
 use std::sync::Arc;
 
@@ -11,13 +11,15 @@ use http::{Request, StatusCode};
 
 use crate::context::RequestContext;
 use crate::error::ProxyError;
+use paymesh_api::model::RoutePolicy;
+
 use crate::http::{Authority, Body};
 use crate::index::{Action, ClusterEntry, RequestView, RouteTable};
 
 /// What the route decided, borrowing from the route table.
 pub enum Decision<'a> {
-    /// Forward to this cluster (picked by weight).
-    Forward(&'a Arc<ClusterEntry>),
+    /// Forward to this cluster (picked by weight) under the route's policy.
+    Forward(&'a Arc<ClusterEntry>, &'a RoutePolicy),
     /// Answer directly.
     Direct {
         /// The status.
@@ -49,7 +51,7 @@ pub fn route<'a>(
         Action::Forward(clusters) => {
             let cluster = clusters.pick();
             ctx.set_cluster(cluster);
-            Decision::Forward(cluster)
+            Decision::Forward(cluster, &route.policy)
         }
         Action::Direct { status, body } => Decision::Direct { status: *status, body: body.clone() },
     })

@@ -1,6 +1,8 @@
 //! Serving one downstream connection: the HTTP server of [`crate::http::server()`], a
 //! [`RequestContext`] and an `x-request-id` for every request (after a gateway has cleaned an
-//! outside request's headers, [`crate::edge`]), and the access log around the handler.
+//! outside request's headers, [`crate::edge`]), and the access log around the handler. What a
+//! request holds upstream (circuit-breaker slots, an endpoint's in-flight count) lives in its
+//! context and is released when the response body ends.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,7 +21,7 @@ use tracing::debug;
 use crate::access;
 use crate::context::{Downstream, Listener, RequestContext};
 use crate::edge;
-use crate::http::{Body, HEADER_READ_TIMEOUT, add_request_id, boxed_request, server};
+use crate::http::{Body, HEADER_READ_TIMEOUT, Watched, add_request_id, boxed_request, server};
 
 /// Serves one connection from `downstream` with `handler` (upgrades allowed, for CONNECT),
 /// watched by `watcher` so shutdown can drain it. Every request gets an `x-request-id` (when it
@@ -50,10 +52,15 @@ where
         // Boxed: hyper moves the returned future several times, and ours is kilobytes.
         let response = Box::pin(handler(req, ctx));
         async move {
-            let (response, ctx) = response.await;
+            let (response, mut ctx) = response.await;
             Ok::<_, Infallible>(match pending {
                 Some(pending) => pending.respond(response, ctx),
-                None => response,
+                None if ctx.held.is_empty() => response,
+                // Upstream slots are given back when the body ends, not with the head.
+                None => {
+                    let held = std::mem::take(&mut ctx.held);
+                    response.map(|body| Body::new(Watched::new(body, held)))
+                }
             })
         }
     });

@@ -1,6 +1,6 @@
-//! Runtime state that outlives config pushes: connection pools, and per-cluster state (today the
-//! load balancer's cursor; circuit-breaker counts, outlier statistics and token buckets join it
-//! as those features land).
+//! Runtime state that outlives config pushes: connection pools, per-cluster state (the
+//! round-robin cursor, the circuit breaker's counts) and per-endpoint state (requests in flight,
+//! outlier detection's counts and ejections).
 //!
 //! An [`Index`](crate::index::Index) is rebuilt on every push, but it does not own this state:
 //! the build asks the store for each cluster's state by name and holds it by handle (`Arc`),
@@ -14,13 +14,21 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
+use std::net::SocketAddr;
+
+use paymesh_api::model::ConnectionPool;
+
+use crate::breaker::Breaker;
+use crate::outlier::EndpointState;
 use crate::transport::pool::Pools;
 use crate::weak_map::shared;
 
-/// The state of one cluster, shared by every index that has the cluster.
+/// The state of one cluster, shared by every index that has the cluster with the same limits.
 #[derive(Debug, Default)]
 pub struct ClusterState {
     cursor: AtomicUsize,
+    /// The circuit breaker, when the cluster has limits.
+    pub breaker: Option<Breaker>,
 }
 
 impl ClusterState {
@@ -30,16 +38,20 @@ impl ClusterState {
     }
 }
 
+/// A cluster's state is kept while its name and limits stay; new limits start new counts.
+type ClusterKey = (String, ConnectionPool, bool);
+
 /// The state kept across pushes.
 pub struct Store {
     pools: Pools,
-    clusters: HashMap<String, Weak<ClusterState>>,
+    clusters: HashMap<ClusterKey, Weak<ClusterState>>,
+    endpoints: HashMap<(String, SocketAddr), Weak<EndpointState>>,
 }
 
 impl Store {
     /// A store dialing through `pools`.
     pub fn new(pools: Pools) -> Self {
-        Store { pools, clusters: HashMap::new() }
+        Store { pools, clusters: HashMap::new(), endpoints: HashMap::new() }
     }
 
     /// The connection pools.
@@ -47,16 +59,28 @@ impl Store {
         &mut self.pools
     }
 
-    /// The state of cluster `name`: the one an index still holds, else a fresh one.
-    pub fn cluster(&mut self, name: &str) -> Arc<ClusterState> {
-        let Ok(state) =
-            shared::<_, _, Infallible>(&mut self.clusters, name.to_owned(), || Ok(ClusterState::default()));
+    /// The state of cluster `name` with `limits` (`http1`: its requests hold a connection each):
+    /// the one an index still holds, else a fresh one.
+    pub fn cluster(&mut self, name: &str, limits: &ConnectionPool, http1: bool) -> Arc<ClusterState> {
+        let key = (name.to_owned(), limits.clone(), http1);
+        let Ok(state) = shared::<_, _, Infallible>(&mut self.clusters, key, || {
+            Ok(ClusterState { breaker: Breaker::new(limits, http1), ..ClusterState::default() })
+        });
+        state
+    }
+
+    /// The state of the endpoint at `address` in cluster `cluster`.
+    pub fn endpoint(&mut self, cluster: &str, address: SocketAddr) -> Arc<EndpointState> {
+        let Ok(state) = shared::<_, _, Infallible>(&mut self.endpoints, (cluster.to_owned(), address), || {
+            Ok(EndpointState::default())
+        });
         state
     }
 
     /// Forgets state (and pools) no index uses any more.
     pub fn prune(&mut self) {
         self.clusters.retain(|_, state| state.strong_count() > 0);
+        self.endpoints.retain(|_, state| state.strong_count() > 0);
         self.pools.prune();
     }
 }

@@ -14,6 +14,12 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// The chain of client addresses a request came through.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// The status of a gRPC call (in the trailers, or the headers of a trailers-only answer).
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// The message of a gRPC status.
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
 /// Headers that belong to one connection and never travel further (RFC 9110 §7.6.1); as
 /// `HeaderName`s, so removing them hashes but never parses a name.
 static HOP_BY_HOP: [HeaderName; 8] = [

@@ -18,6 +18,7 @@ use super::{
     Action, ChainEntry, ClusterEntry, EndpointEntry, GatewayListener, GatewayServerEntry, InboundIndex,
     Index, RouteEntry, RouteTable, VirtualHostEntry, WeightedClusters,
 };
+use crate::balance::Balancer;
 use crate::store::Store;
 use crate::transport::pool::Pools;
 use crate::transport::{Plain, Transport, endpoint_authority};
@@ -252,9 +253,10 @@ fn clusters(
             UpstreamTls::Disable => None,
         };
         let assignment = endpoint_sets.get(cluster.name.as_str()).map(|set| Arc::clone(set));
-        let pools = store.pools();
         let mut endpoints = Vec::new();
         for endpoint in assignment.as_ref().map_or(&[][..], |set| set.endpoints.as_slice()) {
+            let state = store.endpoint(&cluster.name, endpoint.address);
+            let pools = store.pools();
             let what = format!("endpoint {} of cluster `{}`", endpoint.pod, cluster.name);
             check_addr(&what, endpoint.address, false)?;
             let transport = match (endpoint.tunnel_port, &expected) {
@@ -276,14 +278,22 @@ fn clusters(
                 }
                 _ => Transport::Plain(plain(pools, cluster.protocol, endpoint.address)),
             };
-            endpoints.push(EndpointEntry { address: endpoint.address, transport });
+            endpoints.push(EndpointEntry { address: endpoint.address, transport, state });
         }
+        let http1 = cluster.protocol == Protocol::Http
+            && (cluster.h2_upgrade == H2Upgrade::DoNotUpgrade || expected.is_none());
+        let balancer = Balancer::new(
+            &cluster.lb,
+            cluster.outlier_detection.as_ref(),
+            assignment.as_ref().map_or(&[][..], |set| set.endpoints.as_slice()),
+        );
         let entry = ClusterEntry {
             name: cluster.name.clone(),
             config: Arc::clone(cluster),
             assignment,
             endpoints,
-            state: store.cluster(&cluster.name),
+            balancer,
+            state: store.cluster(&cluster.name, &cluster.connection_pool, http1),
         };
         if clusters.insert(cluster.name.clone(), Arc::new(entry)).is_some() {
             return Err(IndexError::Duplicate { kind: "cluster", name: cluster.name.clone() });
@@ -335,6 +345,7 @@ fn route_table(
                 matcher,
                 headers,
                 action,
+                policy: route.policy.clone(),
             });
         }
         let entry = Arc::new(VirtualHostEntry { name: vhost.name.clone(), routes });
@@ -391,6 +402,7 @@ mod tests {
     use paymesh_tls::{CredentialStore, TrustBundle};
 
     use super::*;
+    use crate::balance::{HashInput, Tried};
     use crate::http::Authority;
 
     const POD_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
@@ -475,25 +487,32 @@ mod tests {
         Arc::clone(crate::route::cluster_of(table, &authority).expect("cluster"))
     }
 
+    /// The endpoint `cluster` picks for a plain first attempt.
+    fn pick(cluster: &ClusterEntry) -> Option<usize> {
+        let headers = http::HeaderMap::new();
+        let input = HashInput { headers: &headers, query: None, source: POD_IP, generated_cookie: None };
+        cluster.pick(&input, Tried::default())
+    }
+
     #[test]
     fn cluster_state_is_kept_across_a_push_that_keeps_the_cluster_and_dropped_with_it() {
         let mut store = store();
         let first = Index::build(config(&["a", "b"]), "client-0", POD_IP, &mut store).expect("first");
         let (a, b) = (cluster(&first, 8000), cluster(&first, 8001));
-        assert_eq!([a.pick(), a.pick(), a.pick()], [Some(0), Some(1), Some(0)]);
-        assert_eq!(b.pick(), Some(0));
+        assert_eq!([pick(&a), pick(&a), pick(&a)], [Some(0), Some(1), Some(0)]);
+        assert_eq!(pick(&b), Some(0));
 
         // A push without `b`: `a` keeps its rotation, the endpoint metadata comes along.
         let second = Index::build(config(&["a"]), "client-0", POD_IP, &mut store).expect("second");
         let kept = cluster(&second, 8000);
         assert!(Arc::ptr_eq(&kept.state, &a.state));
-        assert_eq!(kept.pick(), Some(1));
+        assert_eq!(pick(&kept), Some(1));
         assert_eq!(kept.endpoint_meta(1).map(|e| e.pod.as_str()), Some("a-2"));
 
         // Once nothing holds the old index, `b`'s state is gone: it comes back fresh.
         drop((first, a, b));
         let third = Index::build(config(&["a", "b"]), "client-0", POD_IP, &mut store).expect("third");
         assert!(Arc::ptr_eq(&cluster(&third, 8000).state, &kept.state));
-        assert_eq!(cluster(&third, 8001).pick(), Some(0), "b restarts its rotation");
+        assert_eq!(pick(&cluster(&third, 8001)), Some(0), "b restarts its rotation");
     }
 }
