@@ -218,6 +218,38 @@ spec:
 }
 
 #[test]
+fn a_regex_the_proxy_cannot_compile_is_reported_at_its_line() {
+    let loaded = load_text(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        x-user:
+          regex: '(admin|ops'
+    route:
+    - destination:
+        host: reviews
+",
+    );
+    let resource = &loaded.resources[0];
+    let found: Vec<(u32, String)> =
+        validate(resource).iter().map(|e| (resource.origin.field(&e.path).line, e.to_string())).collect();
+    assert_eq!(
+        found,
+        [(
+            11,
+            r#"spec.http[0].match[0].headers.x-user.regex: "headers": error parsing regexp: unclosed group; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"#
+                .to_owned()
+        )]
+    );
+}
+
+#[test]
 fn wrong_type_is_reported_at_its_line() {
     let loaded = load_text(
         "apiVersion: networking.istio.io/v1beta1
