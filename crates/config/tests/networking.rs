@@ -5,6 +5,8 @@
 
 #[path = "networking/destination_rule.rs"]
 mod destination_rule;
+#[path = "networking/durations.rs"]
+mod durations;
 #[path = "networking/gateway.rs"]
 mod gateway;
 #[path = "networking/service_entry.rs"]
