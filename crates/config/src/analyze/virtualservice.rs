@@ -5,12 +5,15 @@
 //! the subsets sidecars use), `DestinationRuleAnalyzer` (destination subsets exist) and
 //! `JWTClaimRouteAnalyzer` (claim-based routing has a RequestAuthentication on the gateway).
 //! [`matches`] holds the rule-order checks that upstream runs inside schema validation.
+//! `DelegateAnalyzer` is paymesh's own (`PM` codes): delegation that istiod only logs about.
 //!
-//! Each analyzer reads the typed model (`Spec::virtual_service`) and follows its upstream
-//! file (`pkg/config/analysis/analyzers/virtualservice/*.go`). Delegate VirtualServices
-//! (no `hosts`) need no special case: they define no host, so they conflict with nothing.
+//! Each of Istio's analyzers reads the typed model (`Spec::virtual_service`) and follows its
+//! upstream file (`pkg/config/analysis/analyzers/virtualservice/*.go`). They need no special
+//! case for delegate VirtualServices (no `hosts`): those define no host, so they conflict with
+//! nothing.
 
 mod conflict;
+mod delegates;
 mod destination_hosts;
 mod destination_rules;
 mod gateways;
@@ -19,6 +22,7 @@ mod jwt;
 pub mod matches;
 
 pub use conflict::ConflictingMeshGatewayHostsAnalyzer;
+pub use delegates::DelegateAnalyzer;
 pub use destination_hosts::DestinationHostAnalyzer;
 pub use destination_rules::DestinationRuleAnalyzer;
 pub use gateways::GatewayAnalyzer;
