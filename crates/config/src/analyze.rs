@@ -206,7 +206,7 @@ pub fn all() -> Vec<&'static dyn Analyzer> {
         &sidecar::SelectorAnalyzer,
     ]);
     // paymesh's own, with `PM` codes: what Istio accepts without a word.
-    all.extend([&virtualservice::DelegateAnalyzer as &dyn Analyzer]);
+    all.extend([&virtualservice::DelegateAnalyzer as &dyn Analyzer, &virtualservice::RetryTimeoutAnalyzer]);
     all
 }
 

@@ -1294,7 +1294,7 @@ pub const RETRIES_EXCEED_ROUTE_TIMEOUT: MessageType = MessageType {
 #[allow(clippy::too_many_arguments)]
 pub fn retries_exceed_route_timeout(
     tries: i64,
-    retries: i64,
+    retries: impl fmt::Display,
     per_try_timeout: impl fmt::Display,
     total: impl fmt::Display,
     timeout: impl fmt::Display,
@@ -1303,7 +1303,7 @@ pub fn retries_exceed_route_timeout(
     Message::new(
         &RETRIES_EXCEED_ROUTE_TIMEOUT,
         format!(
-            "{} tries (the first call and {} retries) of up to {} each take up to {}, more than the route timeout of {}: when tries time out, {}.",
+            "{} tries (the first call and {}) of up to {} each take up to {}, more than the route timeout of {}: when tries time out, {}.",
             tries, retries, per_try_timeout, total, timeout, consequence
         ),
     )
