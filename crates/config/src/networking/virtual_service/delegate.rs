@@ -3,8 +3,9 @@
 //! (`pilot/pkg/model/virtualservice.go`: `MergeHTTPRoutes`, `mergeHTTPRoute`,
 //! `mergeHTTPMatchRequests`, `mergeHTTPMatchRequest`, `hasConflict`, `stringMatchConflict`).
 //!
-//! The control plane merges with [`merge_routes`]; `paymesh analyze` reports what
-//! [`merge_route`] refuses, so what analyze calls dropped is exactly what proxies never get.
+//! [`merge_routes`] gives the rules that replace a root rule, for the control plane to compile;
+//! `paymesh analyze` reports what [`merge_route`] refuses. One implementation for both, so
+//! what analyze calls dropped is exactly what proxies never get.
 //!
 //! The root rule is replaced by its delegate's rules, in order, each merged with it:
 //! - **Matches** ([`merge_matches`]): every match of the delegate rule must fall within at
