@@ -50,6 +50,13 @@ impl FieldPath {
         next
     }
 
+    /// This path followed by `tail` (a path relative to the field this one names).
+    pub fn join(&self, tail: &FieldPath) -> Self {
+        let mut next = self.clone();
+        next.0.extend(tail.0.iter().cloned());
+        next
+    }
+
     pub fn segments(&self) -> &[Segment] {
         &self.0
     }
@@ -98,5 +105,9 @@ mod tests {
         assert_eq!(p.to_string(), "spec.http[0].route[1]");
         assert_eq!(FieldPath::parse("spec.http[0].route[1]"), p);
         assert_eq!(FieldPath::parse("a[0][2]").to_string(), "a[0][2]");
+        assert_eq!(
+            p.join(&FieldPath::parse("headers.x-user")).to_string(),
+            "spec.http[0].route[1].headers.x-user"
+        );
     }
 }

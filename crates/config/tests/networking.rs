@@ -5,6 +5,8 @@
 
 #[path = "networking/destination_rule.rs"]
 mod destination_rule;
+#[path = "networking/durations.rs"]
+mod durations;
 #[path = "networking/gateway.rs"]
 mod gateway;
 #[path = "networking/service_entry.rs"]
@@ -215,6 +217,38 @@ spec:
     let found: Vec<(u32, String)> =
         errors.iter().map(|e| (resource.origin.field(&e.path).line, e.to_string())).collect();
     assert_eq!(found, [(12, "spec.http[0].route[0].weight: weight -5 < 0".to_owned())]);
+}
+
+#[test]
+fn a_regex_the_proxy_cannot_compile_is_reported_at_its_line() {
+    let loaded = load_text(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        x-user:
+          regex: '(admin|ops'
+    route:
+    - destination:
+        host: reviews
+",
+    );
+    let resource = &loaded.resources[0];
+    let found: Vec<(u32, String)> =
+        validate(resource).iter().map(|e| (resource.origin.field(&e.path).line, e.to_string())).collect();
+    assert_eq!(
+        found,
+        [(
+            11,
+            r#"spec.http[0].match[0].headers.x-user.regex: "headers": error parsing regexp: unclosed group; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"#
+                .to_owned()
+        )]
+    );
 }
 
 #[test]

@@ -7,8 +7,20 @@ use serde::Serialize;
 
 use super::Message;
 
-/// Where Istio documents each message code.
+/// Where Istio documents each of its message codes.
 const DOCS: &str = "https://istio.io/latest/docs/reference/config/analysis";
+
+/// Where paymesh documents its own (`PM`) codes: a page of the repository, as they have no site.
+const PAYMESH_DOCS: &str = "docs/compat.md#paymeshs-own-messages";
+
+/// The page about message `code`.
+fn documentation_url(code: &str) -> String {
+    if code.starts_with("IST") {
+        format!("{DOCS}/{}/?ref=paymesh-analyze", code.to_ascii_lowercase())
+    } else {
+        PAYMESH_DOCS.to_owned()
+    }
+}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -28,7 +40,7 @@ fn entries(messages: &[Message]) -> Vec<Entry<'_>> {
         .iter()
         .map(|m| Entry {
             code: m.kind.code,
-            documentation_url: format!("{DOCS}/{}/?ref=paymesh-analyze", m.kind.code.to_ascii_lowercase()),
+            documentation_url: documentation_url(m.kind.code),
             level: m.kind.level.to_string(),
             message: &m.text,
             origin: m.origin.as_ref().map(|o| o.resource.as_str()),
@@ -60,4 +72,23 @@ pub fn json(messages: &[Message]) -> String {
 pub fn yaml(messages: &[Message]) -> String {
     let value = serde_json::to_value(entries(messages)).unwrap_or_default();
     crate::yaml::emit(&value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::messages;
+
+    #[test]
+    fn istio_codes_link_to_istio_and_paymesh_codes_to_the_repository() {
+        let found = [messages::deprecated("x"), messages::unusable_delegate("ns/d", "does not exist")];
+        let urls: Vec<String> = entries(&found).into_iter().map(|e| e.documentation_url).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://istio.io/latest/docs/reference/config/analysis/ist0002/?ref=paymesh-analyze",
+                "docs/compat.md#paymeshs-own-messages",
+            ]
+        );
+    }
 }

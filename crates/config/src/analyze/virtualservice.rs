@@ -5,24 +5,31 @@
 //! the subsets sidecars use), `DestinationRuleAnalyzer` (destination subsets exist) and
 //! `JWTClaimRouteAnalyzer` (claim-based routing has a RequestAuthentication on the gateway).
 //! [`matches`] holds the rule-order checks that upstream runs inside schema validation.
+//! `DelegateAnalyzer` (delegation that istiod only logs about) and `RetryTimeoutAnalyzer`
+//! (retries that cannot fit in the route's timeout) are paymesh's own (`PM` codes).
 //!
-//! Each analyzer reads the typed model (`Spec::virtual_service`) and follows its upstream
-//! file (`pkg/config/analysis/analyzers/virtualservice/*.go`). Delegate VirtualServices
-//! (no `hosts`) need no special case: they define no host, so they conflict with nothing.
+//! Each of Istio's analyzers reads the typed model (`Spec::virtual_service`) and follows its
+//! upstream file (`pkg/config/analysis/analyzers/virtualservice/*.go`). They need no special
+//! case for delegate VirtualServices (no `hosts`): those define no host, so they conflict with
+//! nothing.
 
 mod conflict;
+mod delegates;
 mod destination_hosts;
 mod destination_rules;
 mod gateways;
 pub mod hosts;
 mod jwt;
 pub mod matches;
+mod retries;
 
 pub use conflict::ConflictingMeshGatewayHostsAnalyzer;
+pub use delegates::DelegateAnalyzer;
 pub use destination_hosts::DestinationHostAnalyzer;
 pub use destination_rules::DestinationRuleAnalyzer;
 pub use gateways::GatewayAnalyzer;
 pub use jwt::JwtClaimRouteAnalyzer;
+pub use retries::RetryTimeoutAnalyzer;
 
 use super::kube;
 use crate::networking::{Destination, VirtualService};

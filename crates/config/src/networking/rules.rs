@@ -246,28 +246,45 @@ pub(crate) fn check_ip(address: &str, at: &FieldPath, errors: &mut Vec<FieldErro
 /// Longest regular expression Istio accepts (Envoy's RE2 program-size limit, approximated).
 const MAX_REGEX_LEN: usize = 1024;
 
-/// An RE2 regular expression (the `regex` crate accepts the same syntax) (`validateStringRegexp`).
+/// The largest compiled regex the proxy accepts, in bytes of program: the value of
+/// `REGEX_SIZE_LIMIT` in `crates/proxy/src/index/matching.rs`, which the two must share. A
+/// pattern within Istio's 1024 characters can still exceed it (`\w{100}`: each Unicode class
+/// compiles to kilobytes), and a regex validation accepts but the proxy refuses is a change
+/// that is accepted, then NACKed.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// An RE2 regular expression (`validateStringRegexp`), compiled as the proxy compiles a
+/// `StringMatch.regex`: the `regex` crate (RE2 syntax), anchored, within the proxy's size limit.
 pub(crate) fn check_regex(re: &str, context: &str, at: &FieldPath, errors: &mut Vec<FieldError>) {
     if re.len() > MAX_REGEX_LEN {
         push(errors, at, format!("{context:?}: regex is too large, max length allowed is {MAX_REGEX_LEN}"));
         return;
     }
-    if let Err(e) = regex::Regex::new(re) {
-        let reason = match e {
-            regex::Error::Syntax(text) => {
-                let last = text.lines().last().unwrap_or_default().trim();
-                last.strip_prefix("error: ").unwrap_or(last).to_owned()
-            }
-            other => other.to_string(),
-        };
-        push(
-            errors,
-            at,
-            format!(
-                "{context:?}: error parsing regexp: {reason}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
-            ),
-        );
-    }
+    let compiled = regex::RegexBuilder::new(&format!("^(?:{re})$")).size_limit(REGEX_SIZE_LIMIT).build();
+    let reason = match compiled {
+        Ok(_) => return,
+        Err(regex::Error::CompiledTooBig(_)) => {
+            return push(
+                errors,
+                at,
+                format!(
+                    "{context:?}: regex is too large: compiled, it exceeds the proxy's limit of {REGEX_SIZE_LIMIT} bytes"
+                ),
+            );
+        }
+        Err(regex::Error::Syntax(text)) => {
+            let last = text.lines().last().unwrap_or_default().trim();
+            last.strip_prefix("error: ").unwrap_or(last).to_owned()
+        }
+        Err(other) => other.to_string(),
+    };
+    push(
+        errors,
+        at,
+        format!(
+            "{context:?}: error parsing regexp: {reason}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
+        ),
+    );
 }
 
 /// A string match that must not be empty when it is a prefix or regex (`validateStringMatch`).
@@ -371,5 +388,10 @@ mod tests {
         assert!(bad[0].starts_with("spec.r: \"uri\": error parsing regexp: unclosed group;"), "{}", bad[0]);
         // Look-ahead is not RE2.
         assert_eq!(messages(|e| check_regex("a(?=b)", "uri", &at, e)).len(), 1);
+        // Short, but too large a program for the proxy.
+        assert_eq!(
+            messages(|e| check_regex(r"\pL{100}", "uri", &at, e)),
+            ["spec.r: \"uri\": regex is too large: compiled, it exceeds the proxy's limit of 1048576 bytes"]
+        );
     }
 }

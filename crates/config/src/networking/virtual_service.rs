@@ -3,8 +3,10 @@
 //! and CORS, plus TLS (by SNI) and TCP routes.
 //!
 //! The types mirror `networking.istio.io/v1` `VirtualService` field by field; the rules of
-//! Istio's webhook live in [`validation`].
+//! Istio's webhook live in [`validation`], and how a delegate's rules merge into their root
+//! rule in [`delegate`].
 
+pub mod delegate;
 mod validation;
 
 use std::collections::BTreeMap;

@@ -206,6 +206,51 @@ fn matches() {
     ));
 }
 
+/// Every regex a route may carry is compiled as the proxy compiles it (the `regex` crate,
+/// anchored, with the proxy's size limit), so the proxy never gets one it refuses.
+#[test]
+fn regexes_that_do_not_compile_are_rejected_where_they_are() {
+    let unclosed = |context: &str| {
+        format!(
+            r#""{context}": error parsing regexp: unclosed group; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"#
+        )
+    };
+    let m = |condition: &str| route(&format!(", match: [{condition}]"));
+    for (field, condition) in [
+        ("headers", "{headers: {x-user: {regex: '('}}}"),
+        ("withoutHeaders", "{withoutHeaders: {x-user: {regex: '('}}}"),
+        ("queryParams", "{queryParams: {id: {regex: '('}}}"),
+        ("authority", "{authority: {regex: '('}}"),
+        ("scheme", "{scheme: {regex: '('}}"),
+        ("method", "{method: {regex: '('}}"),
+    ] {
+        let path = match field {
+            "headers" | "withoutHeaders" => format!("spec.http[0].match[0].{field}.x-user.regex"),
+            "queryParams" => "spec.http[0].match[0].queryParams.id.regex".to_owned(),
+            _ => format!("spec.http[0].match[0].{field}.regex"),
+        };
+        check(VS, &m(condition), &[(&path, &unclosed(field))]);
+    }
+    check(
+        VS,
+        &route(", corsPolicy: {allowOrigins: [{regex: 'https://(.*'}]}"),
+        &[("spec.http[0].corsPolicy.allowOrigins[0].regex", &unclosed("corsPolicy.allowOrigins"))],
+    );
+    // `\w` is a Unicode class: a hundred of them is a short pattern but a program larger than
+    // the proxy's limit, which Istio's length check (1024 characters) lets through.
+    let too_large = r#""uri": regex is too large: compiled, it exceeds the proxy's limit of 1048576 bytes"#;
+    check(VS, &m(r"{uri: {regex: '\w{100}'}}"), &[("spec.http[0].match[0].uri.regex", too_large)]);
+    check(
+        VS,
+        &route(r", rewrite: {uriRegexRewrite: {match: '\w{100}', rewrite: /x}}"),
+        &[(
+            "spec.http[0].rewrite.uriRegexRewrite.match",
+            r#""HTTPRewrite.UriRegexRewrite.Match": regex is too large: compiled, it exceeds the proxy's limit of 1048576 bytes"#,
+        )],
+    );
+    check(VS, &m(r"{uri: {regex: '[a-z]{1000}'}}"), &[]);
+}
+
 #[test]
 fn retries_and_timeouts() {
     check(

@@ -51,7 +51,7 @@ impl Findings {
 }
 
 /// `routeName`/`requestName`: the quoted name, or `#index`.
-fn label(name: &str, index: usize) -> String {
+pub(super) fn label(name: &str, index: usize) -> String {
     if name.is_empty() { format!("#{index}") } else { GoQuote(name).to_string() }
 }
 
