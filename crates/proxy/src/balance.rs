@@ -76,7 +76,7 @@ enum Policy {
 /// The endpoints a balancer chooses among: their states, in the cluster's order.
 pub trait Endpoints {
     /// How many there are.
-    fn len(&self) -> usize;
+    fn count(&self) -> usize;
     /// The state of the endpoint at `index`.
     fn state(&self, index: usize) -> &EndpointState;
 }
@@ -115,7 +115,7 @@ impl Balancer {
         input: &HashInput<'_>,
         tried: Tried,
     ) -> Option<usize> {
-        let n = endpoints.len();
+        let n = endpoints.count();
         if n == 0 {
             return None;
         }
@@ -149,7 +149,7 @@ struct Usable {
 impl Usable {
     /// `None` when every endpoint is ejected and the cluster is not in panic.
     fn of(endpoints: &impl Endpoints, outlier: Option<&OutlierDetection>, tried: Tried) -> Option<Self> {
-        let n = endpoints.len();
+        let n = endpoints.count();
         let now = outlier.and_then(|policy| {
             let now = now_ms();
             let healthy = (0..n).filter(|i| !endpoints.state(*i).is_ejected(now)).count();
@@ -171,7 +171,7 @@ impl Usable {
 
     /// The first usable endpoint at or after `start`, wrapping around.
     fn next_from(&self, endpoints: &impl Endpoints, start: usize) -> Option<usize> {
-        let n = endpoints.len();
+        let n = endpoints.count();
         (0..n).map(|k| (start + k) % n).find(|i| self.allows(endpoints, *i))
     }
 }
@@ -185,7 +185,7 @@ mod tests {
     struct States(Vec<Arc<EndpointState>>);
 
     impl Endpoints for States {
-        fn len(&self) -> usize {
+        fn count(&self) -> usize {
             self.0.len()
         }
 
@@ -206,8 +206,9 @@ mod tests {
     fn round_robin_turns_and_a_retry_prefers_an_endpoint_not_tried() {
         let (endpoints, headers) = (states(3), HeaderMap::new());
         let balancer = Balancer::new(&LbPolicy::RoundRobin, None, &[]);
-        let picks: Vec<_> =
-            (0..4).map(|turn| balancer.pick(&endpoints, || turn, &input(&headers), Tried::default())).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|turn| balancer.pick(&endpoints, || turn, &input(&headers), Tried::default()))
+            .collect();
         assert_eq!(picks, [Some(0), Some(1), Some(2), Some(0)]);
         let mut tried = Tried::default();
         tried.insert(1);

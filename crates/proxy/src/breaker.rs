@@ -183,7 +183,8 @@ mod tests {
 
     #[tokio::test]
     async fn requests_and_retries_are_counted_and_given_back() {
-        let limits = ConnectionPool { max_requests: Some(2), max_retries: Some(1), ..ConnectionPool::default() };
+        let limits =
+            ConnectionPool { max_requests: Some(2), max_retries: Some(1), ..ConnectionPool::default() };
         let breaker = Breaker::new(&limits, false).expect("limits");
         let (a, b) = (breaker.admit().await.expect("a"), breaker.admit().await.expect("b"));
         assert_eq!(breaker.admit().await.err(), Some(Overflow::Requests));

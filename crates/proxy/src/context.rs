@@ -20,8 +20,8 @@ use paymesh_tls::Identity;
 
 use crate::breaker::Admission;
 use crate::flags::{ResponseFlag, ResponseFlags};
-use crate::outlier::ActiveRequest;
 use crate::index::{ChainEntry, ClusterEntry, EndpointEntry, RouteEntry, VirtualHostEntry};
+use crate::outlier::ActiveRequest;
 
 /// The listener a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

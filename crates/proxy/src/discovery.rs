@@ -249,9 +249,10 @@ impl Discovery {
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let connector = connector.clone();
                 async move {
-                    let tcp = crate::transport::pool::connect_tcp(source, addr).await.map_err(|e| {
-                        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string())
-                    })?;
+                    let tcp =
+                        crate::transport::pool::connect_tcp(source, addr, CONNECT_TIMEOUT).await.map_err(
+                            |e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string()),
+                        )?;
                     let tls = connector.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
                     Ok::<_, std::io::Error>(TokioIo::new(tls))
                 }

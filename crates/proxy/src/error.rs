@@ -18,7 +18,6 @@ pub const RESPONSE_FLAGS: HeaderName = HeaderName::from_static("x-paymesh-respon
 /// Envoy's mark on an answer a circuit breaker made.
 pub const ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 
-
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -174,7 +173,9 @@ impl ProxyError {
 /// The HTTP status a fault abort answers with (gRPC aborts answer 200 with a `grpc-status`).
 fn abort_status(error: AbortError) -> StatusCode {
     match error {
-        AbortError::HttpStatus(status) => StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        AbortError::HttpStatus(status) => {
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+        }
         AbortError::GrpcStatus(_) => StatusCode::OK,
     }
 }

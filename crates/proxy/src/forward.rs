@@ -68,7 +68,9 @@ impl Forward {
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         let mut response = match route(table, authority, &mut req, ctx)? {
-            Decision::Forward(cluster, policy) => self.forward(cluster, authority.uri(), req, policy, ctx).await?,
+            Decision::Forward(cluster, policy) => {
+                self.forward(cluster, authority.uri(), req, policy, ctx).await?
+            }
             Decision::Direct { status, body } => {
                 ctx.details = "direct_response";
                 let mut response = Response::new(full(body));
@@ -99,7 +101,9 @@ impl Forward {
         };
         match tokio::time::timeout(limit, self.request(cluster, authority, req, &policy.retries, ctx)).await {
             Ok(result) => result,
-            Err(_) => Err(ProxyError::Timeout { cluster: cluster.name.clone(), after: limit, per_try: false }),
+            Err(_) => {
+                Err(ProxyError::Timeout { cluster: cluster.name.clone(), after: limit, per_try: false })
+            }
         }
     }
 
@@ -213,7 +217,15 @@ impl Forward {
         let (index, endpoint) = choose(cluster, headers, None, None, Tried::default(), ctx)?;
         ctx.attempts += 1;
         ctx.held.active = Some(endpoint.state.begin());
-        let tunnel = match transport::tunnel(&endpoint.transport, endpoint.address, self.source).await {
+        let connect_timeout = Duration::from_millis(cluster.config.connection_pool.connect_timeout_ms);
+        let tunnel = match transport::tunnel(
+            &endpoint.transport,
+            endpoint.address,
+            self.source,
+            connect_timeout,
+        )
+        .await
+        {
             Ok(tunnel) => tunnel,
             Err(error) => {
                 observe(cluster, index, Observed::LocalFailure);
@@ -235,12 +247,7 @@ fn choose<'a>(
     tried: Tried,
     ctx: &mut RequestContext,
 ) -> Result<(usize, &'a EndpointEntry), ProxyError> {
-    let input = HashInput {
-        headers,
-        query,
-        source: ctx.downstream.remote.ip(),
-        generated_cookie: cookie,
-    };
+    let input = HashInput { headers, query, source: ctx.downstream.remote.ip(), generated_cookie: cookie };
     let no_endpoint = || ProxyError::NoHealthyUpstream { cluster: cluster.name.clone() };
     let index = cluster.pick(&input, tried).ok_or_else(no_endpoint)?;
     ctx.set_endpoint(index);
@@ -251,12 +258,12 @@ fn choose<'a>(
 /// with a TTL and the request has none (Envoy generates it the same way).
 fn generated_cookie(cluster: &ClusterEntry, req: &Request<Body>) -> Option<(String, HeaderValue)> {
     let (name, path, ttl) = cluster.balancer.cookie_to_generate()?;
-    let present = req
-        .headers()
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.split(';').any(|pair| pair.trim().split_once('=').is_some_and(|(key, _)| key == name)));
+    let present =
+        req.headers().get_all(http::header::COOKIE).iter().filter_map(|value| value.to_str().ok()).any(
+            |value| {
+                value.split(';').any(|pair| pair.trim().split_once('=').is_some_and(|(key, _)| key == name))
+            },
+        );
     if present {
         return None;
     }

@@ -38,10 +38,10 @@ use crate::error::{ProxyError, answer};
 use crate::flags::ResponseFlag;
 use crate::forward::Forward;
 use crate::http::{Authority, Body, add_forwarding_headers};
-use crate::retry::UNSENT_RESENDS;
 use crate::index::{ChainEntry, Index};
+use crate::retry::UNSENT_RESENDS;
 use crate::serve::serve_connection;
-use crate::transport::pool::connect_tcp;
+use crate::transport::pool::{CONNECT_TIMEOUT, connect_tcp};
 use crate::transport::{Failed, Plain, Sent, TARGET_PORT, UpstreamError, send_plain};
 use crate::tunnel::splice;
 
@@ -164,7 +164,7 @@ impl Inbound {
             let chain = self.connect_chain(&index, &authority)?;
             ctx.upstream = Some(Upstream::App(Arc::clone(chain)));
             peer_authn::check(chain, &ctx.downstream.peer)?;
-            let app = connect_tcp(self.forward.source(), chain.app).await?;
+            let app = connect_tcp(self.forward.source(), chain.app, CONNECT_TIMEOUT).await?;
             ctx.answered(Instant::now());
             return Ok(splice(req, app, chain.chain.cluster.clone()));
         }

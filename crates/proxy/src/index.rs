@@ -24,7 +24,9 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::uri::Authority as UriAuthority;
 use paymesh_api::ProxyConfig;
-use paymesh_api::model::{Cluster, ClusterEndpoints, Endpoint, InboundChain, MtlsMode, RoutePolicy, ServerTls};
+use paymesh_api::model::{
+    Cluster, ClusterEndpoints, Endpoint, InboundChain, MtlsMode, RoutePolicy, ServerTls,
+};
 
 use crate::balance::{Balancer, Endpoints, HashInput, Tried};
 use crate::http::Authority;
@@ -213,7 +215,7 @@ impl ClusterEntry {
 }
 
 impl Endpoints for ClusterEntry {
-    fn len(&self) -> usize {
+    fn count(&self) -> usize {
         self.endpoints.len()
     }
 

@@ -108,7 +108,8 @@ impl EndpointState {
         let ejections = before + 1;
         let cap = MAX_EJECTION_MS.max(policy.base_ejection_ms);
         let until = now + policy.base_ejection_ms.saturating_mul(ejections).min(cap);
-        if self.ejected_until.compare_exchange(previous, until, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        if self.ejected_until.compare_exchange(previous, until, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
             return false;
         }
         self.ejections.store(u32::try_from(ejections).unwrap_or(u32::MAX), Ordering::Relaxed);

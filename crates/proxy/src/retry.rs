@@ -47,8 +47,12 @@ pub fn retries(policy: &RetryPolicy, outcome: Outcome<'_>) -> bool {
     let no_answer = [RetryOn::Reset, RetryOn::FiveXx, RetryOn::GatewayError];
     match outcome {
         Outcome::Failed(UpstreamError::Unsent { .. }) => true,
-        Outcome::Failed(UpstreamError::Connect { .. }) => policy.on(RetryOn::ConnectFailure) || any(&no_answer),
-        Outcome::Failed(UpstreamError::RefusedStream { .. }) => policy.on(RetryOn::RefusedStream) || any(&no_answer),
+        Outcome::Failed(UpstreamError::Connect { .. }) => {
+            policy.on(RetryOn::ConnectFailure) || any(&no_answer)
+        }
+        Outcome::Failed(UpstreamError::RefusedStream { .. }) => {
+            policy.on(RetryOn::RefusedStream) || any(&no_answer)
+        }
         Outcome::Failed(UpstreamError::Reset { .. }) | Outcome::TimedOut => any(&no_answer),
         Outcome::Answered(response) => answer_retried(policy, response),
     }
@@ -103,7 +107,12 @@ mod tests {
     }
 
     fn policy(retry_on: &[RetryOn], codes: &[u16]) -> RetryPolicy {
-        RetryPolicy { attempts: 2, per_try_timeout_ms: None, retry_on: retry_on.to_vec(), retriable_status_codes: codes.to_vec() }
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout_ms: None,
+            retry_on: retry_on.to_vec(),
+            retriable_status_codes: codes.to_vec(),
+        }
     }
 
     #[test]

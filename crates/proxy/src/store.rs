@@ -71,9 +71,10 @@ impl Store {
 
     /// The state of the endpoint at `address` in cluster `cluster`.
     pub fn endpoint(&mut self, cluster: &str, address: SocketAddr) -> Arc<EndpointState> {
-        let Ok(state) = shared::<_, _, Infallible>(&mut self.endpoints, (cluster.to_owned(), address), || {
-            Ok(EndpointState::default())
-        });
+        let Ok(state) =
+            shared::<_, _, Infallible>(&mut self.endpoints, (cluster.to_owned(), address), || {
+                Ok(EndpointState::default())
+            });
         state
     }
 

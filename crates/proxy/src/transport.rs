@@ -211,15 +211,16 @@ pub async fn send_plain(plain: &Plain, authority: &UriAuthority, req: Request<Bo
 }
 
 /// A byte stream over `transport` to the endpoint at `address`: HTTP/2 CONNECT over the mesh
-/// connection, or TCP from `source`.
+/// connection, or TCP from `source` within `connect_timeout`.
 pub async fn tunnel(
     transport: &Transport,
     address: SocketAddr,
     source: std::net::IpAddr,
+    connect_timeout: std::time::Duration,
 ) -> Result<Pin<Box<dyn Tunnel>>, UpstreamError> {
     match transport {
         Transport::Mesh { h2, .. } => connect_h2(h2, address).await,
-        Transport::Plain(_) => Ok(Box::pin(connect_tcp(source, address).await?)),
+        Transport::Plain(_) => Ok(Box::pin(connect_tcp(source, address, connect_timeout).await?)),
     }
 }
 

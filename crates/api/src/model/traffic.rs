@@ -43,7 +43,12 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Retrying turned off (`attempts: 0`).
     pub fn none() -> Self {
-        RetryPolicy { attempts: 0, per_try_timeout_ms: None, retry_on: Vec::new(), retriable_status_codes: Vec::new() }
+        RetryPolicy {
+            attempts: 0,
+            per_try_timeout_ms: None,
+            retry_on: Vec::new(),
+            retriable_status_codes: Vec::new(),
+        }
     }
 
     /// Whether the policy allows retrying on `condition`.

@@ -14,7 +14,8 @@
 //! errors, as Istio maps it, when neither newer field is set.
 
 use paymesh_api::model::{
-    ConnectionPool, ConsistentHash, DEFAULT_CONNECT_TIMEOUT_MS, HashKey, HashTable, LbPolicy, OutlierDetection,
+    ConnectionPool, ConsistentHash, DEFAULT_CONNECT_TIMEOUT_MS, HashKey, HashTable, LbPolicy,
+    OutlierDetection,
 };
 use paymesh_config::networking::DestinationRule;
 use paymesh_config::networking::destination_rule::traffic_policy::{
@@ -49,9 +50,15 @@ pub fn cluster_policy(dr: Option<&DestinationRule>, subset: Option<&str>, port: 
             outlier_detection: None,
         };
     };
-    let lb = most_specific_setting(dr, subset, port, |p| p.load_balancer.as_ref(), |p| p.load_balancer.as_ref());
-    let pool =
-        most_specific_setting(dr, subset, port, |p| p.connection_pool.as_ref(), |p| p.connection_pool.as_ref());
+    let lb =
+        most_specific_setting(dr, subset, port, |p| p.load_balancer.as_ref(), |p| p.load_balancer.as_ref());
+    let pool = most_specific_setting(
+        dr,
+        subset,
+        port,
+        |p| p.connection_pool.as_ref(),
+        |p| p.connection_pool.as_ref(),
+    );
     let outlier = most_specific_setting(
         dr,
         subset,
@@ -75,7 +82,9 @@ fn load_balancer(settings: &LoadBalancerSettings) -> LbPolicy {
             Some(key) => LbPolicy::ConsistentHash(ConsistentHash { key, table: hash_table(hash) }),
             None => LbPolicy::LeastRequest,
         },
-        Some(istio::LbPolicy::Simple(SimpleLb::Unspecified | SimpleLb::LeastConn | SimpleLb::LeastRequest))
+        Some(istio::LbPolicy::Simple(
+            SimpleLb::Unspecified | SimpleLb::LeastConn | SimpleLb::LeastRequest,
+        ))
         | Some(istio::LbPolicy::BackendUtilization(_))
         | None => LbPolicy::LeastRequest,
     }
@@ -147,7 +156,9 @@ fn outlier_detection(outlier: &istio::OutlierDetection) -> Option<OutlierDetecti
     if consecutive_5xx.is_none() && consecutive_gateway_errors.is_none() && local.is_none() {
         return None;
     }
-    let percent = |value: i32, default: u32| u32::try_from(value).ok().filter(|v| *v > 0).map_or(default, |v| v.min(100));
+    let percent = |value: i32, default: u32| {
+        u32::try_from(value).ok().filter(|v| *v > 0).map_or(default, |v| v.min(100))
+    };
     Some(OutlierDetection {
         consecutive_5xx,
         consecutive_gateway_errors,
@@ -199,7 +210,10 @@ mod tests {
         assert_eq!(policy.lb, LbPolicy::LeastRequest, "Istio's default");
         let pool = policy.connection_pool;
         assert_eq!((pool.max_connections, pool.connect_timeout_ms), (Some(100), 2000));
-        assert_eq!((pool.max_pending_requests, pool.max_requests, pool.max_retries), (Some(50), Some(200), Some(3)));
+        assert_eq!(
+            (pool.max_pending_requests, pool.max_requests, pool.max_retries),
+            (Some(50), Some(200), Some(3))
+        );
         assert_eq!((pool.max_requests_per_connection, pool.idle_timeout_ms), (None, Some(60_000)));
         let outlier = policy.outlier_detection.expect("outlier detection");
         assert_eq!((outlier.consecutive_5xx, outlier.consecutive_gateway_errors), (Some(5), Some(3)));
@@ -211,9 +225,15 @@ mod tests {
         let dr = account_service();
         let sticky = cluster_policy(Some(&dr), Some("sticky"), 8083);
         let key = HashKey::Header("x-tenant-id".to_owned());
-        assert_eq!(sticky.lb, LbPolicy::ConsistentHash(ConsistentHash { key, table: HashTable::Maglev { table_size: 65_537 } }));
+        assert_eq!(
+            sticky.lb,
+            LbPolicy::ConsistentHash(ConsistentHash { key, table: HashTable::Maglev { table_size: 65_537 } })
+        );
         assert_eq!(sticky.connection_pool.max_connections, Some(1));
-        assert_eq!(sticky.connection_pool.max_pending_requests, None, "not merged with the rule's http settings");
+        assert_eq!(
+            sticky.connection_pool.max_pending_requests, None,
+            "not merged with the rule's http settings"
+        );
         assert_eq!(sticky.connection_pool.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
         assert!(sticky.outlier_detection.is_some(), "inherited: the subset sets none");
         assert_eq!(cluster_policy(Some(&dr), None, 9090).lb, LbPolicy::RoundRobin);
@@ -223,7 +243,10 @@ mod tests {
     fn outlier_defaults_follow_istio() {
         let defaults = outlier_detection(&istio::OutlierDetection::default()).expect("5xx on by default");
         assert_eq!((defaults.consecutive_5xx, defaults.consecutive_gateway_errors), (Some(5), None));
-        assert_eq!((defaults.interval_ms, defaults.base_ejection_ms, defaults.max_ejection_percent), (10_000, 30_000, 10));
+        assert_eq!(
+            (defaults.interval_ms, defaults.base_ejection_ms, defaults.max_ejection_percent),
+            (10_000, 30_000, 10)
+        );
         let off = istio::OutlierDetection { consecutive_5xx_errors: Some(0), ..Default::default() };
         assert_eq!(outlier_detection(&off), None);
         let old = istio::OutlierDetection { consecutive_errors: 2, ..Default::default() };

@@ -11,8 +11,12 @@
 //!   Istio documents). `exponentialDelay` and `http2Error` are not implemented: left out here,
 //!   listed by `unsupported`.
 
-use paymesh_api::model::{AbortError, Fault, FaultAbort, FaultDelay, PER_MILLION, RetryOn, RetryPolicy, RoutePolicy};
-use paymesh_config::networking::virtual_service::{self, DelayKind, HttpFaultInjection, HttpRetry, HttpRoute};
+use paymesh_api::model::{
+    AbortError, Fault, FaultAbort, FaultDelay, PER_MILLION, RetryOn, RetryPolicy, RoutePolicy,
+};
+use paymesh_config::networking::virtual_service::{
+    self, DelayKind, HttpFaultInjection, HttpRetry, HttpRoute,
+};
 use paymesh_config::types::{Duration, Percent};
 
 /// gRPC status names, by code.
@@ -100,7 +104,9 @@ fn fault(fault: &HttpFaultInjection) -> Option<Fault> {
     });
     let abort = fault.abort.as_ref().and_then(|abort| {
         let error = match abort.error.as_ref()? {
-            virtual_service::AbortError::HttpStatus(status) => AbortError::HttpStatus(u16::try_from(*status).ok()?),
+            virtual_service::AbortError::HttpStatus(status) => {
+                AbortError::HttpStatus(u16::try_from(*status).ok()?)
+            }
             virtual_service::AbortError::GrpcStatus(name) => {
                 AbortError::GrpcStatus(u32::try_from(GRPC_STATUSES.iter().position(|s| s == name)?).ok()?)
             }
@@ -148,15 +154,17 @@ mod tests {
         assert_eq!(coded.retriable_status_codes, [409, 425]);
         let kept = retries(Some(&retry(2, "")));
         assert_eq!(kept.retry_on, RetryPolicy::default().retry_on, "an empty retryOn keeps the default's");
-        assert_eq!(unknown_retry_on("5xx,envoy-ratelimited, 503 ,retriable-headers"), [
-            "envoy-ratelimited",
-            "retriable-headers"
-        ]);
+        assert_eq!(
+            unknown_retry_on("5xx,envoy-ratelimited, 503 ,retriable-headers"),
+            ["envoy-ratelimited", "retriable-headers"]
+        );
     }
 
     #[test]
     fn percentages_become_parts_per_million_within_bounds() {
-        for (value, expected) in [(10.0, 100_000), (0.0001, 1), (5.5, 55_000), (100.0, 1_000_000), (250.0, 1_000_000), (-3.0, 0)] {
+        for (value, expected) in
+            [(10.0, 100_000), (0.0001, 1), (5.5, 55_000), (100.0, 1_000_000), (250.0, 1_000_000), (-3.0, 0)]
+        {
             assert_eq!(per_million(Percent { value }), expected, "{value}");
         }
     }

@@ -7,19 +7,22 @@
 //! proxy, `port` against the listener port), weighted destinations (host resolved relative to
 //! the VirtualService's namespace; port: the one named, else the service's only port, else the
 //! listener port; subset), `headers` (route level, with a single destination's own merged in)
-//! and `directResponse`. A rule that needs more (delegate, redirect, scheme/authority/query
-//! matches) is left out whole rather than compiled into something broader: a dropped condition
-//! would turn it into a catch-all. Fields dropped from a compiled rule (timeout, retries, ...)
-//! are listed by [`super::unsupported`].
+//! `directResponse`, the policies (`timeout`, `retries`, `fault`: [`super::route_policy`]) and
+//! `delegate` (the delegate's rules merged in, as Istio merges them). A rule that needs more
+//! (redirect, scheme/authority/query matches) is left out whole rather than compiled into
+//! something broader: a dropped condition would turn it into a catch-all. Fields dropped from a
+//! compiled rule are listed by [`super::unsupported`].
+
+use std::borrow::Cow;
 
 use paymesh_api::model::{
     self, HeaderEdits, HeaderMatch, HeaderOps, Route, RouteAction, RouteMatch, WeightedCluster,
 };
 use paymesh_config::networking::VirtualService;
 use paymesh_config::networking::virtual_service::{
-    BodyContent, HeaderOperations, Headers, HttpMatchRequest, HttpRoute,
+    BodyContent, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, delegate,
 };
-use paymesh_config::resource::Resource;
+use paymesh_config::resource::{Resource, Spec};
 use paymesh_config::types::{StringCondition, StringMatch};
 
 use super::Inputs;
@@ -38,7 +41,11 @@ pub struct Target<'a> {
     pub listener_port: u16,
 }
 
-/// The routes of `vs` (the spec of `resource`) for `target`, each naming its VirtualService.
+/// The routes of `vs` (the spec of `resource`) for `target`, each naming its VirtualService. A
+/// rule with a `delegate` is replaced by the delegate VirtualService's rules merged into it
+/// ([`delegate::merge_routes`]: matches combined, unset fields inherited, conflicting rules left
+/// out), each compiled in the delegate's namespace and named after it; a delegate that does not
+/// exist leaves the rule out, so requests fall through to the rules after it, as in Istio.
 pub fn http_routes(
     input: &Inputs<'_>,
     clusters: &mut ClusterSet,
@@ -47,19 +54,53 @@ pub fn http_routes(
     target: Target<'_>,
 ) -> Vec<Route> {
     let vs_namespace = resource.namespace();
-    let virtual_service = format!("{vs_namespace}/{}", resource.meta.name);
-    vs.http
+    let mut expanded: Vec<(Cow<'_, HttpRoute>, &str, String)> = Vec::new();
+    for rule in &vs.http {
+        let Some(reference) = &rule.delegate else {
+            expanded.push((
+                Cow::Borrowed(rule),
+                vs_namespace,
+                format!("{vs_namespace}/{}", resource.meta.name),
+            ));
+            continue;
+        };
+        let Some((leaf, leaf_vs)) = delegate_of(input, &reference.name, &reference.namespace, vs_namespace)
+        else {
+            continue;
+        };
+        let leaf_namespace = leaf.namespace();
+        let name = format!("{leaf_namespace}/{}", leaf.meta.name);
+        for merged in delegate::merge_routes(rule, &leaf_vs.http) {
+            expanded.push((Cow::Owned(merged), leaf_namespace, name.clone()));
+        }
+    }
+    expanded
         .iter()
         .enumerate()
-        .filter_map(|(index, rule)| {
-            let matches = route_matches(input, rule, vs_namespace, target)?;
-            let action = action(input, clusters, rule, vs_namespace, target.listener_port)?;
+        .filter_map(|(index, (rule, rule_namespace, virtual_service))| {
+            let matches = route_matches(input, rule, rule_namespace, target)?;
+            let action = action(input, clusters, rule, rule_namespace, target.listener_port)?;
             let name = if rule.name.is_empty() { format!("route-{index}") } else { rule.name.clone() };
             let virtual_service = Some(virtual_service.clone());
             let policy = route_policy(rule);
             Some(Route { name, virtual_service, matches, headers: header_edits(rule), action, policy })
         })
         .collect()
+}
+
+/// The delegate VirtualService `name` in `namespace` (the root's when empty): one without
+/// hosts.
+fn delegate_of<'a>(
+    input: &Inputs<'a>,
+    name: &str,
+    namespace: &str,
+    root_namespace: &str,
+) -> Option<(&'a Resource, &'a VirtualService)> {
+    let namespace = if namespace.is_empty() { root_namespace } else { namespace };
+    input
+        .store
+        .typed("VirtualService", Spec::virtual_service)
+        .find(|(r, vs)| r.namespace() == namespace && r.meta.name == name && vs.is_delegate())
 }
 
 /// The route's header edits: its own, with its single destination's merged in (the

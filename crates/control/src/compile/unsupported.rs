@@ -7,13 +7,14 @@
 
 use paymesh_config::Store;
 use paymesh_config::networking::destination_rule::traffic_policy::{
-    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, H2UpgradePolicy, HttpSettings, TrafficPolicy,
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LbPolicy, LoadBalancerSettings, TrafficPolicy,
 };
-use paymesh_config::networking::virtual_service::{BodyContent, HttpRoute};
+use paymesh_config::networking::virtual_service::{AbortError, BodyContent, DelayKind, HttpRoute};
 use paymesh_config::resource::{Resource, Spec};
 use serde::Serialize;
 
 use super::gateway::server_tls;
+use super::route_policy::unknown_retry_on;
 
 /// One field paymesh does not act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,7 +31,7 @@ pub struct Unsupported {
 const DROPPED: &str = "not implemented: the route is compiled without it";
 const RULE_DROPPED: &str = "not implemented: the rule is left out";
 const TLS_ORIGINATION: &str = "not implemented: TLS origination";
-const POLICY_DROPPED: &str = "not implemented: endpoints are picked round robin with no limits";
+const POLICY_DROPPED: &str = "not implemented: the setting is ignored";
 
 /// Kinds the proxies do not enforce yet, and what that means for traffic.
 const NOT_ENFORCED: [(&str, &str); 6] = [
@@ -97,10 +98,7 @@ fn entry(resource: &Resource, field: String, reason: &str) -> Unsupported {
 }
 
 fn http_rule(rule: &HttpRoute, path: &str, add: &mut impl FnMut(String, &str)) {
-    let dropped: [(&str, bool); 7] = [
-        ("timeout", rule.timeout.is_some()),
-        ("retries", rule.retries.is_some()),
-        ("fault", rule.fault.is_some()),
+    let dropped: [(&str, bool); 4] = [
         ("mirror", rule.mirror.is_some()),
         ("mirrors", !rule.mirrors.is_empty()),
         ("rewrite", rule.rewrite.is_some()),
@@ -111,9 +109,29 @@ fn http_rule(rule: &HttpRoute, path: &str, add: &mut impl FnMut(String, &str)) {
             add(format!("{path}.{field}"), DROPPED);
         }
     }
-    for (field, present) in [("redirect", rule.redirect.is_some()), ("delegate", rule.delegate.is_some())] {
-        if present {
-            add(format!("{path}.{field}"), RULE_DROPPED);
+    if rule.redirect.is_some() {
+        add(format!("{path}.redirect"), RULE_DROPPED);
+    }
+    if let Some(retries) = &rule.retries {
+        for condition in unknown_retry_on(&retries.retry_on) {
+            add(
+                format!("{path}.retries.retryOn"),
+                &format!("not implemented: condition `{condition}` never retries"),
+            );
+        }
+        if retries.backoff.is_some() {
+            add(
+                format!("{path}.retries.backoff"),
+                "not implemented: retries back off from 25 ms, Envoy's default",
+            );
+        }
+    }
+    if let Some(fault) = &rule.fault {
+        if fault.delay.as_ref().is_some_and(|d| matches!(d.kind, Some(DelayKind::Exponential(_)))) {
+            add(format!("{path}.fault.delay.exponentialDelay"), "not implemented (nor in Istio): no delay");
+        }
+        if fault.abort.as_ref().is_some_and(|a| matches!(a.error, Some(AbortError::Http2Error(_)))) {
+            add(format!("{path}.fault.abort.http2Error"), "not implemented: no abort");
         }
     }
     if let Some(BodyContent::Bytes(_)) =
@@ -146,20 +164,50 @@ fn http_rule(rule: &HttpRoute, path: &str, add: &mut impl FnMut(String, &str)) {
     }
 }
 
-/// Whether a connection pool sets anything besides `http.h2UpgradePolicy` (which is applied).
-fn limits(pool: &ConnectionPoolSettings) -> bool {
-    let http = pool
-        .http
-        .as_ref()
-        .map(|http| HttpSettings { h2_upgrade_policy: H2UpgradePolicy::Default, ..http.clone() });
-    pool.tcp.is_some() || http.is_some_and(|http| http != HttpSettings::default())
+/// The connection pool settings paymesh does not apply, by field path under `connectionPool`.
+fn pool_gaps(pool: &ConnectionPoolSettings) -> Vec<&'static str> {
+    let mut gaps = Vec::new();
+    if let Some(tcp) = &pool.tcp {
+        gaps.extend(
+            [
+                ("tcp.tcpKeepalive", tcp.tcp_keepalive.is_some()),
+                ("tcp.maxConnectionDuration", tcp.max_connection_duration.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(field, set)| set.then_some(field)),
+        );
+    }
+    if let Some(http) = &pool.http {
+        gaps.extend(
+            [
+                ("http.maxRequestsPerConnection", http.max_requests_per_connection > 0),
+                ("http.useClientProtocol", http.use_client_protocol),
+                ("http.maxConcurrentStreams", http.max_concurrent_streams > 0),
+                ("http.http2KeepAlive", http.http2_keep_alive.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(field, set)| set.then_some(field)),
+        );
+    }
+    gaps
+}
+
+/// The load balancer settings paymesh does not apply.
+fn balancer_gaps(lb: &LoadBalancerSettings) -> Vec<&'static str> {
+    [
+        ("localityLbSetting", lb.locality_lb_setting.is_some()),
+        ("warmupDurationSecs", lb.warmup_duration_secs.is_some()),
+        ("warmup", lb.warmup.is_some()),
+        ("zoneAwareLbSetting", lb.zone_aware_lb_setting.is_some()),
+        ("backendUtilization", matches!(lb.policy, Some(LbPolicy::BackendUtilization(_)))),
+    ]
+    .into_iter()
+    .filter_map(|(field, set)| set.then_some(field))
+    .collect()
 }
 
 fn traffic_policy(policy: &TrafficPolicy, path: &str, add: &mut impl FnMut(String, &str)) {
     let not_applied = [
-        ("loadBalancer", policy.load_balancer.is_some()),
-        ("connectionPool", policy.connection_pool.as_ref().is_some_and(limits)),
-        ("outlierDetection", policy.outlier_detection.is_some()),
         ("tunnel", policy.tunnel.is_some()),
         ("proxyProtocol", policy.proxy_protocol.is_some()),
         ("retryBudget", policy.retry_budget.is_some()),
@@ -169,17 +217,22 @@ fn traffic_policy(policy: &TrafficPolicy, path: &str, add: &mut impl FnMut(Strin
             add(format!("{path}.{field}"), POLICY_DROPPED);
         }
     }
-    for (i, port) in policy.port_level_settings.iter().enumerate() {
-        let port_level = [
-            ("loadBalancer", port.load_balancer.is_some()),
-            ("connectionPool", port.connection_pool.as_ref().is_some_and(limits)),
-            ("outlierDetection", port.outlier_detection.is_some()),
-        ];
-        for (field, present) in port_level {
-            if present {
-                add(format!("{path}.portLevelSettings[{i}].{field}"), POLICY_DROPPED);
+    let mut settings =
+        |at: String, lb: Option<&LoadBalancerSettings>, pool: Option<&ConnectionPoolSettings>| {
+            for field in lb.map(balancer_gaps).unwrap_or_default() {
+                add(format!("{at}.loadBalancer.{field}"), POLICY_DROPPED);
             }
-        }
+            for field in pool.map(pool_gaps).unwrap_or_default() {
+                add(format!("{at}.connectionPool.{field}"), POLICY_DROPPED);
+            }
+        };
+    settings(path.to_owned(), policy.load_balancer.as_ref(), policy.connection_pool.as_ref());
+    for (i, port) in policy.port_level_settings.iter().enumerate() {
+        settings(
+            format!("{path}.portLevelSettings[{i}]"),
+            port.load_balancer.as_ref(),
+            port.connection_pool.as_ref(),
+        );
     }
     let origination = |tls: Option<&ClientTlsSettings>| {
         tls.is_some_and(|t| matches!(t.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual))

@@ -32,7 +32,9 @@ impl HashTable {
     /// The table of `endpoints` for `spec`.
     pub fn new(spec: &ConsistentHash, endpoints: &[Endpoint]) -> Self {
         let table = match spec.table {
-            model::HashTable::RingHash { minimum_ring_size } => Table::Ring(ring(endpoints, minimum_ring_size)),
+            model::HashTable::RingHash { minimum_ring_size } => {
+                Table::Ring(ring(endpoints, minimum_ring_size))
+            }
             model::HashTable::Maglev { table_size } => Table::Maglev(maglev(endpoints, table_size)),
         };
         HashTable { key: spec.key.clone(), table }
@@ -50,11 +52,14 @@ impl HashTable {
     pub fn key_hash(&self, input: &HashInput<'_>) -> Option<u64> {
         match &self.key {
             HashKey::Header(name) => input.headers.get(name).map(|value| hash(value.as_bytes())),
-            HashKey::Cookie { name, .. } => {
-                input.generated_cookie.or_else(|| cookie(input.headers, name)).map(|value| hash(value.as_bytes()))
-            }
+            HashKey::Cookie { name, .. } => input
+                .generated_cookie
+                .or_else(|| cookie(input.headers, name))
+                .map(|value| hash(value.as_bytes())),
             HashKey::SourceIp => Some(hash(input.source.to_string().as_bytes())),
-            HashKey::QueryParameter(name) => query_parameter(input.query?, name).map(|value| hash(value.as_bytes())),
+            HashKey::QueryParameter(name) => {
+                query_parameter(input.query?, name).map(|value| hash(value.as_bytes()))
+            }
         }
     }
 
@@ -148,13 +153,19 @@ fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The first value of `name` in a query string, as written.
 fn query_parameter<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').filter_map(|pair| pair.split_once('=')).find(|(key, _)| *key == name).map(|(_, value)| value)
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
 }
 
 /// FNV-1a, then a finalizer that spreads it over all 64 bits: stable across processes and
 /// builds, so every proxy hashes alike.
 pub fn hash(bytes: &[u8]) -> u64 {
-    let fnv = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    let fnv = bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
     mix(fnv)
 }
 
@@ -196,7 +207,12 @@ mod tests {
             .map(|t| {
                 let mut headers = HeaderMap::new();
                 headers.insert("x-tenant-id", HeaderValue::from_str(&format!("tenant-{t}")).expect("value"));
-                let input = HashInput { headers: &headers, query: None, source: IpAddr::from([127, 0, 0, 1]), generated_cookie: None };
+                let input = HashInput {
+                    headers: &headers,
+                    query: None,
+                    source: IpAddr::from([127, 0, 0, 1]),
+                    generated_cookie: None,
+                };
                 let hash = table.key_hash(&input).expect("the header is there");
                 endpoints[table.lookup(hash, |_| true).expect("an endpoint")].pod.clone()
             })
@@ -214,7 +230,12 @@ mod tests {
             assert!(had > 150, "{kind:?}: pod-4 had {had} of 1000 tenants");
             // Maglev may move a few more than the leaver's own (its tables are near-minimal).
             assert!(moved <= had + 20, "{kind:?}: {moved} moved, pod-4 had {had}");
-            assert!(before.iter().zip(&after).all(|(b, a)| b == a || b == "pod-4" || matches!(kind, Kind::Maglev { .. })));
+            assert!(
+                before
+                    .iter()
+                    .zip(&after)
+                    .all(|(b, a)| b == a || b == "pod-4" || matches!(kind, Kind::Maglev { .. }))
+            );
         }
     }
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -20,7 +21,7 @@ use super::{
 };
 use crate::balance::Balancer;
 use crate::store::Store;
-use crate::transport::pool::Pools;
+use crate::transport::pool::{Dial, Pools};
 use crate::transport::{Plain, Transport, endpoint_authority};
 
 /// Why a snapshot was rejected.
@@ -204,10 +205,19 @@ fn find<'a>(
 }
 
 /// The plaintext transport of `protocol` to `addr`: h2c for HTTP/2 ports, else HTTP/1.1.
-fn plain(pools: &mut Pools, protocol: Protocol, addr: SocketAddr) -> Plain {
+fn plain(pools: &mut Pools, protocol: Protocol, addr: SocketAddr, dial: Dial) -> Plain {
     match protocol {
-        Protocol::Http2 => Plain::H2(pools.plaintext(addr)),
-        _ => Plain::H1(pools.http1(addr)),
+        Protocol::Http2 => Plain::H2(pools.plaintext(addr, dial)),
+        _ => Plain::H1(pools.http1(addr, dial)),
+    }
+}
+
+/// How `cluster`'s pools dial, from its connection pool settings.
+fn dial(cluster: &Cluster) -> Dial {
+    let pool = &cluster.connection_pool;
+    Dial {
+        connect_timeout: Duration::from_millis(pool.connect_timeout_ms),
+        idle_timeout: pool.idle_timeout_ms.map(Duration::from_millis),
     }
 }
 
@@ -267,16 +277,16 @@ fn clusters(
                         cluster: cluster.name.clone(),
                         reason: e.to_string(),
                     };
-                    let h2 = pools.mesh(tunnel, expected).map_err(tls_error)?;
+                    let h2 = pools.mesh(tunnel, expected, dial(cluster)).map_err(tls_error)?;
                     let http1 = match (cluster.protocol, cluster.h2_upgrade) {
                         (Protocol::Http, H2Upgrade::DoNotUpgrade) => {
-                            Some(pools.mesh_http1(tunnel, expected).map_err(tls_error)?)
+                            Some(pools.mesh_http1(tunnel, expected, dial(cluster)).map_err(tls_error)?)
                         }
                         _ => None,
                     };
                     Transport::Mesh { h2, http1 }
                 }
-                _ => Transport::Plain(plain(pools, cluster.protocol, endpoint.address)),
+                _ => Transport::Plain(plain(pools, cluster.protocol, endpoint.address, dial(cluster))),
             };
             endpoints.push(EndpointEntry { address: endpoint.address, transport, state });
         }
@@ -379,7 +389,7 @@ fn inbound_index(
             what: format!("inbound chain {}", chain.cluster),
             addr: app,
         })?;
-        let transport = plain(pools, chain.protocol, app);
+        let transport = plain(pools, chain.protocol, app, Dial::default());
         entries.push(Arc::new(ChainEntry { chain: chain.clone(), app, app_authority, transport }));
     }
     let mut http =

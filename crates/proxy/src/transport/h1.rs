@@ -20,7 +20,7 @@ use http::Request;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use super::pool::{MeshTls, connect_tcp, spawn_connection};
+use super::pool::{CONNECT_TIMEOUT, MeshTls, connect_tcp, spawn_connection};
 use super::{Attempt, Failed, Sent, UpstreamError, classify, error_chain};
 use crate::http::{Body, HEADER_READ_TIMEOUT, Watch, Watched};
 
@@ -40,6 +40,7 @@ pub const MAX_IDLE: usize = 256;
 pub struct H1Pool {
     addr: SocketAddr,
     source: IpAddr,
+    connect_timeout: Duration,
     tls: Option<MeshTls>,
     idle_timeout: Duration,
     idle: Mutex<VecDeque<Idle>>,
@@ -54,7 +55,19 @@ impl H1Pool {
     /// A pool of connections from `source` (the pod IP) to `addr`, over `tls` when given,
     /// reusing none idle for longer than `idle_timeout`.
     pub fn new(source: IpAddr, addr: SocketAddr, tls: Option<MeshTls>, idle_timeout: Duration) -> Self {
-        H1Pool { addr, source, tls, idle_timeout, idle: Mutex::new(VecDeque::new()) }
+        H1Pool {
+            addr,
+            source,
+            connect_timeout: CONNECT_TIMEOUT,
+            tls,
+            idle_timeout,
+            idle: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The pool, connecting within `timeout` (the cluster's `connectTimeout`).
+    pub fn with_connect_timeout(self, timeout: Duration) -> Self {
+        H1Pool { connect_timeout: timeout, ..self }
     }
 
     /// The address connections go to.
@@ -114,11 +127,11 @@ impl H1Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
-        let tcp = connect_tcp(self.source, self.addr).await?;
+        let tcp = connect_tcp(self.source, self.addr, self.connect_timeout).await?;
         let fail = |e: hyper::Error| UpstreamError::Connect { endpoint: self.addr, cause: error_chain(&e) };
         let sender = match &self.tls {
             Some(mesh) => {
-                let tls = mesh.connect(self.addr, tcp).await?;
+                let tls = mesh.connect(self.addr, tcp, self.connect_timeout).await?;
                 let (sender, connection) = http1::handshake(TokioIo::new(tls)).await.map_err(fail)?;
                 spawn_connection(self.addr, connection);
                 sender

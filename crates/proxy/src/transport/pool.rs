@@ -39,21 +39,27 @@ use super::h1::{H1Pool, IDLE_TIMEOUT, MESH_IDLE_TIMEOUT};
 use crate::http::Body;
 use crate::weak_map::shared;
 
-/// How long a TCP connect (plus TLS handshake) to an upstream may take.
+/// How long a TCP connect (plus TLS handshake) may take where no DestinationRule says (the
+/// control plane, the local app); a cluster's pools use its `connectTimeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// HTTP/2 pings on idle pooled connections, so a dead peer is noticed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Connects to `addr` from `source` (the pod IP), so peers see which pod called.
-pub async fn connect_tcp(source: IpAddr, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+/// Connects to `addr` from `source` (the pod IP), so peers see which pod called, within
+/// `timeout`.
+pub async fn connect_tcp(
+    source: IpAddr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
     let fail = |cause: String| UpstreamError::Connect { endpoint: addr, cause };
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
         .map_err(|e| fail(e.to_string()))?;
     if source.is_ipv4() == addr.is_ipv4() {
         socket.bind(SocketAddr::new(source, 0)).map_err(|e| fail(format!("binding {source}: {e}")))?;
     }
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr))
+    let stream = tokio::time::timeout(timeout, socket.connect(addr))
         .await
         .map_err(|_| fail("connect timed out".to_owned()))?
         .map_err(|e| fail(e.to_string()))?;
@@ -71,16 +77,17 @@ pub struct MeshTls {
 }
 
 impl MeshTls {
-    /// Handshakes over `tcp` to `addr`; the peer must prove an accepted identity and pick the
-    /// offered protocol.
+    /// Handshakes over `tcp` to `addr` within `timeout`; the peer must prove an accepted identity
+    /// and pick the offered protocol.
     pub async fn connect(
         &self,
         addr: SocketAddr,
         tcp: TcpStream,
+        timeout: Duration,
     ) -> Result<TlsStream<TcpStream>, UpstreamError> {
         let fail = |cause: String| UpstreamError::Connect { endpoint: addr, cause };
         let name = ServerName::IpAddress(addr.ip().into());
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(name, tcp))
+        let tls = tokio::time::timeout(timeout, self.connector.connect(name, tcp))
             .await
             .map_err(|_| fail("TLS handshake timed out".to_owned()))?
             .map_err(|e| fail(format!("TLS handshake (expecting {}): {e}", self.expected)))?;
@@ -96,14 +103,22 @@ impl MeshTls {
 pub struct H2Pool {
     addr: SocketAddr,
     source: IpAddr,
+    connect_timeout: Duration,
     tls: Option<MeshTls>,
     current: ArcSwapOption<SendRequest<Body>>,
     connecting: Mutex<()>,
 }
 
 impl H2Pool {
-    fn new(addr: SocketAddr, source: IpAddr, tls: Option<MeshTls>) -> Self {
-        H2Pool { addr, source, tls, current: ArcSwapOption::empty(), connecting: Mutex::new(()) }
+    fn new(addr: SocketAddr, source: IpAddr, connect_timeout: Duration, tls: Option<MeshTls>) -> Self {
+        H2Pool {
+            addr,
+            source,
+            connect_timeout,
+            tls,
+            current: ArcSwapOption::empty(),
+            connecting: Mutex::new(()),
+        }
     }
 
     /// The address connections go to.
@@ -131,13 +146,13 @@ impl H2Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
-        let tcp = connect_tcp(self.source, self.addr).await?;
+        let tcp = connect_tcp(self.source, self.addr, self.connect_timeout).await?;
         let fail = |cause: String| UpstreamError::Connect { endpoint: self.addr, cause };
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new()).keep_alive_interval(KEEPALIVE_INTERVAL);
         let sender = match &self.tls {
             Some(mesh) => {
-                let tls = mesh.connect(self.addr, tcp).await?;
+                let tls = mesh.connect(self.addr, tcp, self.connect_timeout).await?;
                 let (sender, connection) =
                     builder.handshake(TokioIo::new(tls)).await.map_err(|e| fail(e.to_string()))?;
                 spawn_connection(self.addr, connection);
@@ -167,8 +182,24 @@ where
     });
 }
 
-/// A pool's key: the address and the identities it accepts (empty for plaintext).
-type PoolKey = (SocketAddr, String);
+/// How a cluster dials: its `connectTimeout`, and how long its HTTP/1.1 connections may idle
+/// (`idleTimeout`; `None`: the pool's default). Pools with other settings are other pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dial {
+    /// TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// Idle HTTP/1.1 connections older than this are not reused.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Dial {
+    fn default() -> Self {
+        Dial { connect_timeout: CONNECT_TIMEOUT, idle_timeout: None }
+    }
+}
+
+/// A pool's key: the address, the identities it accepts (empty for plaintext), how it dials.
+type PoolKey = (SocketAddr, String, Dial);
 
 /// The pools of one proxy, by (address, accepted identities); keeps a pool alive only while an
 /// index uses it.
@@ -191,40 +222,46 @@ impl Pools {
         &mut self,
         addr: SocketAddr,
         expected: &ExpectedIdentities,
+        dial: Dial,
     ) -> Result<Arc<H2Pool>, ConfigError> {
         let (source, credentials, trust) = (self.source, &self.credentials, &self.trust);
-        shared(&mut self.pools, (addr, expected.to_string()), || {
-            Ok(H2Pool::new(addr, source, Some(mesh_tls(credentials, trust, expected, ALPN_H2)?)))
+        shared(&mut self.pools, (addr, expected.to_string(), dial), || {
+            let tls = mesh_tls(credentials, trust, expected, ALPN_H2)?;
+            Ok(H2Pool::new(addr, source, dial.connect_timeout, Some(tls)))
         })
     }
 
-    /// The mutual TLS HTTP/1.1 pool to `addr` accepting `expected` servers.
+    /// The mutual TLS HTTP/1.1 pool to `addr` accepting `expected` servers. Connections idle at
+    /// most [`MESH_IDLE_TIMEOUT`], whatever the cluster allows: the peer closes them after that.
     pub fn mesh_http1(
         &mut self,
         addr: SocketAddr,
         expected: &ExpectedIdentities,
+        dial: Dial,
     ) -> Result<Arc<H1Pool>, ConfigError> {
         let (source, credentials, trust) = (self.source, &self.credentials, &self.trust);
-        shared(&mut self.http1, (addr, expected.to_string()), || {
+        shared(&mut self.http1, (addr, expected.to_string(), dial), || {
             let tls = mesh_tls(credentials, trust, expected, ALPN_HTTP11)?;
-            Ok(H1Pool::new(source, addr, Some(tls), MESH_IDLE_TIMEOUT))
+            let idle = dial.idle_timeout.map_or(MESH_IDLE_TIMEOUT, |idle| idle.min(MESH_IDLE_TIMEOUT));
+            Ok(H1Pool::new(source, addr, Some(tls), idle).with_connect_timeout(dial.connect_timeout))
         })
     }
 
     /// The h2c pool to `addr`.
-    pub fn plaintext(&mut self, addr: SocketAddr) -> Arc<H2Pool> {
+    pub fn plaintext(&mut self, addr: SocketAddr, dial: Dial) -> Arc<H2Pool> {
         let source = self.source;
-        let Ok(pool) = shared::<_, _, Infallible>(&mut self.pools, (addr, String::new()), || {
-            Ok(H2Pool::new(addr, source, None))
+        let Ok(pool) = shared::<_, _, Infallible>(&mut self.pools, (addr, String::new(), dial), || {
+            Ok(H2Pool::new(addr, source, dial.connect_timeout, None))
         });
         pool
     }
 
     /// The plaintext HTTP/1.1 pool to `addr`.
-    pub fn http1(&mut self, addr: SocketAddr) -> Arc<H1Pool> {
+    pub fn http1(&mut self, addr: SocketAddr, dial: Dial) -> Arc<H1Pool> {
         let source = self.source;
-        let Ok(pool) = shared::<_, _, Infallible>(&mut self.http1, (addr, String::new()), || {
-            Ok(H1Pool::new(source, addr, None, IDLE_TIMEOUT))
+        let Ok(pool) = shared::<_, _, Infallible>(&mut self.http1, (addr, String::new(), dial), || {
+            let idle = dial.idle_timeout.unwrap_or(IDLE_TIMEOUT);
+            Ok(H1Pool::new(source, addr, None, idle).with_connect_timeout(dial.connect_timeout))
         });
         pool
     }

@@ -1,0 +1,246 @@
+//! Scripted plaintext upstreams for the traffic-management tests, and a client config that
+//! routes `svc:8080` to them under a given route and cluster policy.
+//!
+//! An upstream answers every request with its pod name in `x-pod`, counting what it received;
+//! its [`Script`] decides the status and how long it waits before answering. Upstreams run
+//! without a sidecar, so the client's sidecar speaks plaintext HTTP/1.1 to them directly and
+//! everything the test observes was decided by that one proxy.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use paymesh_api::ProxyConfig;
+use paymesh_api::model::*;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::support::{Pod, mesh, node};
+
+/// The Service port the client calls.
+pub const SVC_PORT: u16 = 8080;
+
+/// The cluster's name.
+pub const SVC_CLUSTER: &str = "outbound|8080||svc.test.svc.cluster.local";
+
+/// How an upstream answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Script {
+    /// 200 at once.
+    Ok,
+    /// This status, always.
+    Status(u16),
+    /// 503 for every `n`-th request it receives, 200 otherwise.
+    FailEvery(u32),
+    /// 200 after this long.
+    Slow(Duration),
+}
+
+/// One running upstream.
+pub struct Upstream {
+    pub pod: Pod,
+    /// Requests received.
+    pub hits: Arc<AtomicU32>,
+    /// Requests answered (the answer's head was written).
+    pub answered: Arc<AtomicU32>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str, script: Script) -> Self {
+        let pod = Pod::new(name, name);
+        let listener = TcpListener::bind(pod.at(SVC_PORT)).await.expect("upstream binds");
+        let (hits, answered) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (seen, done, pod_name) = (Arc::clone(&hits), Arc::clone(&answered), pod.name.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (seen, done, pod_name) = (Arc::clone(&seen), Arc::clone(&done), pod_name.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (seen, done, pod_name) = (Arc::clone(&seen), Arc::clone(&done), pod_name.clone());
+                        async move {
+                            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                            let _ = req.into_body().collect().await;
+                            let status = match script {
+                                Script::Ok => 200,
+                                Script::Status(status) => status,
+                                Script::FailEvery(every) if n % every == 0 => 503,
+                                Script::FailEvery(_) => 200,
+                                Script::Slow(delay) => {
+                                    tokio::time::sleep(delay).await;
+                                    200
+                                }
+                            };
+                            done.fetch_add(1, Ordering::SeqCst);
+                            let response = Response::builder()
+                                .status(status)
+                                .header("x-pod", pod_name)
+                                .body(Full::new(Bytes::from_static(b"ok")))
+                                .expect("response");
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { pod, hits, answered, task }
+    }
+
+    pub fn hits(&self) -> u32 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            address: self.pod.at(SVC_PORT),
+            tunnel_port: None,
+            identity: self.pod.identity(),
+            pod: self.pod.name.clone(),
+            labels: Default::default(),
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The policies of the one route and cluster of [`client_config`].
+#[derive(Debug, Clone)]
+pub struct Policies {
+    pub route: RoutePolicy,
+    pub lb: LbPolicy,
+    pub pool: ConnectionPool,
+    pub outlier: Option<OutlierDetection>,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Policies {
+            route: RoutePolicy::default(),
+            lb: LbPolicy::RoundRobin,
+            pool: ConnectionPool::default(),
+            outlier: None,
+        }
+    }
+}
+
+/// The client's config: `svc:8080` → `upstreams` (plaintext) under `policies`.
+pub fn client_config(
+    version: &str,
+    client: &Pod,
+    upstreams: &[&Upstream],
+    policies: &Policies,
+) -> ProxyConfig {
+    let cluster = Cluster {
+        name: SVC_CLUSTER.to_owned(),
+        service: "svc.test.svc.cluster.local".to_owned(),
+        port: SVC_PORT,
+        subset: None,
+        protocol: Protocol::Http,
+        h2_upgrade: H2Upgrade::default(),
+        tls: UpstreamTls::Disable,
+        lb: policies.lb.clone(),
+        connection_pool: policies.pool.clone(),
+        outlier_detection: policies.outlier.clone(),
+    };
+    let routes = RouteConfig {
+        name: SVC_PORT.to_string(),
+        virtual_hosts: vec![Arc::new(VirtualHost {
+            name: format!("svc.test.svc.cluster.local:{SVC_PORT}"),
+            domains: vec!["svc".to_owned(), format!("svc:{SVC_PORT}")],
+            routes: vec![Route {
+                name: "svc".to_owned(),
+                virtual_service: Some("test/svc".to_owned()),
+                matches: Vec::new(),
+                headers: HeaderEdits::default(),
+                action: RouteAction::Forward {
+                    clusters: vec![WeightedCluster { cluster: SVC_CLUSTER.to_owned(), weight: 100 }],
+                },
+                policy: policies.route.clone(),
+            }],
+        })],
+    };
+    ProxyConfig {
+        version: version.to_owned(),
+        node: node(client, ProxyKind::Sidecar),
+        mesh: mesh(),
+        listeners: vec![Listener {
+            name: "virtualOutbound".to_owned(),
+            address: client.at(15001),
+            kind: ListenerKind::Outbound { tcp: Vec::new() },
+        }],
+        routes: vec![routes],
+        clusters: vec![Arc::new(cluster)],
+        endpoints: vec![Arc::new(ClusterEndpoints {
+            cluster: SVC_CLUSTER.to_owned(),
+            endpoints: upstreams.iter().map(|u| u.endpoint()).collect(),
+        })],
+    }
+}
+
+/// One answer as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// `x-pod`: which upstream answered.
+    pub pod: Option<String>,
+    /// `x-paymesh-response-flags`.
+    pub flags: Option<String>,
+    pub overloaded: bool,
+    pub elapsed: Duration,
+}
+
+/// A client of one sidecar's outbound listener (HTTP/1.1, a fresh connection per request so
+/// concurrent requests are independent).
+pub async fn call(proxy: SocketAddr, method: &str, headers: &[(&str, &str)], body: Bytes) -> Answer {
+    let started = Instant::now();
+    let tcp = tokio::net::TcpStream::connect(proxy).await.expect("connects to the sidecar");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+    tokio::spawn(connection);
+    let mut request = Request::builder().method(method).uri(format!("http://svc:{SVC_PORT}/work"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body)).expect("request");
+    let response = tokio::time::timeout(crate::support::DEADLINE, sender.send_request(request))
+        .await
+        .expect("answered in time")
+        .expect("a response");
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let answer = Answer {
+        status: response.status().as_u16(),
+        pod: header("x-pod"),
+        flags: header("x-paymesh-response-flags"),
+        overloaded: header("x-envoy-overloaded").as_deref() == Some("true"),
+        elapsed: Duration::ZERO,
+    };
+    let _ = response.into_body().collect().await;
+    Answer { elapsed: started.elapsed(), ..answer }
+}
+
+/// A GET without headers.
+pub async fn get(proxy: SocketAddr) -> Answer {
+    call(proxy, "GET", &[], Bytes::new()).await
+}
+
+/// `StatusCode` for readable assertions.
+pub fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).expect("status")
+}

@@ -1,0 +1,172 @@
+//! A DestinationRule's connection pool and a VirtualService's retries and timeouts, enforced by
+//! a real sidecar in front of scripted upstreams: the circuit breaker answers the excess 503 `UO`
+//! at once and recovers; retries turn a flaky upstream into full success without ever exceeding
+//! `attempts` (counted at the upstream), run out with `URX`, leave alone a body too large to
+//! keep, follow Istio's default when the route sets none, and stop with `attempts: 0`; the route
+//! timeout and the per-try timeout answer 504 `UT`.
+
+#[path = "support/control.rs"]
+mod control;
+#[path = "support/harness.rs"]
+mod support;
+#[path = "support/upstreams.rs"]
+mod upstreams;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use control::ControlPlane;
+use paymesh_api::model::{ConnectionPool, RetryOn, RetryPolicy, RoutePolicy};
+use support::{Pod, Proxy, eventually};
+use upstreams::{Answer, Policies, Script, Upstream, call, client_config, get};
+
+/// A control plane and a client sidecar routing `svc` to `upstreams` under `policies`.
+async fn sidecar(upstreams: &[&Upstream], policies: &Policies) -> (ControlPlane, Pod, Proxy) {
+    let cp = ControlPlane::start(Duration::from_secs(3600)).await;
+    let client = Pod::new("client-0", "client");
+    cp.set_config(client_config("v1", &client, upstreams, policies));
+    let proxy = Proxy::start(&cp, &client, "sidecar");
+    proxy.wait_ready().await;
+    (cp, client, proxy)
+}
+
+fn no_retries() -> RoutePolicy {
+    RoutePolicy { retries: RetryPolicy::none(), ..RoutePolicy::default() }
+}
+
+fn retrying(attempts: u32, retry_on: &[RetryOn]) -> RoutePolicy {
+    RoutePolicy {
+        retries: RetryPolicy { attempts, retry_on: retry_on.to_vec(), ..RetryPolicy::none() },
+        ..RoutePolicy::default()
+    }
+}
+
+/// The client's access lines so far for `/work`.
+fn access_lines(proxy: &Proxy) -> Vec<String> {
+    proxy
+        .logs()
+        .lines()
+        .filter(|line| line.contains("GET /work") || line.contains("POST /work"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_pool_limits_requests_fail_fast_with_uo_and_the_breaker_recovers() {
+    let slow = Upstream::start("slow-0", Script::Slow(Duration::from_millis(800))).await;
+    let policies = Policies {
+        pool: ConnectionPool {
+            max_connections: Some(1),
+            max_pending_requests: Some(1),
+            ..ConnectionPool::default()
+        },
+        route: no_retries(),
+        ..Policies::default()
+    };
+    let (_cp, client, _proxy) = sidecar(&[&slow], &policies).await;
+    let outbound = client.at(15001);
+    let calls: Vec<_> = (0..20).map(|_| tokio::spawn(get(outbound))).collect();
+    let mut answers: Vec<Answer> = Vec::new();
+    for call in calls {
+        answers.push(call.await.expect("joins"));
+    }
+    let (served, overflowed): (Vec<_>, Vec<_>) = answers.iter().partition(|a| a.status == 200);
+    assert_eq!(served.len(), 2, "one on the connection, one pending: {answers:?}");
+    assert_eq!(overflowed.len(), 18);
+    for answer in &overflowed {
+        assert_eq!(
+            (answer.status, answer.flags.as_deref(), answer.overloaded),
+            (503, Some("UO"), true),
+            "{answer:?}"
+        );
+    }
+    // Fail fast: every overflow came back before the upstream's first answer could.
+    let first_served = served.iter().map(|a| a.elapsed).min().expect("served");
+    assert!(overflowed.iter().all(|a| a.elapsed < first_served), "{answers:?}");
+    assert_eq!(slow.hits(), 2, "the excess never reached the upstream");
+    assert_eq!(get(outbound).await.status, 200, "the breaker closes once load drops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_hide_a_flaky_upstream_and_never_exceed_attempts() {
+    let flaky = Upstream::start("flaky-0", Script::FailEvery(3)).await;
+    let always = Upstream::start("down-0", Script::Status(503)).await;
+    let five_xx = Policies { route: retrying(2, &[RetryOn::FiveXx]), ..Policies::default() };
+    let (cp, client, proxy) = sidecar(&[&flaky], &five_xx).await;
+    let outbound = client.at(15001);
+
+    for _ in 0..30 {
+        assert_eq!(get(outbound).await.status, 200, "a retry hides every third request's 503");
+    }
+    // Every third arrival fails and is tried once more: after the first two requests, each two
+    // requests take three arrivals (2 + 14 × 3).
+    assert_eq!(flaky.hits(), 44);
+
+    cp.set_config(client_config("v2", &client, &[&always], &five_xx));
+    let exhausted = eventually("the push to the failing upstream", || async {
+        let answer = get(outbound).await;
+        (always.hits() > 0).then_some(answer)
+    })
+    .await;
+    assert_eq!(exhausted.status, 503);
+    assert_eq!(always.hits(), 3, "the first attempt and `attempts: 2` retries");
+    let last = access_lines(&proxy).pop().expect("an access line");
+    assert!(last.contains(" 503 URX via_upstream "), "{last}");
+
+    let big = Bytes::from(vec![7u8; 1024 * 1024 + 1]);
+    assert_eq!(call(outbound, "POST", &[], big).await.status, 503);
+    assert_eq!(always.hits(), 4, "a body over 1 MiB is not kept, so it is not sent again");
+
+    cp.set_config(client_config(
+        "v3",
+        &client,
+        &[&always],
+        &Policies { route: no_retries(), ..Policies::default() },
+    ));
+    eventually("the push without retries", || async {
+        let before = always.hits();
+        get(outbound).await;
+        (always.hits() == before + 1).then_some(())
+    })
+    .await;
+
+    let istio_default = Policies::default();
+    cp.set_config(client_config("v4", &client, &[&always], &istio_default));
+    eventually("the push of Istio's default policy", || async {
+        let before = always.hits();
+        get(outbound).await;
+        (always.hits() == before + 3).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_and_the_per_try_timeout_answer_504_ut() {
+    let slow = Upstream::start("slow-0", Script::Slow(Duration::from_secs(2))).await;
+    let timeout =
+        Policies { route: RoutePolicy { timeout_ms: Some(100), ..no_retries() }, ..Policies::default() };
+    let (cp, client, proxy) = sidecar(&[&slow], &timeout).await;
+    let outbound = client.at(15001);
+    let answer = get(outbound).await;
+    assert_eq!((answer.status, answer.flags.as_deref()), (504, Some("UT")), "{answer:?}");
+    assert!(answer.elapsed < Duration::from_secs(2), "answered before the upstream: {answer:?}");
+
+    let mut per_try = retrying(2, &[RetryOn::Reset]);
+    per_try.retries.per_try_timeout_ms = Some(100);
+    cp.set_config(client_config(
+        "v2",
+        &client,
+        &[&slow],
+        &Policies { route: per_try, ..Policies::default() },
+    ));
+    let answer = eventually("the push with a per-try timeout", || async {
+        let before = slow.hits();
+        let answer = get(outbound).await;
+        (slow.hits() == before + 3).then_some(answer)
+    })
+    .await;
+    assert_eq!((answer.status, answer.flags.as_deref()), (504, Some("UT,URX")), "{answer:?}");
+    assert!(answer.elapsed < Duration::from_secs(2), "three tries of 100 ms and backoffs: {answer:?}");
+    let last = access_lines(&proxy).pop().expect("an access line");
+    assert!(last.contains("upstream_per_try_timeout"), "{last}");
+}
