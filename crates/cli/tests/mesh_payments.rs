@@ -4,8 +4,6 @@
 
 #![cfg(unix)]
 
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 #[path = "support/up.rs"]
@@ -16,24 +14,6 @@ mod mesh;
 
 use mesh::*;
 use support::*;
-
-/// Builds the `payments` binary (the reference services) beside `paymesh`, once.
-fn ensure_payments_bin() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        if bin_dir().join("payments").is_file() {
-            return;
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "paymesh-payments"])
-            .current_dir(paymesh_test_util::workspace_root())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p paymesh-payments failed");
-        assert!(bin_dir().join("payments").is_file(), "payments is not beside paymesh");
-    });
-}
 
 /// POSTs the test's one payment (tenant acme, `Idempotency-Key: order-1`) to `url` through the
 /// gateway's host, with `extra` curl options first.

@@ -263,3 +263,21 @@ pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
     }
     found
 }
+
+/// Builds the `payments` binary (the reference services) beside `paymesh`, once.
+pub fn ensure_payments_bin() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        if bin_dir().join("payments").is_file() {
+            return;
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "paymesh-payments"])
+            .current_dir(paymesh_test_util::workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p paymesh-payments failed");
+        assert!(bin_dir().join("payments").is_file(), "payments is not beside paymesh");
+    });
+}
