@@ -298,18 +298,41 @@ impl HeaderOps {
 }
 
 /// One alternative of a route's conditions (Istio `HTTPMatchRequest`): every part must hold.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteMatch {
-    /// The request path.
+    /// The request path (without the query).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<StringMatch>,
+    /// Whether `uri` compares without regard to ASCII case (Istio `ignoreUriCase`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_uri_case: bool,
+    /// The request scheme (`http`, `https`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<StringMatch>,
+    /// The request authority (`Host` or `:authority`), as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<StringMatch>,
+    /// Query parameter conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<QueryParamMatch>,
     /// The request method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<StringMatch>,
     /// Header conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderMatch>,
+}
+
+/// A condition on one query parameter (its first value, as written).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryParamMatch {
+    /// The parameter's name.
+    pub name: String,
+    /// The value condition; `None`: the parameter is present with any value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<StringMatch>,
 }
 
 /// A condition on one request header.

@@ -13,7 +13,7 @@ use crate::context::RequestContext;
 use crate::error::ProxyError;
 use paymesh_api::model::RoutePolicy;
 
-use crate::http::{Authority, Body};
+use crate::http::{Authority, Body, X_FORWARDED_PROTO};
 use crate::index::{Action, ClusterEntry, RequestView, RouteTable};
 
 /// What the route decided, borrowing from the route table.
@@ -40,7 +40,14 @@ pub fn route<'a>(
     let vhost = table
         .virtual_host(authority)
         .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })?;
-    let view = RequestView { method: req.method(), path: req.uri().path(), headers: req.headers() };
+    let view = RequestView {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        scheme: scheme(req),
+        authority: authority.text(),
+        headers: req.headers(),
+    };
     let (index, route) = vhost.route_for(&view).ok_or_else(|| ProxyError::NoRouteMatched {
         authority: authority.text().to_owned(),
         path: req.uri().path().to_owned(),
@@ -55,6 +62,16 @@ pub fn route<'a>(
         }
         Action::Direct { status, body } => Decision::Direct { status: *status, body: body.clone() },
     })
+}
+
+/// The scheme the client used: the one a TLS-terminating gateway recorded in
+/// `x-forwarded-proto`, else the request URI's, else `http`.
+fn scheme(req: &Request<Body>) -> &str {
+    req.headers()
+        .get(X_FORWARDED_PROTO)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| req.uri().scheme_str())
+        .unwrap_or("http")
 }
 
 /// The cluster the first route of `authority`'s virtual host forwards to (CONNECT to an HTTP

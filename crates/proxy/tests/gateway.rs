@@ -44,11 +44,13 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
                     value: Some(StringMatch::Regex("tenant-(gold|platinum)".to_owned())),
                     invert: true,
                 }],
+                ..RouteMatch::default()
             },
             RouteMatch {
                 uri: Some(StringMatch::Regex("/through-[a-z]+".to_owned())),
                 method: Some(StringMatch::Exact("GET".to_owned())),
                 headers: Vec::new(),
+                ..RouteMatch::default()
             },
         ],
         headers: strip_fault,
@@ -62,6 +64,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
             uri: Some(StringMatch::Exact("/teapot".to_owned())),
             method: None,
             headers: vec![HeaderMatch { name: "x-brew".to_owned(), value: None, invert: false }],
+            ..RouteMatch::default()
         }],
         headers: HeaderEdits::default(),
         action: RouteAction::DirectResponse { status: 418, body: "short and stout".to_owned() },

@@ -1,22 +1,23 @@
 //! VirtualService HTTP routes into model routes, shared by sidecars (mesh-bound
 //! VirtualServices) and gateways (gateway-bound ones).
 //!
-//! Compiled: `match` on uri, method and headers (`withoutHeaders` as inverted header
-//! conditions), the proxy-side conditions evaluated here as Istio evaluates them when it
-//! generates a proxy's config (`gateways`, `sourceLabels` and `sourceNamespace` against the
-//! proxy, `port` against the listener port), weighted destinations (host resolved relative to
-//! the VirtualService's namespace; port: the one named, else the service's only port, else the
-//! listener port; subset), `headers` (route level, with a single destination's own merged in)
-//! `directResponse`, the policies (`timeout`, `retries`, `fault`: [`super::route_policy`]) and
-//! `delegate` (the delegate's rules merged in, as Istio merges them). A rule that needs more
-//! (redirect, scheme/authority/query matches) is left out whole rather than compiled into
-//! something broader: a dropped condition would turn it into a catch-all. Fields dropped from a
-//! compiled rule are listed by [`super::unsupported`].
+//! Compiled: `match` (uri with `ignoreUriCase`, scheme, method, authority, headers,
+//! `withoutHeaders` as inverted header conditions, `queryParams`), the proxy-side conditions
+//! evaluated here as Istio evaluates them when it generates a proxy's config (`gateways`,
+//! `sourceLabels` and `sourceNamespace` against the proxy, `port` against the listener port),
+//! weighted destinations (host resolved relative to the VirtualService's namespace; port: the
+//! one named, else the service's only port, else the listener port; subset), `headers` (route
+//! level, with a single destination's own merged in), `directResponse`, the policies
+//! (`timeout`, `retries`, `fault`: [`super::route_policy`]) and `delegate` (the delegate's rules
+//! merged in, as Istio merges them). A rule that needs more (redirect) is left out whole rather
+//! than compiled into something broader: a dropped condition would turn it into a catch-all.
+//! Fields dropped from a compiled rule are listed by [`super::unsupported`].
 
 use std::borrow::Cow;
 
 use paymesh_api::model::{
-    self, HeaderEdits, HeaderMatch, HeaderOps, Route, RouteAction, RouteMatch, WeightedCluster,
+    self, HeaderEdits, HeaderMatch, HeaderOps, QueryParamMatch, Route, RouteAction, RouteMatch,
+    WeightedCluster,
 };
 use paymesh_config::networking::VirtualService;
 use paymesh_config::networking::virtual_service::{
@@ -167,20 +168,26 @@ fn applies_here(input: &Inputs<'_>, m: &HttpMatchRequest, vs_namespace: &str, ta
 }
 
 fn route_match(m: &HttpMatchRequest) -> Option<RouteMatch> {
-    let unsupported =
-        m.scheme.is_some() || m.authority.is_some() || !m.query_params.is_empty() || m.ignore_uri_case;
-    if unsupported {
-        return None;
-    }
     let headers = m
         .headers
         .iter()
         .map(|(name, c)| header(name, c, false))
         .chain(m.without_headers.iter().map(|(name, c)| header(name, c, true)))
         .collect();
+    let condition =
+        |c: &Option<StringCondition>| c.as_ref().and_then(StringCondition::as_match).map(string_match);
+    let query_params = m
+        .query_params
+        .iter()
+        .map(|(name, c)| QueryParamMatch { name: name.clone(), value: c.as_match().map(string_match) })
+        .collect();
     Some(RouteMatch {
-        uri: m.uri.as_ref().and_then(StringCondition::as_match).map(string_match),
-        method: m.method.as_ref().and_then(StringCondition::as_match).map(string_match),
+        uri: condition(&m.uri),
+        ignore_uri_case: m.ignore_uri_case,
+        scheme: condition(&m.scheme),
+        authority: condition(&m.authority),
+        query_params,
+        method: condition(&m.method),
         headers,
     })
 }

@@ -149,19 +149,6 @@ fn http_rule(rule: &HttpRoute, path: &str, add: &mut impl FnMut(String, &str)) {
             }
         }
     }
-    for (j, m) in rule.matches.iter().enumerate() {
-        let conditions = [
-            ("scheme", m.scheme.is_some()),
-            ("authority", m.authority.is_some()),
-            ("queryParams", !m.query_params.is_empty()),
-            ("ignoreUriCase", m.ignore_uri_case),
-        ];
-        for (field, present) in conditions {
-            if present {
-                add(format!("{path}.match[{j}].{field}"), RULE_DROPPED);
-            }
-        }
-    }
 }
 
 /// The connection pool settings paymesh does not apply, by field path under `connectionPool`.

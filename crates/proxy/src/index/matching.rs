@@ -42,6 +42,12 @@ pub struct RequestView<'a> {
     pub method: &'a Method,
     /// The path, without the query.
     pub path: &'a str,
+    /// The query string, without the `?`.
+    pub query: Option<&'a str>,
+    /// The scheme the client used (`http`, `https`).
+    pub scheme: &'a str,
+    /// The authority as the client sent it.
+    pub authority: &'a str,
     /// The request headers.
     pub headers: &'a HeaderMap,
 }
@@ -51,17 +57,30 @@ pub struct RequestView<'a> {
 enum Matcher {
     Exact(String),
     Prefix(String),
+    /// Exact, ignoring ASCII case (the text is lower case).
+    ExactFolded(String),
+    /// Prefix, ignoring ASCII case (the text is lower case).
+    PrefixFolded(String),
     Regex(Regex),
 }
 
 impl Matcher {
     fn compile(spec: &StringMatch) -> Result<Self, MatchError> {
+        Self::compile_with_case(spec, false)
+    }
+
+    /// `ignore_case`: Istio's `ignoreUriCase`, ASCII case folded on both sides.
+    fn compile_with_case(spec: &StringMatch, ignore_case: bool) -> Result<Self, MatchError> {
+        let fold = |text: &String| if ignore_case { text.to_ascii_lowercase() } else { text.clone() };
         Ok(match spec {
+            StringMatch::Exact(text) if ignore_case => Matcher::ExactFolded(fold(text)),
+            StringMatch::Prefix(text) if ignore_case => Matcher::PrefixFolded(fold(text)),
             StringMatch::Exact(text) => Matcher::Exact(text.clone()),
             StringMatch::Prefix(text) => Matcher::Prefix(text.clone()),
             StringMatch::Regex(pattern) => {
                 let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
                     .size_limit(REGEX_SIZE_LIMIT)
+                    .case_insensitive(ignore_case)
                     .build()
                     .map_err(|e| MatchError::Regex { pattern: pattern.clone(), reason: e.to_string() })?;
                 Matcher::Regex(regex)
@@ -73,6 +92,10 @@ impl Matcher {
         match self {
             Matcher::Exact(expected) => text == expected,
             Matcher::Prefix(prefix) => text.starts_with(prefix.as_str()),
+            Matcher::ExactFolded(expected) => text.eq_ignore_ascii_case(expected),
+            Matcher::PrefixFolded(prefix) => {
+                text.get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+            }
             Matcher::Regex(regex) => regex.is_match(text),
         }
     }
@@ -117,19 +140,63 @@ fn joined<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>>
     Some(text)
 }
 
+/// A condition on one query parameter.
+#[derive(Debug)]
+struct QueryCondition {
+    name: String,
+    value: Option<Matcher>,
+}
+
+impl QueryCondition {
+    fn holds(&self, query: Option<&str>) -> bool {
+        let value = query.and_then(|query| {
+            query
+                .split('&')
+                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+                .find(|(key, _)| *key == self.name)
+        });
+        match (&self.value, value) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(matcher), Some((_, value))) => matcher.holds(value),
+        }
+    }
+}
+
 /// One alternative: every part must hold.
 #[derive(Debug)]
 struct Alternative {
     uri: Option<Matcher>,
+    scheme: Option<Matcher>,
     method: Option<Matcher>,
+    authority: Option<Matcher>,
     headers: Vec<HeaderCondition>,
+    query: Vec<QueryCondition>,
 }
 
 impl Alternative {
-    fn holds(&self, req: &RequestView<'_>) -> bool {
-        self.uri.as_ref().is_none_or(|m| m.holds(req.path))
-            && self.method.as_ref().is_none_or(|m| m.holds(req.method.as_str()))
-            && self.headers.iter().all(|h| h.holds(req.headers))
+    /// The first part that does not hold, named as the VirtualService names it.
+    fn refuses(&self, req: &RequestView<'_>) -> Option<&'static str> {
+        let fails = |m: &Option<Matcher>, text: &str| m.as_ref().is_some_and(|m| !m.holds(text));
+        if fails(&self.uri, req.path) {
+            Some("uri")
+        } else if fails(&self.scheme, req.scheme) {
+            Some("scheme")
+        } else if fails(&self.method, req.method.as_str()) {
+            Some("method")
+        } else if fails(&self.authority, req.authority) {
+            Some("authority")
+        } else if !self.headers.iter().all(|h| h.holds(req.headers)) {
+            Some(if self.headers.iter().any(|h| h.invert && !h.holds(req.headers)) {
+                "withoutHeaders"
+            } else {
+                "headers"
+            })
+        } else if !self.query.iter().all(|q| q.holds(req.query)) {
+            Some("queryParams")
+        } else {
+            None
+        }
     }
 }
 
@@ -143,13 +210,25 @@ pub struct RouteMatcher {
 impl RouteMatcher {
     /// Compiles `matches`.
     pub fn compile(matches: &[RouteMatch]) -> Result<Self, MatchError> {
+        let condition = |m: &Option<StringMatch>| m.as_ref().map(Matcher::compile).transpose();
         let alternatives = matches
             .iter()
             .map(|m| {
                 Ok(Alternative {
-                    uri: m.uri.as_ref().map(Matcher::compile).transpose()?,
-                    method: m.method.as_ref().map(Matcher::compile).transpose()?,
+                    uri: m
+                        .uri
+                        .as_ref()
+                        .map(|uri| Matcher::compile_with_case(uri, m.ignore_uri_case))
+                        .transpose()?,
+                    scheme: condition(&m.scheme)?,
+                    method: condition(&m.method)?,
+                    authority: condition(&m.authority)?,
                     headers: m.headers.iter().map(HeaderCondition::compile).collect::<Result<_, _>>()?,
+                    query: m
+                        .query_params
+                        .iter()
+                        .map(|q| Ok(QueryCondition { name: q.name.clone(), value: condition(&q.value)? }))
+                        .collect::<Result<_, MatchError>>()?,
                 })
             })
             .collect::<Result<_, MatchError>>()?;
@@ -158,7 +237,16 @@ impl RouteMatcher {
 
     /// Whether `req` selects the route.
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        self.alternatives.is_empty() || self.alternatives.iter().any(|alt| alt.holds(req))
+        self.alternatives.is_empty() || self.alternatives.iter().any(|alt| alt.refuses(req).is_none())
+    }
+
+    /// Why `req` does not select the route: for each alternative, the first condition that
+    /// does not hold (`None` when the route selects it). For `paymesh x route`.
+    pub fn explain(&self, req: &RequestView<'_>) -> Option<Vec<&'static str>> {
+        if self.matches(req) {
+            return None;
+        }
+        Some(self.alternatives.iter().filter_map(|alt| alt.refuses(req)).collect())
     }
 }
 
@@ -221,11 +309,52 @@ mod tests {
     use super::*;
 
     fn view<'a>(method: &'a Method, path: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
-        RequestView { method, path, headers }
+        RequestView { method, path, query: None, scheme: "http", authority: "svc", headers }
     }
 
     fn header(name: &str, value: Option<StringMatch>, invert: bool) -> HeaderMatch {
         HeaderMatch { name: name.to_owned(), value, invert }
+    }
+
+    #[test]
+    fn scheme_authority_query_and_case_folded_uri_conditions_hold_and_explain_themselves() {
+        let spec = RouteMatch {
+            uri: Some(StringMatch::Prefix("/V1/Accounts".into())),
+            ignore_uri_case: true,
+            scheme: Some(StringMatch::Exact("https".into())),
+            authority: Some(StringMatch::Regex("api\\.example\\.com(:443)?".into())),
+            query_params: vec![
+                paymesh_api::model::QueryParamMatch {
+                    name: "region".into(),
+                    value: Some(StringMatch::Exact("eu".into())),
+                },
+                paymesh_api::model::QueryParamMatch { name: "debug".into(), value: None },
+            ],
+            ..RouteMatch::default()
+        };
+        let matcher = RouteMatcher::compile(&[spec]).expect("compiles");
+        let (get, headers) = (Method::GET, HeaderMap::new());
+        let request = |path, query, scheme, authority| RequestView {
+            method: &get,
+            path,
+            query,
+            scheme,
+            authority,
+            headers: &headers,
+        };
+        let good = request("/v1/accounts/acc-1", Some("debug&region=eu"), "https", "api.example.com");
+        assert!(matcher.matches(&good));
+        let cases = [
+            (request("/v2/accounts", Some("debug&region=eu"), "https", "api.example.com"), "uri"),
+            (request("/v1/accounts", Some("debug&region=eu"), "http", "api.example.com"), "scheme"),
+            (request("/v1/accounts", Some("debug&region=eu"), "https", "evil.example.com"), "authority"),
+            (request("/v1/accounts", Some("region=us&debug"), "https", "api.example.com:443"), "queryParams"),
+            (request("/v1/accounts", Some("region=eu"), "https", "api.example.com"), "queryParams"),
+        ];
+        for (view, refused) in cases {
+            assert_eq!(matcher.explain(&view), Some(vec![refused]), "{view:?}");
+        }
+        assert_eq!(matcher.explain(&good), None);
     }
 
     #[test]
@@ -243,11 +372,13 @@ mod tests {
                 header("x-canary", Some(StringMatch::Exact("true".into())), false),
                 header("x-tenant-id", Some(StringMatch::Regex("tenant-(gold|platinum)".into())), true),
             ],
+            ..RouteMatch::default()
         };
         let health = RouteMatch {
             uri: Some(StringMatch::Exact("/healthz".into())),
             method: None,
             headers: Vec::new(),
+            ..RouteMatch::default()
         };
         let matcher = RouteMatcher::compile(&[canary, health]).expect("compiles");
         let mut headers = HeaderMap::new();
@@ -270,18 +401,21 @@ mod tests {
             uri: None,
             method: None,
             headers: vec![header("x-debug", None, false)],
+            ..RouteMatch::default()
         }])
         .expect("compiles");
         let absent = RouteMatcher::compile(&[RouteMatch {
             uri: None,
             method: None,
             headers: vec![header("x-debug", None, true)],
+            ..RouteMatch::default()
         }])
         .expect("compiles");
         let joined = RouteMatcher::compile(&[RouteMatch {
             uri: None,
             method: None,
             headers: vec![header("x-debug", Some(StringMatch::Exact("a,b".into())), false)],
+            ..RouteMatch::default()
         }])
         .expect("compiles");
         let mut headers = HeaderMap::new();
@@ -297,16 +431,27 @@ mod tests {
 
     #[test]
     fn bad_regexes_and_names_are_refused_with_the_reason() {
-        let bad = RouteMatch { uri: Some(StringMatch::Regex("/v1/(".into())), method: None, headers: vec![] };
+        let bad = RouteMatch {
+            uri: Some(StringMatch::Regex("/v1/(".into())),
+            method: None,
+            headers: vec![],
+            ..RouteMatch::default()
+        };
         let error = RouteMatcher::compile(&[bad]).expect_err("unclosed group");
         assert!(error.to_string().starts_with("invalid regex `/v1/(`: "), "{error}");
         let huge = RouteMatch {
             uri: Some(StringMatch::Regex("a{1000}{1000}".into())),
             method: None,
             headers: vec![],
+            ..RouteMatch::default()
         };
         assert!(matches!(RouteMatcher::compile(&[huge]), Err(MatchError::Regex { .. })));
-        let pseudo = RouteMatch { uri: None, method: None, headers: vec![header(":authority", None, false)] };
+        let pseudo = RouteMatch {
+            uri: None,
+            method: None,
+            headers: vec![header(":authority", None, false)],
+            ..RouteMatch::default()
+        };
         assert_eq!(
             RouteMatcher::compile(&[pseudo]).expect_err("pseudo").to_string(),
             "invalid header name `:authority`"
