@@ -14,6 +14,7 @@ mod state;
 mod table;
 mod tls_check;
 mod up;
+mod x_route;
 
 /// Loading a large configuration is allocation-bound (a quarter of `paymesh analyze`'s time
 /// went to glibc's malloc/free, see bench/RESULTS.md); mimalloc cuts that.
@@ -44,6 +45,16 @@ enum Command {
     ProxyStatus(proxy_status::Args),
     /// Show a proxy's listeners, routes, clusters, endpoints or certificate.
     ProxyConfig(proxy_config::Args),
+    /// Experimental commands.
+    #[command(subcommand)]
+    X(Experimental),
+}
+
+/// `paymesh x ...`: commands whose output may still change.
+#[derive(Debug, Subcommand)]
+enum Experimental {
+    /// Simulate, offline, where a request goes: route, cluster, endpoints and policies.
+    Route(x_route::Args),
 }
 
 /// sysexits' EX_USAGE, which istioctl returns for a command line it cannot parse.
@@ -66,6 +77,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec::run(args),
         Command::ProxyStatus(args) => proxy_status::run(args),
         Command::ProxyConfig(args) => proxy_config::run(args),
+        Command::X(Experimental::Route(args)) => x_route::run(args),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,8 @@
 //!   10 %, validation-service aborted 503 `FI` on 5 % — while the same header from outside is
 //!   stripped by the gateway and never hurts anything.
 //!
+//! - `paymesh x route` names the route, cluster and pod the sidecar used, for 50 requests.
+//!
 //! Tolerances come from the binomial distribution, stated where used.
 
 #![cfg(unix)]
@@ -75,18 +77,23 @@ impl Conn {
     }
 }
 
-/// The gateway's access lines for paths starting with `path`.
-fn gateway_lines(up: &Up, state_dir: &Path, path: &str) -> Vec<String> {
+/// The proxy log of the first pod of `deployment`.
+fn pod_log(up: &Up, state_dir: &Path, deployment: &str) -> std::path::PathBuf {
     let state = up.state();
     let pod = state["pods"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| p["deployment"] == "istio-ingressgateway")
+        .find(|p| p["deployment"] == deployment)
         .and_then(|p| p["name"].as_str())
-        .expect("the gateway pod")
+        .unwrap_or_else(|| panic!("no pod of {deployment}"))
         .to_owned();
-    let log = std::fs::read_to_string(state_dir.join("logs").join(pod).join("proxy.log")).unwrap_or_default();
+    state_dir.join("logs").join(pod).join("proxy.log")
+}
+
+/// The gateway's access lines for paths starting with `path`.
+fn gateway_lines(up: &Up, state_dir: &Path, path: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(pod_log(up, state_dir, "istio-ingressgateway")).unwrap_or_default();
     log.lines().filter(|line| line.contains(&format!("GET {path}"))).map(str::to_owned).collect()
 }
 
@@ -132,6 +139,64 @@ fn canary_split_opt_in_and_fault_injection_follow_the_repositorys_resources() {
         (lines.len() == 50).then_some(lines)
     });
     assert!(opted.iter().all(|l| l.contains("outbound|8081|v2|payment-service")), "x-canary: true → v2");
+
+    // `paymesh x route` agrees with the sidecar for 50 requests: the route it names took each
+    // one, and the cluster and pod that served it are among the destinations it lists.
+    let outbound: SocketAddr =
+        format!("{}:15001", pod_ip(&up, "payments", "payment-service")).parse().expect("addr");
+    let sidecar_log = pod_log(&up, &state_dir, "payment-service");
+    for i in 0..50 {
+        let (method, url, extra) = match i % 5 {
+            0 => ("GET", format!("http://account-service:8083/v1/accounts/acc-{i}"), ""),
+            1 => ("POST", "http://account-service:8083/v1/accounts".to_owned(), ""),
+            2 => ("GET", "http://validation-service:8082/health".to_owned(), ""),
+            3 => ("GET", format!("http://payment-service:8081/v1/payments/x-{i}"), "x-canary: true"),
+            _ => ("GET", format!("http://payment-service:8081/v1/payments/x-{i}"), ""),
+        };
+        let id = format!("x-route-{i}");
+        let host = url.trim_start_matches("http://").split('/').next().expect("host");
+        let mut head = format!(
+            "{method} {url} HTTP/1.1\r\nHost: {host}\r\nx-tenant-id: acme\r\nx-request-id: {id}\r\ncontent-length: 0\r\n"
+        );
+        if !extra.is_empty() {
+            head.push_str(&format!("{extra}\r\n"));
+        }
+        head.push_str("\r\n");
+        Conn::open(outbound).send(&head);
+        let line = eventually("the sidecar's access line", Duration::from_secs(10), || {
+            // The app's own calls carry the same request id on to other services, and a call to
+            // payment-service may land on this very pod's inbound side: find ours by its
+            // authority and listener too.
+            let log = std::fs::read_to_string(&sidecar_log).ok()?;
+            let ours = |l: &&str| {
+                l.contains(&format!("\"{id}\" \"{host}\"")) && l.ends_with("listener=\"outbound\"")
+            };
+            log.lines().find(ours).map(str::to_owned)
+        });
+        let fields: Vec<&str> =
+            line.split(" listener=").next().unwrap_or_default().split_whitespace().collect();
+        let (route, pod) = (fields[fields.len() - 6], fields[fields.len() - 3]);
+        let cluster = fields.iter().find(|f| f.starts_with("outbound|")).expect("an upstream cluster");
+        let mut args = vec!["x", "route", "-o", "json", "-f"];
+        let k8s_dir = k8s.display().to_string();
+        args.extend([k8s_dir.as_str(), "-n", "payments", "--from", "deploy/payment-service", "-X", method]);
+        if !extra.is_empty() {
+            args.extend(["-H", extra]);
+        }
+        args.push(&url);
+        let out = paymesh().args(&args).output().expect("paymesh x route");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let trace: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let matched = trace["routes"].as_array().and_then(|r| r.last()).expect("a route");
+        assert_eq!(matched["name"], route, "request {i} ({method} {url} {extra}): {line}");
+        let destinations = trace["outcome"]["destinations"].as_array().expect("destinations");
+        let chosen = destinations.iter().find(|d| d["cluster"]["name"] == *cluster);
+        let chosen = chosen.unwrap_or_else(|| panic!("request {i}: {cluster} not in {destinations:?}"));
+        assert!(
+            chosen["endpoints"].as_array().expect("endpoints").iter().any(|e| e["pod"] == pod),
+            "request {i}: {pod}"
+        );
+    }
 
     // Fault injection from inside the mesh: what payment-service's app sends through its sidecar
     // (the outbound listener, as `paymesh exec ... curl` does), 200 calls of each, 50 at a time.

@@ -159,6 +159,11 @@ pub struct WeightedClusters {
 }
 
 impl WeightedClusters {
+    /// The clusters and their weights.
+    pub fn entries(&self) -> impl Iterator<Item = (&Arc<ClusterEntry>, u32)> {
+        self.clusters.iter().map(|(cluster, weight)| (cluster, *weight))
+    }
+
     /// Picks a cluster in proportion to its weight.
     pub fn pick(&self) -> &Arc<ClusterEntry> {
         let first = &self.clusters[0].0;

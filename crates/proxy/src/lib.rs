@@ -39,6 +39,7 @@ pub mod replay;
 pub mod retry;
 pub mod route;
 pub mod serve;
+pub mod simulate;
 pub mod store;
 pub mod transport;
 pub mod tunnel;

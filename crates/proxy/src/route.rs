@@ -40,14 +40,7 @@ pub fn route<'a>(
     let vhost = table
         .virtual_host(authority)
         .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })?;
-    let view = RequestView {
-        method: req.method(),
-        path: req.uri().path(),
-        query: req.uri().query(),
-        scheme: scheme(req),
-        authority: authority.text(),
-        headers: req.headers(),
-    };
+    let view = view(req, authority);
     let (index, route) = vhost.route_for(&view).ok_or_else(|| ProxyError::NoRouteMatched {
         authority: authority.text().to_owned(),
         path: req.uri().path().to_owned(),
@@ -64,9 +57,21 @@ pub fn route<'a>(
     })
 }
 
+/// What route conditions see of `req`, sent to `authority`.
+pub fn view<'a, B>(req: &'a Request<B>, authority: &'a Authority) -> RequestView<'a> {
+    RequestView {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        scheme: scheme(req),
+        authority: authority.text(),
+        headers: req.headers(),
+    }
+}
+
 /// The scheme the client used: the one a TLS-terminating gateway recorded in
 /// `x-forwarded-proto`, else the request URI's, else `http`.
-fn scheme(req: &Request<Body>) -> &str {
+fn scheme<B>(req: &Request<B>) -> &str {
     req.headers()
         .get(X_FORWARDED_PROTO)
         .and_then(|value| value.to_str().ok())
