@@ -15,6 +15,7 @@
 
 pub mod build;
 pub mod matching;
+pub mod path_index;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use crate::transport::{Plain, Transport};
 
 pub use build::IndexError;
 pub use matching::{RequestView, RouteHeaders, RouteMatcher};
+use path_index::PathIndex;
 
 /// Everything a request needs, for one config version.
 pub struct Index {
@@ -114,12 +116,33 @@ pub struct VirtualHostEntry {
     pub name: String,
     /// Routes, first match wins.
     pub routes: Vec<RouteEntry>,
+    /// For a large virtual host, the routes each request can select.
+    paths: Option<PathIndex>,
 }
 
 impl VirtualHostEntry {
+    /// The virtual host `name` with `routes`, indexed by literal path and header when there are
+    /// many.
+    pub fn new(name: String, routes: Vec<RouteEntry>) -> Self {
+        let paths = (routes.len() >= path_index::MIN_ROUTES).then(|| {
+            let literals: Vec<_> =
+                routes.iter().map(|r| r.matcher.path_literals().map(<[_]>::to_vec)).collect();
+            PathIndex::new(&literals)
+        });
+        VirtualHostEntry { name, routes, paths }
+    }
+
     /// The first route whose conditions `req` meets, with its position.
     pub fn route_for(&self, req: &RequestView<'_>) -> Option<(usize, &RouteEntry)> {
-        self.routes.iter().enumerate().find(|(_, route)| route.matcher.matches(req))
+        match &self.paths {
+            None => self.routes.iter().enumerate().find(|(_, route)| route.matcher.matches(req)),
+            Some(paths) => paths
+                .candidates(req.path, req.headers)
+                .into_iter()
+                .map(|i| i as usize)
+                .filter_map(|i| self.routes.get(i).map(|route| (i, route)))
+                .find(|(_, route)| route.matcher.matches(req)),
+        }
     }
 }
 

@@ -358,7 +358,7 @@ fn route_table(
                 policy: route.policy.clone(),
             });
         }
-        let entry = Arc::new(VirtualHostEntry { name: vhost.name.clone(), routes });
+        let entry = Arc::new(VirtualHostEntry::new(vhost.name.clone(), routes));
         for domain in &vhost.domains {
             hosts.entry(domain.to_ascii_lowercase()).or_insert_with(|| Arc::clone(&entry));
         }

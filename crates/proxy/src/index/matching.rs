@@ -128,7 +128,7 @@ impl HeaderCondition {
 }
 
 /// The values of `name`, joined with `,` when there are several; `None` when absent.
-fn joined<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
+pub(super) fn joined<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     let mut text = String::from_utf8_lossy(first.as_bytes());
@@ -175,6 +175,20 @@ struct Alternative {
 }
 
 impl Alternative {
+    /// Whether every part holds (the hot path: no reason kept). A path regex, the costliest
+    /// check, runs last, so cheaper conditions rule most requests out first.
+    fn holds(&self, req: &RequestView<'_>) -> bool {
+        let holds = |m: &Option<Matcher>, text: &str| m.as_ref().is_none_or(|m| m.holds(text));
+        let regex = matches!(self.uri, Some(Matcher::Regex(_)));
+        (regex || holds(&self.uri, req.path))
+            && holds(&self.scheme, req.scheme)
+            && holds(&self.method, req.method.as_str())
+            && holds(&self.authority, req.authority)
+            && self.headers.iter().all(|h| h.holds(req.headers))
+            && self.query.iter().all(|q| q.holds(req.query))
+            && (!regex || holds(&self.uri, req.path))
+    }
+
     /// The first part that does not hold, named as the VirtualService names it.
     fn refuses(&self, req: &RequestView<'_>) -> Option<&'static str> {
         let fails = |m: &Option<Matcher>, text: &str| m.as_ref().is_some_and(|m| !m.holds(text));
@@ -200,11 +214,36 @@ impl Alternative {
     }
 }
 
+/// Literal text a match alternative pins the request to (see [`super::path_index`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathLiteral {
+    /// The path is this.
+    Exact(String),
+    /// The path starts with this.
+    Prefix(String),
+    /// This header's value (its values joined with `,`) is this.
+    Header(HeaderName, String),
+}
+
+/// The literal text every match of the anchored `pattern` starts with, when there is one.
+fn regex_prefix(pattern: &str) -> Option<String> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::parse(pattern).ok()?;
+    let mut extractor = Extractor::new();
+    extractor.kind(ExtractKind::Prefix);
+    let prefixes = extractor.extract(&hir);
+    // Every match starts with one of the literals, so with what they all start with.
+    let prefix = std::str::from_utf8(prefixes.longest_common_prefix()?).ok()?;
+    (!prefix.is_empty()).then(|| prefix.to_owned())
+}
+
 /// A route's conditions (Istio `HTTPRoute.match`): any alternative selects; none at all selects
 /// every request.
 #[derive(Debug, Default)]
 pub struct RouteMatcher {
     alternatives: Vec<Alternative>,
+    /// The path literals of every alternative, when each has one (else any path may match).
+    literals: Option<Vec<PathLiteral>>,
 }
 
 impl RouteMatcher {
@@ -232,12 +271,31 @@ impl RouteMatcher {
                 })
             })
             .collect::<Result<_, MatchError>>()?;
-        Ok(RouteMatcher { alternatives })
+        let literal = |m: &RouteMatch| match &m.uri {
+            Some(StringMatch::Exact(text)) if !m.ignore_uri_case => Some(PathLiteral::Exact(text.clone())),
+            Some(StringMatch::Prefix(text)) if !m.ignore_uri_case => Some(PathLiteral::Prefix(text.clone())),
+            Some(StringMatch::Regex(pattern)) if !m.ignore_uri_case => {
+                regex_prefix(pattern).map(PathLiteral::Prefix)
+            }
+            _ => m.headers.iter().find_map(|h| match &h.value {
+                Some(StringMatch::Exact(value)) if !h.invert => {
+                    Some(PathLiteral::Header(header_name(&h.name).ok()?, value.clone()))
+                }
+                _ => None,
+            }),
+        };
+        let literals = if matches.is_empty() { None } else { matches.iter().map(literal).collect() };
+        Ok(RouteMatcher { alternatives, literals })
+    }
+
+    /// The literal path texts the route is limited to; `None` when it may take any path.
+    pub fn path_literals(&self) -> Option<&[PathLiteral]> {
+        self.literals.as_deref()
     }
 
     /// Whether `req` selects the route.
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        self.alternatives.is_empty() || self.alternatives.iter().any(|alt| alt.refuses(req).is_none())
+        self.alternatives.is_empty() || self.alternatives.iter().any(|alt| alt.holds(req))
     }
 
     /// Why `req` does not select the route: for each alternative, the first condition that
@@ -314,6 +372,14 @@ mod tests {
 
     fn header(name: &str, value: Option<StringMatch>, invert: bool) -> HeaderMatch {
         HeaderMatch { name: name.to_owned(), value, invert }
+    }
+
+    #[test]
+    fn a_regex_pins_the_path_to_its_literal_prefix_only_when_every_match_has_it() {
+        assert_eq!(regex_prefix("/v1/payments/[0-9]+"), Some("/v1/payments/".to_owned()));
+        assert_eq!(regex_prefix("/health|/ready"), Some("/".to_owned()), "what both alternatives share");
+        assert_eq!(regex_prefix(".*/refunds"), None);
+        assert_eq!(regex_prefix("(?i)/v1/x"), Some("/".to_owned()), "the case variants share only `/`");
     }
 
     #[test]
