@@ -10,6 +10,7 @@
 #   NEW_CONNECTIONS=1 bench/instructions/run.sh  # a new client connection per request
 #   SYSCALLS=1 bench/instructions/run.sh      # system calls per request instead (perf, no valgrind)
 #   PM_H2_UPGRADE=UPGRADE bench/instructions/run.sh   # the HTTP/2 hop between the sidecars
+#   PM_POLICIES=1 bench/instructions/run.sh   # with k8s/istio's account-service policies applied
 #
 # Same pair as bench/mesh (impls.d/paymesh.sh writes the config): paymesh-control, an inbound
 # and an outbound sidecar (STRICT mTLS, HTTP/1.1 between them as Istio's default, or h2 with

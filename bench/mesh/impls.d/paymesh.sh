@@ -106,6 +106,36 @@ spec:
     portLevelSettings: [{port: {number: 80}, connectionPool: {http: {h2UpgradePolicy: $PM_H2_UPGRADE}}}]
 EOF
   fi
+  # PM_POLICIES=1: the repository's traffic policies for account-service (k8s/istio: its
+  # DestinationRule's connection pool, outlier detection and least-request balancing, and the
+  # `reads` rule's timeout and retries), on this pair's port, to measure what enforcing them costs.
+  if [[ -n ${PM_POLICIES:-} ]]; then
+    cat >> "$1/config/mesh.yaml" <<EOF
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: account-service, namespace: payments}
+spec:
+  host: account-service
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 100, connectTimeout: 2s}
+      http: {http1MaxPendingRequests: 50, http2MaxRequests: 200, maxRequestsPerConnection: 0, maxRetries: 3, idleTimeout: 60s}
+    outlierDetection: {consecutive5xxErrors: 5, consecutiveGatewayErrors: 3, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: account-service, namespace: payments}
+spec:
+  hosts: [account-service]
+  http:
+  - name: reads
+    match: [{method: {exact: GET}}]
+    route: [{destination: {host: account-service, port: {number: 80}}}]
+    timeout: 3s
+    retries: {attempts: 3, perTryTimeout: 1s, retryOn: "5xx,reset,connect-failure"}
+EOF
+  fi
   cat > "$1/pods.yaml" <<EOF
 apiVersion: v1
 kind: List
