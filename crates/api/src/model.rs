@@ -253,6 +253,79 @@ pub struct Route {
     /// Timeout, retries and faults.
     #[serde(default)]
     pub policy: RoutePolicy,
+    /// Path and authority rewrites before forwarding (Istio `HTTPRoute.rewrite`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+}
+
+/// What a route rewrites before forwarding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rewrite {
+    /// Replaces the part of the path the route matched: the prefix of a prefix match, the
+    /// whole path otherwise (Istio `rewrite.uri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Every match of `pattern` in the path replaced by `substitution` (`$1` groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_regex: Option<RegexRewrite>,
+    /// The authority (`Host`) sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+}
+
+/// A regex path rewrite (Istio `uriRegexRewrite`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegexRewrite {
+    /// RE2 pattern.
+    pub pattern: String,
+    /// The replacement, groups written `$1` (converted from Istio's `\1`).
+    pub substitution: String,
+}
+
+/// Where a redirect points (Istio `HTTPRedirect`): each part replaces the request's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Redirect {
+    /// The status (301 when the rule sets none).
+    pub status: u16,
+    /// A new scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// A new host (without port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// The port.
+    #[serde(default)]
+    pub port: RedirectPort,
+    /// A new path (`uri`), or a new prefix for the matched one (`prefixRewrite`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<RedirectPath>,
+}
+
+/// The port of a redirect's location.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RedirectPort {
+    /// Left out: the scheme's default (Istio's `FROM_PROTOCOL_DEFAULT`), unless the request's
+    /// authority is kept whole.
+    #[default]
+    ProtocolDefault,
+    /// The request's port (`FROM_REQUEST_PORT`).
+    RequestPort,
+    /// This port.
+    Number(u16),
+}
+
+/// A redirect's new path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RedirectPath {
+    /// The whole path.
+    Replace(String),
+    /// The matched prefix replaced.
+    Prefix(String),
 }
 
 /// Header edits of a route (Istio `Headers`).
@@ -376,6 +449,11 @@ pub enum RouteAction {
         status: u16,
         /// Body.
         body: String,
+    },
+    /// Answer with a redirect.
+    Redirect {
+        /// Where to.
+        redirect: Redirect,
     },
 }
 

@@ -237,6 +237,7 @@ fn virtual_host(service: &str) -> VirtualHost {
             matches: Vec::new(),
             headers: HeaderEdits::default(),
             policy: Default::default(),
+            rewrite: None,
             action: RouteAction::Forward {
                 clusters: vec![WeightedCluster { cluster: format!("outbound|8080||{service}"), weight: 100 }],
             },

@@ -191,6 +191,7 @@ fn routes(routes: &[RouteConfig]) -> String {
                         .collect::<Vec<_>>()
                         .join(", "),
                     RouteAction::DirectResponse { status, .. } => format!("direct {status}"),
+                    RouteAction::Redirect { redirect } => format!("redirect {}", redirect.status),
                 };
                 rows.push(vec![
                     config.name.clone(),

@@ -307,7 +307,7 @@ spec:
   hosts: ["*"]
   gateways: [shop/web]
   http:
-  - name: unsupported-query
+  - name: debug-query
     match: [{queryParams: {debug: {exact: "1"}}}]
     route: [{destination: {host: account, port: {number: 8083}}}]
   - name: split
@@ -351,9 +351,10 @@ fn gateway_listeners_and_routes() {
     assert_eq!(route.virtual_hosts.len(), 1, "only the gateway-bound VirtualService");
     let vhost = &route.virtual_hosts[0];
     assert_eq!(vhost.domains, ["*"]);
-    // The rule with a condition paymesh can't compile is left out, not made a catch-all.
-    assert_eq!(vhost.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["split"]);
-    let split = &vhost.routes[0];
+    assert_eq!(vhost.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["debug-query", "split"]);
+    let query = &vhost.routes[0].matches[0].query_params;
+    assert_eq!((query[0].name.as_str(), &query[0].value), ("debug", &Some(StringMatch::Exact("1".into()))));
+    let split = &vhost.routes[1];
     assert_eq!(split.matches[0].uri, Some(StringMatch::Prefix("/v1".into())));
     assert!(split.matches[0].headers[0].invert);
     assert_eq!(

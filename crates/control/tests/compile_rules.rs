@@ -150,10 +150,11 @@ spec:
         scan(&load(&format!("{BASE}\n---\n{extra}"))).into_iter().map(|u| u.field).collect()
     };
     assert!(!listed(rules).iter().any(|f| f.contains("connectionPool")), "{:?}", listed(rules));
-    let with_limit = rules.replace("h2UpgradePolicy: DEFAULT}", "h2UpgradePolicy: DEFAULT, maxRetries: 2}");
+    let with_gap =
+        rules.replace("h2UpgradePolicy: DEFAULT}", "h2UpgradePolicy: DEFAULT, maxConcurrentStreams: 2}");
     assert_eq!(
-        listed(&with_limit).iter().filter(|f| f.contains("connectionPool")).collect::<Vec<_>>(),
-        ["spec.trafficPolicy.connectionPool"]
+        listed(&with_gap).iter().filter(|f| f.contains("connectionPool")).collect::<Vec<_>>(),
+        ["spec.trafficPolicy.connectionPool.http.maxConcurrentStreams"]
     );
 }
 
@@ -299,17 +300,8 @@ fn unsupported_fields_are_listed_with_their_path() {
     let store = load(&format!("{BASE}\n---\n{RULES}\n---\n{dr}"));
     assert_eq!(
         scan(&store),
+        // The rules' timeouts and retries are applied, so only TLS origination is listed.
         [
-            Unsupported {
-                resource: "VirtualService shop/account".into(),
-                field: "spec.http[3].timeout".into(),
-                reason: "not implemented: the route is compiled without it".into(),
-            },
-            Unsupported {
-                resource: "VirtualService shop/account".into(),
-                field: "spec.http[3].retries".into(),
-                reason: "not implemented: the route is compiled without it".into(),
-            },
             Unsupported {
                 resource: "DestinationRule shop/ext".into(),
                 field: "spec.trafficPolicy.portLevelSettings[0].tls.mode".into(),
@@ -332,22 +324,23 @@ fn the_repository_gateway_removes_x_fault_test() {
     let routes: Vec<&Route> = http.virtual_hosts.iter().flat_map(|v| &v.routes).collect();
     let opt_in = routes.iter().find(|r| r.name == "canary-opt-in").expect("canary-opt-in compiled");
     assert_eq!(opt_in.headers.request.remove, ["x-fault-test"]);
+    // Every traffic field of the repository's VirtualServices and DestinationRules is applied.
     let fields: Vec<String> = scan(&store).iter().map(|u| format!("{} {}", u.resource, u.field)).collect();
     assert!(
-        fields.contains(&"VirtualService payments/payments-api spec.http[0].timeout".to_owned()),
+        !fields.iter().any(|f| f.starts_with("VirtualService") || f.starts_with("DestinationRule")),
         "{fields:?}"
     );
 }
 
 #[test]
 fn policies_the_proxies_do_not_enforce_yet_are_listed() {
-    let extra = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec: {}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: pool, namespace: shop}\nspec: {host: account, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}, outlierDetection: {consecutive5xxErrors: 1}}}\n";
+    let extra = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec: {}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: pool, namespace: shop}\nspec: {host: account, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1, tcpKeepalive: {probes: 3}}}, loadBalancer: {localityLbSetting: {enabled: true}}}}\n";
     let store = load(&format!("{BASE}\n---\n{extra}"));
     let listed: Vec<(String, String)> = scan(&store).into_iter().map(|u| (u.resource, u.field)).collect();
     for expected in [
         ("AuthorizationPolicy shop/deny-all", "spec"),
-        ("DestinationRule shop/pool", "spec.trafficPolicy.connectionPool"),
-        ("DestinationRule shop/pool", "spec.trafficPolicy.outlierDetection"),
+        ("DestinationRule shop/pool", "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive"),
+        ("DestinationRule shop/pool", "spec.trafficPolicy.loadBalancer.localityLbSetting"),
     ] {
         assert!(
             listed.contains(&(expected.0.to_owned(), expected.1.to_owned())),

@@ -54,6 +54,7 @@ fn virtual_host(path: Path) -> VirtualHostEntry {
                 headers: RouteHeaders::default(),
                 action: Action::Direct { status: StatusCode::OK, body: Bytes::new() },
                 policy: Default::default(),
+                rewrite: None,
             }
         })
         .collect();

@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::SET_COOKIE;
 use http::uri::Authority as UriAuthority;
 use http::{HeaderMap, HeaderValue, Request, Response};
@@ -68,13 +69,23 @@ impl Forward {
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         let mut response = match route(table, authority, &mut req, ctx)? {
-            Decision::Forward(cluster, policy) => {
-                self.forward(cluster, authority.uri(), req, policy, ctx).await?
+            Decision::Forward(cluster, policy, rewritten) => {
+                let upstream_authority = rewritten.unwrap_or(authority.uri());
+                self.forward(cluster, upstream_authority, req, policy, ctx).await?
             }
             Decision::Direct { status, body } => {
                 ctx.details = "direct_response";
                 let mut response = Response::new(full(body));
                 *response.status_mut() = status;
+                response
+            }
+            Decision::Redirect { status, location } => {
+                ctx.details = "direct_response";
+                let mut response = Response::new(full(Bytes::new()));
+                *response.status_mut() = status;
+                if let Ok(location) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(http::header::LOCATION, location);
+                }
                 response
             }
         };

@@ -26,12 +26,13 @@ use http::StatusCode;
 use http::uri::Authority as UriAuthority;
 use paymesh_api::ProxyConfig;
 use paymesh_api::model::{
-    Cluster, ClusterEndpoints, Endpoint, InboundChain, MtlsMode, RoutePolicy, ServerTls,
+    Cluster, ClusterEndpoints, Endpoint, InboundChain, MtlsMode, Redirect, RoutePolicy, ServerTls,
 };
 
 use crate::balance::{Balancer, Endpoints, HashInput, Tried};
 use crate::http::Authority;
 use crate::outlier::EndpointState;
+use crate::rewrite::Rewrite;
 use crate::store::ClusterState;
 use crate::transport::{Plain, Transport};
 
@@ -160,6 +161,8 @@ pub struct RouteEntry {
     pub action: Action,
     /// Timeout, retries and faults.
     pub policy: RoutePolicy,
+    /// Path and authority rewrites.
+    pub rewrite: Option<Rewrite>,
 }
 
 /// A resolved route action.
@@ -173,6 +176,8 @@ pub enum Action {
         /// The body.
         body: Bytes,
     },
+    /// Answer with a redirect.
+    Redirect(Redirect),
 }
 
 /// Clusters with weights (total > 0).

@@ -37,6 +37,7 @@ pub mod outlier;
 pub mod readiness;
 pub mod replay;
 pub mod retry;
+pub mod rewrite;
 pub mod route;
 pub mod serve;
 pub mod simulate;

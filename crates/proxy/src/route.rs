@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::uri::Authority as UriAuthority;
 use http::{Request, StatusCode};
 
 use crate::context::RequestContext;
@@ -15,11 +16,20 @@ use paymesh_api::model::RoutePolicy;
 
 use crate::http::{Authority, Body, X_FORWARDED_PROTO};
 use crate::index::{Action, ClusterEntry, RequestView, RouteTable};
+use crate::rewrite::location;
 
 /// What the route decided, borrowing from the route table.
 pub enum Decision<'a> {
-    /// Forward to this cluster (picked by weight) under the route's policy.
-    Forward(&'a Arc<ClusterEntry>, &'a RoutePolicy),
+    /// Forward to this cluster (picked by weight) under the route's policy, with the rewritten
+    /// authority when the route rewrites it.
+    Forward(&'a Arc<ClusterEntry>, &'a RoutePolicy, Option<&'a UriAuthority>),
+    /// Answer with a redirect to this location.
+    Redirect {
+        /// The status.
+        status: StatusCode,
+        /// The `Location`.
+        location: String,
+    },
     /// Answer directly.
     Direct {
         /// The status.
@@ -45,15 +55,22 @@ pub fn route<'a>(
         authority: authority.text().to_owned(),
         path: req.uri().path().to_owned(),
     })?;
+    let taken = route.matcher.taken(&view);
+    let scheme = view.scheme.to_owned();
     ctx.set_route(vhost, index);
     route.headers.request.apply(req.headers_mut());
     Ok(match &route.action {
         Action::Forward(clusters) => {
             let cluster = clusters.pick();
             ctx.set_cluster(cluster);
-            Decision::Forward(cluster, &route.policy)
+            let rewritten = route.rewrite.as_ref().and_then(|rewrite| rewrite.apply(req, taken));
+            Decision::Forward(cluster, &route.policy, rewritten)
         }
         Action::Direct { status, body } => Decision::Direct { status: *status, body: body.clone() },
+        Action::Redirect(redirect) => Decision::Redirect {
+            status: StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+            location: location(redirect, authority, req.uri(), &scheme, taken),
+        },
     })
 }
 
@@ -84,6 +101,6 @@ fn scheme<B>(req: &Request<B>) -> &str {
 pub fn cluster_of<'a>(table: &'a RouteTable, authority: &Authority) -> Option<&'a Arc<ClusterEntry>> {
     match &table.virtual_host(authority)?.routes.first()?.action {
         Action::Forward(clusters) => Some(clusters.pick()),
-        Action::Direct { .. } => None,
+        Action::Direct { .. } | Action::Redirect(_) => None,
     }
 }

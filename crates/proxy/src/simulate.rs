@@ -166,6 +166,7 @@ pub fn route(config: ProxyConfig, request: &Request) -> Result<Trace, SimulateEr
                     .collect(),
             },
             Action::Direct { status, .. } => Outcome::DirectResponse { status: status.as_u16() },
+            Action::Redirect(redirect) => Outcome::DirectResponse { status: redirect.status },
         };
         return Ok(trace);
     }

@@ -56,6 +56,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         headers: strip_fault,
         action: forward.clone(),
         policy: Default::default(),
+        rewrite: None,
     };
     let teapot = Route {
         name: "teapot".to_owned(),
@@ -69,6 +70,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         headers: HeaderEdits::default(),
         action: RouteAction::DirectResponse { status: 418, body: "short and stout".to_owned() },
         policy: Default::default(),
+        rewrite: None,
     };
     let catch_all = Route {
         name: "to-echo".to_owned(),
@@ -77,6 +79,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         headers: HeaderEdits::default(),
         action: forward,
         policy: Default::default(),
+        rewrite: None,
     };
     let route = |name: &str, routes: Vec<Route>| RouteConfig {
         name: name.to_owned(),

@@ -3,7 +3,8 @@
 //! at once and recovers; retries turn a flaky upstream into full success without ever exceeding
 //! `attempts` (counted at the upstream), run out with `URX`, leave alone a body too large to
 //! keep, follow Istio's default when the route sets none, and stop with `attempts: 0`; the route
-//! timeout and the per-try timeout answer 504 `UT`.
+//! timeout and the per-try timeout answer 504 `UT`. Rewrites change what the upstream receives;
+//! a redirect answers without forwarding.
 
 #[path = "support/control.rs"]
 mod control;
@@ -16,7 +17,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use control::ControlPlane;
-use paymesh_api::model::{ConnectionPool, RetryOn, RetryPolicy, RoutePolicy};
+use paymesh_api::model::{
+    ConnectionPool, Redirect, RedirectPath, RedirectPort, RegexRewrite, RetryOn, RetryPolicy, Rewrite,
+    RoutePolicy,
+};
 use support::{Pod, Proxy, eventually};
 use upstreams::{Answer, Policies, Script, Upstream, call, client_config, get};
 
@@ -169,4 +173,60 @@ async fn the_route_timeout_and_the_per_try_timeout_answer_504_ut() {
     assert!(answer.elapsed < Duration::from_secs(2), "three tries of 100 ms and backoffs: {answer:?}");
     let last = access_lines(&proxy).pop().expect("an access line");
     assert!(last.contains("upstream_per_try_timeout"), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_change_what_the_upstream_receives_and_redirects_answer_at_once() {
+    let app = Upstream::start("app-0", Script::Ok).await;
+    let prefix = Policies {
+        rewrite: Some(Rewrite {
+            uri: Some("/internal/".into()),
+            authority: Some("backend.internal:9000".into()),
+            ..Rewrite::default()
+        }),
+        ..Policies::default()
+    };
+    let (cp, client, _proxy) = sidecar(&[&app], &prefix).await;
+    let outbound = client.at(15001);
+    let answer = get(outbound).await;
+    // The route matches every path: its prefix is `/`, which the rewrite replaces.
+    assert_eq!(answer.path.as_deref(), Some("/internal/work"), "{answer:?}");
+    assert_eq!(answer.host.as_deref(), Some("backend.internal:9000"));
+
+    let regex = Policies {
+        rewrite: Some(Rewrite {
+            uri_regex: Some(RegexRewrite { pattern: "^/(w)ork$".into(), substitution: "/jobs/${1}".into() }),
+            ..Rewrite::default()
+        }),
+        ..Policies::default()
+    };
+    cp.set_config(client_config("v2", &client, &[&app], &regex));
+    let answer = eventually("the regex rewrite", || async {
+        let answer = get(outbound).await;
+        (answer.path.as_deref() == Some("/jobs/w")).then_some(answer)
+    })
+    .await;
+    assert_eq!(answer.host.as_deref(), Some("svc:8080"), "the authority is kept");
+
+    let redirect = Policies {
+        redirect: Some(Redirect {
+            status: 308,
+            scheme: Some("https".into()),
+            authority: Some("payments.example.com".into()),
+            port: RedirectPort::ProtocolDefault,
+            path: Some(RedirectPath::Prefix("/v2/".into())),
+        }),
+        ..Policies::default()
+    };
+    let hits = app.hits();
+    cp.set_config(client_config("v3", &client, &[&app], &redirect));
+    let answer = eventually("the redirect", || async {
+        let answer = get(outbound).await;
+        (answer.status == 308).then_some(answer)
+    })
+    .await;
+    assert_eq!(answer.location.as_deref(), Some("https://payments.example.com/v2/work"), "{answer:?}");
+    let before = app.hits();
+    get(outbound).await;
+    assert_eq!(app.hits(), before, "a redirect is not forwarded (hits before the push: {hits})");
 }

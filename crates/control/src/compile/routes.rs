@@ -9,19 +9,21 @@
 //! one named, else the service's only port, else the listener port; subset), `headers` (route
 //! level, with a single destination's own merged in), `directResponse`, the policies
 //! (`timeout`, `retries`, `fault`: [`super::route_policy`]) and `delegate` (the delegate's rules
-//! merged in, as Istio merges them). A rule that needs more (redirect) is left out whole rather
-//! than compiled into something broader: a dropped condition would turn it into a catch-all.
+//! merged in, as Istio merges them), `rewrite` (uri, authority, `uriRegexRewrite`) and
+//! `redirect`. A rule whose parts cannot be compiled faithfully is left out whole rather than
+//! compiled into something broader: a dropped condition would turn it into a catch-all.
 //! Fields dropped from a compiled rule are listed by [`super::unsupported`].
 
 use std::borrow::Cow;
 
 use paymesh_api::model::{
-    self, HeaderEdits, HeaderMatch, HeaderOps, QueryParamMatch, Route, RouteAction, RouteMatch,
-    WeightedCluster,
+    self, HeaderEdits, HeaderMatch, HeaderOps, QueryParamMatch, Redirect, RedirectPath, RedirectPort,
+    RegexRewrite, Rewrite, Route, RouteAction, RouteMatch, WeightedCluster,
 };
 use paymesh_config::networking::VirtualService;
 use paymesh_config::networking::virtual_service::{
-    BodyContent, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, delegate,
+    self, BodyContent, DerivePort, HeaderOperations, Headers, HttpMatchRequest, HttpRedirect, HttpRewrite,
+    HttpRoute, delegate,
 };
 use paymesh_config::resource::{Resource, Spec};
 use paymesh_config::types::{StringCondition, StringMatch};
@@ -84,7 +86,16 @@ pub fn http_routes(
             let name = if rule.name.is_empty() { format!("route-{index}") } else { rule.name.clone() };
             let virtual_service = Some(virtual_service.clone());
             let policy = route_policy(rule);
-            Some(Route { name, virtual_service, matches, headers: header_edits(rule), action, policy })
+            let rewrite = rule.rewrite.as_ref().map(rewrite);
+            Some(Route {
+                name,
+                virtual_service,
+                matches,
+                headers: header_edits(rule),
+                action,
+                policy,
+                rewrite,
+            })
         })
         .collect()
 }
@@ -211,8 +222,11 @@ fn action(
     vs_namespace: &str,
     listener_port: u16,
 ) -> Option<RouteAction> {
-    if rule.delegate.is_some() || rule.redirect.is_some() {
+    if rule.delegate.is_some() {
         return None;
+    }
+    if let Some(redirect) = &rule.redirect {
+        return Some(RouteAction::Redirect { redirect: redirect_of(redirect)? });
     }
     if let Some(direct) = &rule.direct_response {
         let body = match direct.body.as_ref().and_then(|b| b.content.as_ref()) {
@@ -244,6 +258,65 @@ fn action(
     (!targets.is_empty()).then_some(RouteAction::Forward { clusters: targets })
 }
 
+/// A rule's `rewrite`, with Istio's `\\1` groups written as the proxy's `${1}`.
+fn rewrite(rewrite: &HttpRewrite) -> Rewrite {
+    let non_empty = |text: &String| (!text.is_empty()).then(|| text.clone());
+    Rewrite {
+        uri: non_empty(&rewrite.uri),
+        uri_regex: rewrite
+            .uri_regex_rewrite
+            .as_ref()
+            .map(|r| RegexRewrite { pattern: r.pattern.clone(), substitution: substitution(&r.rewrite) }),
+        authority: non_empty(&rewrite.authority),
+    }
+}
+
+/// An RE2 substitution (`\\1`) as the `regex` crate writes it (`${1}`, and `$` doubled).
+fn substitution(re2: &str) -> String {
+    let mut out = String::with_capacity(re2.len());
+    let mut chars = re2.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut group = String::new();
+                while let Some(digit) = chars.next_if(char::is_ascii_digit) {
+                    group.push(digit);
+                }
+                out.push_str(&format!("${{{group}}}"));
+            }
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A rule's `redirect`; `None` for a status that is not one.
+fn redirect_of(redirect: &HttpRedirect) -> Option<Redirect> {
+    let non_empty = |text: &String| (!text.is_empty()).then(|| text.clone());
+    let status =
+        if redirect.redirect_code == 0 { 301 } else { u16::try_from(redirect.redirect_code).ok()? };
+    let port = match redirect.port {
+        Some(virtual_service::RedirectPort::Number(port)) => RedirectPort::Number(u16::try_from(port).ok()?),
+        Some(virtual_service::RedirectPort::Derive(DerivePort::FromRequestPort)) => RedirectPort::RequestPort,
+        Some(virtual_service::RedirectPort::Derive(DerivePort::FromProtocolDefault)) | None => {
+            RedirectPort::ProtocolDefault
+        }
+    };
+    let path = match (non_empty(&redirect.uri), non_empty(&redirect.prefix_rewrite)) {
+        (Some(uri), _) => Some(RedirectPath::Replace(uri)),
+        (None, Some(prefix)) => Some(RedirectPath::Prefix(prefix)),
+        (None, None) => None,
+    };
+    Some(Redirect {
+        status,
+        scheme: non_empty(&redirect.scheme),
+        authority: non_empty(&redirect.authority),
+        port,
+        path,
+    })
+}
+
 /// Whether `reference` (as a VirtualService in `vs_namespace` writes it: `ns/name`, `name`,
 /// or `mesh`) names `gateway` (`ns/name`, or `mesh`).
 pub fn gateway_named(reference: &str, vs_namespace: &str, gateway: &str) -> bool {
@@ -251,5 +324,17 @@ pub fn gateway_named(reference: &str, vs_namespace: &str, gateway: &str) -> bool
         reference == gateway
     } else {
         format!("{vs_namespace}/{reference}") == gateway
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn re2_substitutions_become_the_regex_crates() {
+        assert_eq!(substitution(r"\2/instance/\1"), "${2}/instance/${1}");
+        assert_eq!(substitution(r"/price/$5/\10"), "/price/$$5/${10}");
+        assert_eq!(substitution(r"\x"), r"\x");
     }
 }

@@ -102,6 +102,7 @@ pub fn outbound(inputs: &Inputs<'_>) -> Outbound {
                 None => vec![Route {
                     headers: HeaderEdits::default(),
                     policy: Default::default(),
+                    rewrite: None,
                     name: "default".to_owned(),
                     virtual_service: None,
                     matches: Vec::new(),

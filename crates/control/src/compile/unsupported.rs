@@ -98,19 +98,15 @@ fn entry(resource: &Resource, field: String, reason: &str) -> Unsupported {
 }
 
 fn http_rule(rule: &HttpRoute, path: &str, add: &mut impl FnMut(String, &str)) {
-    let dropped: [(&str, bool); 4] = [
+    let dropped: [(&str, bool); 3] = [
         ("mirror", rule.mirror.is_some()),
         ("mirrors", !rule.mirrors.is_empty()),
-        ("rewrite", rule.rewrite.is_some()),
         ("corsPolicy", rule.cors_policy.is_some()),
     ];
     for (field, present) in dropped {
         if present {
             add(format!("{path}.{field}"), DROPPED);
         }
-    }
-    if rule.redirect.is_some() {
-        add(format!("{path}.redirect"), RULE_DROPPED);
     }
     if let Some(retries) = &rule.retries {
         for condition in unknown_retry_on(&retries.retry_on) {

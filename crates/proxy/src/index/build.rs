@@ -20,6 +20,7 @@ use super::{
     Index, RouteEntry, RouteTable, VirtualHostEntry, WeightedClusters,
 };
 use crate::balance::Balancer;
+use crate::rewrite::Rewrite;
 use crate::store::Store;
 use crate::transport::pool::{Dial, Pools};
 use crate::transport::{Plain, Transport, endpoint_authority};
@@ -333,6 +334,13 @@ fn route_table(
                     }
                     Action::Forward(WeightedClusters { clusters: resolved, total })
                 }
+                RouteAction::Redirect { redirect } => {
+                    StatusCode::from_u16(redirect.status).map_err(|_| IndexError::BadStatus {
+                        route: route.name.clone(),
+                        status: redirect.status,
+                    })?;
+                    Action::Redirect(redirect.clone())
+                }
                 RouteAction::DirectResponse { status, body } => {
                     let status = StatusCode::from_u16(*status)
                         .map_err(|_| IndexError::BadStatus { route: route.name.clone(), status: *status })?;
@@ -356,6 +364,7 @@ fn route_table(
                 headers,
                 action,
                 policy: route.policy.clone(),
+                rewrite: route.rewrite.as_ref().map(Rewrite::compile).transpose().map_err(bad)?,
             });
         }
         let entry = Arc::new(VirtualHostEntry::new(vhost.name.clone(), routes));
@@ -461,6 +470,7 @@ mod tests {
                     matches: Vec::new(),
                     headers: HeaderEdits::default(),
                     policy: Default::default(),
+                    rewrite: None,
                     action: RouteAction::Forward {
                         clusters: vec![WeightedCluster { cluster: (*name).to_owned(), weight: 100 }],
                     },

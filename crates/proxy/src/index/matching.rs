@@ -298,6 +298,21 @@ impl RouteMatcher {
         self.alternatives.is_empty() || self.alternatives.iter().any(|alt| alt.holds(req))
     }
 
+    /// How many bytes of the path the alternative that selects `req` took: its prefix's length
+    /// for a prefix match, the whole path for an exact or regex one, 1 (`/`, Envoy's default
+    /// prefix) when it does not name the path. What `rewrite.uri` and a redirect's
+    /// `prefixRewrite` replace.
+    pub fn taken(&self, req: &RequestView<'_>) -> usize {
+        let Some(alternative) = self.alternatives.iter().find(|alt| alt.holds(req)) else {
+            return req.path.len().min(1);
+        };
+        match &alternative.uri {
+            Some(Matcher::Prefix(prefix) | Matcher::PrefixFolded(prefix)) => prefix.len(),
+            Some(_) => req.path.len(),
+            None => req.path.len().min(1),
+        }
+    }
+
     /// Why `req` does not select the route: for each alternative, the first condition that
     /// does not hold (`None` when the route selects it). For `paymesh x route`.
     pub fn explain(&self, req: &RequestView<'_>) -> Option<Vec<&'static str>> {

@@ -384,6 +384,7 @@ pub fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
                 matches: Vec::new(),
                 headers: HeaderEdits::default(),
                 policy: Default::default(),
+                rewrite: None,
                 action: RouteAction::Forward {
                     clusters: vec![WeightedCluster { cluster: cluster.to_owned(), weight: 100 }],
                 },

@@ -70,6 +70,13 @@ impl Upstream {
                         let (seen, done, pod_name) = (Arc::clone(&seen), Arc::clone(&done), pod_name.clone());
                         async move {
                             let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                            let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                            let host = req
+                                .headers()
+                                .get("host")
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
                             let _ = req.into_body().collect().await;
                             let status = match script {
                                 Script::Ok => 200,
@@ -85,6 +92,8 @@ impl Upstream {
                             let response = Response::builder()
                                 .status(status)
                                 .header("x-pod", pod_name)
+                                .header("x-path", path)
+                                .header("x-host", host)
                                 .body(Full::new(Bytes::from_static(b"ok")))
                                 .expect("response");
                             Ok::<_, Infallible>(response)
@@ -127,6 +136,9 @@ pub struct Policies {
     pub lb: LbPolicy,
     pub pool: ConnectionPool,
     pub outlier: Option<OutlierDetection>,
+    pub rewrite: Option<Rewrite>,
+    /// Answer with this redirect instead of forwarding.
+    pub redirect: Option<Redirect>,
 }
 
 impl Default for Policies {
@@ -136,6 +148,8 @@ impl Default for Policies {
             lb: LbPolicy::RoundRobin,
             pool: ConnectionPool::default(),
             outlier: None,
+            rewrite: None,
+            redirect: None,
         }
     }
 }
@@ -169,10 +183,14 @@ pub fn client_config(
                 virtual_service: Some("test/svc".to_owned()),
                 matches: Vec::new(),
                 headers: HeaderEdits::default(),
-                action: RouteAction::Forward {
-                    clusters: vec![WeightedCluster { cluster: SVC_CLUSTER.to_owned(), weight: 100 }],
+                action: match &policies.redirect {
+                    Some(redirect) => RouteAction::Redirect { redirect: redirect.clone() },
+                    None => RouteAction::Forward {
+                        clusters: vec![WeightedCluster { cluster: SVC_CLUSTER.to_owned(), weight: 100 }],
+                    },
                 },
                 policy: policies.route.clone(),
+                rewrite: policies.rewrite.clone(),
             }],
         })],
     };
@@ -203,6 +221,11 @@ pub struct Answer {
     /// `x-paymesh-response-flags`.
     pub flags: Option<String>,
     pub overloaded: bool,
+    /// `x-path` and `x-host`: what the upstream received.
+    pub path: Option<String>,
+    pub host: Option<String>,
+    /// `location`.
+    pub location: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -229,6 +252,9 @@ pub async fn call(proxy: SocketAddr, method: &str, headers: &[(&str, &str)], bod
         pod: header("x-pod"),
         flags: header("x-paymesh-response-flags"),
         overloaded: header("x-envoy-overloaded").as_deref() == Some("true"),
+        path: header("x-path"),
+        host: header("x-host"),
+        location: header("location"),
         elapsed: Duration::ZERO,
     };
     let _ = response.into_body().collect().await;
