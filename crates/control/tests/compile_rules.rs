@@ -301,13 +301,11 @@ fn unsupported_fields_are_listed_with_their_path() {
     assert_eq!(
         scan(&store),
         // The rules' timeouts and retries are applied, so only TLS origination is listed.
-        [
-            Unsupported {
-                resource: "DestinationRule shop/ext".into(),
-                field: "spec.trafficPolicy.portLevelSettings[0].tls.mode".into(),
-                reason: "not implemented: TLS origination".into(),
-            },
-        ]
+        [Unsupported {
+            resource: "DestinationRule shop/ext".into(),
+            field: "spec.trafficPolicy.portLevelSettings[0].tls.mode".into(),
+            reason: "not implemented: TLS origination".into(),
+        },]
     );
 }
 
