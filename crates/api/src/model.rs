@@ -256,6 +256,19 @@ pub struct Route {
     /// Path and authority rewrites before forwarding (Istio `HTTPRoute.rewrite`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    /// Copies of the traffic sent elsewhere, answers ignored (Istio `mirror`, `mirrors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A mirror of a route's traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    /// Where the copies go.
+    pub cluster: String,
+    /// The share of requests copied, in parts per million.
+    pub per_million: u32,
 }
 
 /// What a route rewrites before forwarding.

@@ -238,6 +238,7 @@ fn virtual_host(service: &str) -> VirtualHost {
             headers: HeaderEdits::default(),
             policy: Default::default(),
             rewrite: None,
+            mirrors: Vec::new(),
             action: RouteAction::Forward {
                 clusters: vec![WeightedCluster { cluster: format!("outbound|8080||{service}"), weight: 100 }],
             },

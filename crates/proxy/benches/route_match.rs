@@ -55,6 +55,7 @@ fn virtual_host(path: Path) -> VirtualHostEntry {
                 action: Action::Direct { status: StatusCode::OK, body: Bytes::new() },
                 policy: Default::default(),
                 rewrite: None,
+                mirrors: Vec::new(),
             }
         })
         .collect();

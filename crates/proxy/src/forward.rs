@@ -37,6 +37,7 @@ use crate::fault;
 use crate::flags::ResponseFlag;
 use crate::http::{Authority, Body, full};
 use crate::index::{ClusterEntry, EndpointEntry, RouteTable};
+use crate::mirror;
 use crate::outlier::{self, Outcome as Observed, ejection_allowed, now_ms};
 use crate::replay::Replay;
 use crate::retry::{self, Outcome, backoff, needs_replay};
@@ -69,9 +70,9 @@ impl Forward {
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         let mut response = match route(table, authority, &mut req, ctx)? {
-            Decision::Forward(cluster, policy, rewritten) => {
+            Decision::Forward { cluster, policy, authority: rewritten, mirrors } => {
                 let upstream_authority = rewritten.unwrap_or(authority.uri());
-                self.forward(cluster, upstream_authority, req, policy, ctx).await?
+                self.forward(cluster, upstream_authority, req, policy, mirrors, ctx).await?
             }
             Decision::Direct { status, body } => {
                 ctx.details = "direct_response";
@@ -102,15 +103,18 @@ impl Forward {
         authority: &UriAuthority,
         req: Request<Body>,
         policy: &RoutePolicy,
+        mirrors: &[(Arc<ClusterEntry>, u32)],
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         if let Some(fault) = &policy.fault {
             fault::inject(fault, ctx).await?;
         }
+        let mirrors = mirror::drawn(mirrors);
         let Some(limit) = policy.timeout_ms.map(Duration::from_millis) else {
-            return self.request(cluster, authority, req, &policy.retries, ctx).await;
+            return self.request(cluster, authority, req, &policy.retries, mirrors, ctx).await;
         };
-        match tokio::time::timeout(limit, self.request(cluster, authority, req, &policy.retries, ctx)).await {
+        let request = self.request(cluster, authority, req, &policy.retries, mirrors, ctx);
+        match tokio::time::timeout(limit, request).await {
             Ok(result) => result,
             Err(_) => {
                 Err(ProxyError::Timeout { cluster: cluster.name.clone(), after: limit, per_try: false })
@@ -120,13 +124,14 @@ impl Forward {
 
     /// The circuit breaker, retry, endpoint choice and transport stages: attempts `req` on
     /// `cluster`'s endpoints until one answers with a response `policy` accepts, or the failure
-    /// forbids another attempt.
+    /// forbids another attempt; then a copy to each of `mirrors`.
     pub async fn request(
         &self,
         cluster: &ClusterEntry,
         authority: &UriAuthority,
         req: Request<Body>,
         policy: &RetryPolicy,
+        mirrors: Vec<Arc<ClusterEntry>>,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         if let Some(breaker) = &cluster.state.breaker {
@@ -136,12 +141,31 @@ impl Forward {
             })?;
             ctx.held.admission = Some(admission);
         }
-        let (mut req, replay) = if needs_replay(policy) {
+        let (req, replay) = if needs_replay(policy) || !mirrors.is_empty() {
             let (req, replay) = Replay::wrap(req);
             (req, Some(replay))
         } else {
             (req, None)
         };
+        let result = self.attempts(cluster, authority, req, policy, replay.as_ref(), ctx).await;
+        for mirror in mirrors {
+            if let Some(copy) = replay.as_ref().and_then(Replay::request) {
+                mirror::send(mirror, authority, copy, self.source);
+            }
+        }
+        result
+    }
+
+    /// The retry loop of [`Forward::request`].
+    async fn attempts(
+        &self,
+        cluster: &ClusterEntry,
+        authority: &UriAuthority,
+        mut req: Request<Body>,
+        policy: &RetryPolicy,
+        replay: Option<&Replay>,
+        ctx: &mut RequestContext,
+    ) -> Result<Response<Body>, ProxyError> {
         let cookie = generated_cookie(cluster, &req);
         let per_try = policy.per_try_timeout_ms.map(Duration::from_millis);
         let mut tried = Tried::default();
@@ -170,7 +194,7 @@ impl Forward {
                         }
                         return Ok(response);
                     }
-                    (replay.as_ref().and_then(Replay::request), Ok(response))
+                    (replay.and_then(Replay::request), Ok(response))
                 }
                 Some(Err(Failed { error, request })) => {
                     let unsent = matches!(error, UpstreamError::Unsent { .. });
@@ -181,7 +205,7 @@ impl Forward {
                         return Err(error.into());
                     }
                     pause = !unsent;
-                    (request.or_else(|| replay.as_ref().and_then(Replay::request)), Err(error.into()))
+                    (request.or_else(|| replay.and_then(Replay::request)), Err(error.into()))
                 }
                 None => {
                     observe(cluster, index, Observed::LocalFailure);
@@ -193,7 +217,7 @@ impl Forward {
                     if !retry::retries(policy, Outcome::TimedOut) {
                         return Err(timeout);
                     }
-                    (replay.as_ref().and_then(Replay::request), Err(timeout))
+                    (replay.and_then(Replay::request), Err(timeout))
                 }
             };
             let slot = cluster.state.breaker.as_ref().map_or(Some(None), |breaker| breaker.retry());

@@ -16,6 +16,7 @@
 pub mod build;
 pub mod matching;
 pub mod path_index;
+pub mod rewrite;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,9 +33,9 @@ use paymesh_api::model::{
 use crate::balance::{Balancer, Endpoints, HashInput, Tried};
 use crate::http::Authority;
 use crate::outlier::EndpointState;
-use crate::rewrite::Rewrite;
 use crate::store::ClusterState;
 use crate::transport::{Plain, Transport};
+use rewrite::Rewrite;
 
 pub use build::IndexError;
 pub use matching::{RequestView, RouteHeaders, RouteMatcher};
@@ -163,6 +164,8 @@ pub struct RouteEntry {
     pub policy: RoutePolicy,
     /// Path and authority rewrites.
     pub rewrite: Option<Rewrite>,
+    /// Mirror clusters and their shares (parts per million).
+    pub mirrors: Vec<(Arc<ClusterEntry>, u32)>,
 }
 
 /// A resolved route action.

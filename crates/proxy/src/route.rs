@@ -15,14 +15,22 @@ use crate::error::ProxyError;
 use paymesh_api::model::RoutePolicy;
 
 use crate::http::{Authority, Body, X_FORWARDED_PROTO};
+use crate::index::rewrite::location;
 use crate::index::{Action, ClusterEntry, RequestView, RouteTable};
-use crate::rewrite::location;
 
 /// What the route decided, borrowing from the route table.
 pub enum Decision<'a> {
-    /// Forward to this cluster (picked by weight) under the route's policy, with the rewritten
-    /// authority when the route rewrites it.
-    Forward(&'a Arc<ClusterEntry>, &'a RoutePolicy, Option<&'a UriAuthority>),
+    /// Forward to `cluster` (picked by weight) under the route's policy.
+    Forward {
+        /// The cluster.
+        cluster: &'a Arc<ClusterEntry>,
+        /// Timeout, retries, faults.
+        policy: &'a RoutePolicy,
+        /// The rewritten authority, when the route rewrites it.
+        authority: Option<&'a UriAuthority>,
+        /// Mirror clusters and their shares.
+        mirrors: &'a [(Arc<ClusterEntry>, u32)],
+    },
     /// Answer with a redirect to this location.
     Redirect {
         /// The status.
@@ -64,7 +72,12 @@ pub fn route<'a>(
             let cluster = clusters.pick();
             ctx.set_cluster(cluster);
             let rewritten = route.rewrite.as_ref().and_then(|rewrite| rewrite.apply(req, taken));
-            Decision::Forward(cluster, &route.policy, rewritten)
+            Decision::Forward {
+                cluster,
+                policy: &route.policy,
+                authority: rewritten,
+                mirrors: &route.mirrors,
+            }
         }
         Action::Direct { status, body } => Decision::Direct { status: *status, body: body.clone() },
         Action::Redirect(redirect) => Decision::Redirect {

@@ -57,6 +57,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         action: forward.clone(),
         policy: Default::default(),
         rewrite: None,
+        mirrors: Vec::new(),
     };
     let teapot = Route {
         name: "teapot".to_owned(),
@@ -71,6 +72,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         action: RouteAction::DirectResponse { status: 418, body: "short and stout".to_owned() },
         policy: Default::default(),
         rewrite: None,
+        mirrors: Vec::new(),
     };
     let catch_all = Route {
         name: "to-echo".to_owned(),
@@ -80,6 +82,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         action: forward,
         policy: Default::default(),
         rewrite: None,
+        mirrors: Vec::new(),
     };
     let route = |name: &str, routes: Vec<Route>| RouteConfig {
         name: name.to_owned(),

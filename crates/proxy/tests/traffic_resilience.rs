@@ -4,7 +4,8 @@
 //! `attempts` (counted at the upstream), run out with `URX`, leave alone a body too large to
 //! keep, follow Istio's default when the route sets none, and stop with `attempts: 0`; the route
 //! timeout and the per-try timeout answer 504 `UT`. Rewrites change what the upstream receives;
-//! a redirect answers without forwarding.
+//! a redirect answers without forwarding; a mirror gets a copy with the `-shadow` host, and its
+//! failures never reach the client.
 
 #[path = "support/control.rs"]
 mod control;
@@ -229,4 +230,21 @@ async fn rewrites_change_what_the_upstream_receives_and_redirects_answer_at_once
     let before = app.hits();
     get(outbound).await;
     assert_eq!(app.hits(), before, "a redirect is not forwarded (hits before the push: {hits})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_gets_a_shadow_copy_and_its_failures_never_reach_the_client() {
+    let app = Upstream::start("app-0", Script::Ok).await;
+    let shadow = Upstream::start("shadow-0", Script::Status(500)).await;
+    let mirrored = Policies { mirrors: vec![shadow.endpoint()], ..Policies::default() };
+    let (_cp, client, _proxy) = sidecar(&[&app], &mirrored).await;
+    let outbound = client.at(15001);
+    for _ in 0..10 {
+        let answer = call(outbound, "POST", &[], Bytes::from_static(b"{\"amount\": 1}")).await;
+        assert_eq!((answer.status, answer.pod.as_deref()), (200, Some("app-0")), "{answer:?}");
+    }
+    eventually("ten copies at the mirror", || async { (shadow.hits() == 10).then_some(()) }).await;
+    let hosts = shadow.hosts.lock().expect("hosts").clone();
+    assert!(hosts.iter().all(|h| h == "svc-shadow:8080"), "{hosts:?}");
+    assert_eq!(app.hits(), 10, "the mirror's 500s were not retried against the original");
 }

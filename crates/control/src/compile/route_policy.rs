@@ -118,7 +118,7 @@ fn fault(fault: &HttpFaultInjection) -> Option<Fault> {
 }
 
 /// A percentage in parts per million, within 0–100 %.
-fn per_million(percent: Percent) -> u32 {
+pub fn per_million(percent: Percent) -> u32 {
     let scaled = (percent.value * f64::from(PER_MILLION / 100)).round();
     if scaled.is_nan() { 0 } else { scaled.clamp(0.0, f64::from(PER_MILLION)) as u32 }
 }

@@ -9,29 +9,29 @@
 //! one named, else the service's only port, else the listener port; subset), `headers` (route
 //! level, with a single destination's own merged in), `directResponse`, the policies
 //! (`timeout`, `retries`, `fault`: [`super::route_policy`]) and `delegate` (the delegate's rules
-//! merged in, as Istio merges them), `rewrite` (uri, authority, `uriRegexRewrite`) and
-//! `redirect`. A rule whose parts cannot be compiled faithfully is left out whole rather than
+//! merged in, as Istio merges them), `rewrite` (uri, authority, `uriRegexRewrite`), `redirect`
+//! and mirrors (`mirror`, `mirrors`, with their percentages). A rule whose parts cannot be compiled faithfully is left out whole rather than
 //! compiled into something broader: a dropped condition would turn it into a catch-all.
 //! Fields dropped from a compiled rule are listed by [`super::unsupported`].
 
 use std::borrow::Cow;
 
 use paymesh_api::model::{
-    self, HeaderEdits, HeaderMatch, HeaderOps, QueryParamMatch, Redirect, RedirectPath, RedirectPort,
-    RegexRewrite, Rewrite, Route, RouteAction, RouteMatch, WeightedCluster,
+    self, HeaderEdits, HeaderMatch, HeaderOps, Mirror, PER_MILLION, QueryParamMatch, Redirect, RedirectPath,
+    RedirectPort, RegexRewrite, Rewrite, Route, RouteAction, RouteMatch, WeightedCluster,
 };
-use paymesh_config::networking::VirtualService;
 use paymesh_config::networking::virtual_service::{
     self, BodyContent, DerivePort, HeaderOperations, Headers, HttpMatchRequest, HttpRedirect, HttpRewrite,
     HttpRoute, delegate,
 };
+use paymesh_config::networking::{Destination, VirtualService};
 use paymesh_config::resource::{Resource, Spec};
-use paymesh_config::types::{StringCondition, StringMatch};
+use paymesh_config::types::{Percent, StringCondition, StringMatch};
 
 use super::Inputs;
 use super::cluster::ClusterSet;
 use super::naming::resolve_host;
-use super::route_policy::route_policy;
+use super::route_policy::{per_million, route_policy};
 
 /// Where a VirtualService's rules are compiled for: the proxy (`gateway`: `ns/name`, or `mesh`
 /// for a sidecar) and the listener port (the Service port for a sidecar, the Gateway server
@@ -87,15 +87,14 @@ pub fn http_routes(
             let virtual_service = Some(virtual_service.clone());
             let policy = route_policy(rule);
             let rewrite = rule.rewrite.as_ref().map(rewrite);
-            Some(Route {
-                name,
-                virtual_service,
-                matches,
-                headers: header_edits(rule),
-                action,
-                policy,
-                rewrite,
-            })
+            let mirrors = match &action {
+                RouteAction::Forward { .. } => {
+                    mirrors(input, clusters, rule, rule_namespace, target.listener_port)
+                }
+                RouteAction::DirectResponse { .. } | RouteAction::Redirect { .. } => Vec::new(),
+            };
+            let headers = header_edits(rule);
+            Some(Route { name, virtual_service, matches, headers, action, policy, rewrite, mirrors })
         })
         .collect()
 }
@@ -241,21 +240,64 @@ fn action(
     let mut targets = Vec::new();
     for destination in &rule.route {
         let d = destination.destination.as_ref()?;
-        let host = resolve_host(d.host.as_str(), vs_namespace);
-        let service = input.registry.service_by_host(&host)?;
-        let wanted = d.port.and_then(|p| u16::try_from(p.number).ok()).filter(|p| *p != 0);
-        let port = match (wanted, service.ports.as_slice()) {
-            (Some(number), ports) => ports.iter().find(|p| p.port == number),
-            (None, [only]) => Some(only),
-            (None, ports) => ports.iter().find(|p| p.port == listener_port),
-        }?;
-        let subset = (!d.subset.is_empty()).then_some(d.subset.as_str());
-        let cluster = clusters.add(input, service, port, subset);
+        let cluster = destination_cluster(input, clusters, d, vs_namespace, listener_port)?;
         let weight =
             if single && destination.weight == 0 { 100 } else { u32::try_from(destination.weight).ok()? };
         targets.push(WeightedCluster { cluster, weight });
     }
     (!targets.is_empty()).then_some(RouteAction::Forward { clusters: targets })
+}
+
+/// The cluster of destination `d` (host resolved relative to `vs_namespace`; port: the one
+/// named, else the service's only port, else the listener port; subset), added when new.
+fn destination_cluster(
+    input: &Inputs<'_>,
+    clusters: &mut ClusterSet,
+    d: &Destination,
+    vs_namespace: &str,
+    listener_port: u16,
+) -> Option<String> {
+    let host = resolve_host(d.host.as_str(), vs_namespace);
+    let service = input.registry.service_by_host(&host)?;
+    let wanted = d.port.and_then(|p| u16::try_from(p.number).ok()).filter(|p| *p != 0);
+    let port = match (wanted, service.ports.as_slice()) {
+        (Some(number), ports) => ports.iter().find(|p| p.port == number),
+        (None, [only]) => Some(only),
+        (None, ports) => ports.iter().find(|p| p.port == listener_port),
+    }?;
+    let subset = (!d.subset.is_empty()).then_some(d.subset.as_str());
+    Some(clusters.add(input, service, port, subset))
+}
+
+/// A rule's mirrors: `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`),
+/// and each of `mirrors` with its `percentage`; 100 % when unset, as Istio. A mirror whose
+/// host is not in the registry is left out.
+fn mirrors(
+    input: &Inputs<'_>,
+    clusters: &mut ClusterSet,
+    rule: &HttpRoute,
+    vs_namespace: &str,
+    listener_port: u16,
+) -> Vec<Mirror> {
+    let share = |percent: Option<Percent>, legacy: Option<u32>| match (percent, legacy) {
+        (Some(percent), _) => per_million(percent),
+        (None, Some(legacy)) => legacy.min(100) * (PER_MILLION / 100),
+        (None, None) => PER_MILLION,
+    };
+    let single = rule
+        .mirror
+        .as_ref()
+        .map(|d| (d, share(rule.mirror_percentage, rule.mirror_percent.or(rule.mirror_percent_snake))));
+    let listed =
+        rule.mirrors.iter().filter_map(|m| Some((m.destination.as_ref()?, share(m.percentage, None))));
+    single
+        .into_iter()
+        .chain(listed)
+        .filter_map(|(d, per_million)| {
+            let cluster = destination_cluster(input, clusters, d, vs_namespace, listener_port)?;
+            Some(Mirror { cluster, per_million })
+        })
+        .collect()
 }
 
 /// A rule's `rewrite`, with Istio's `\\1` groups written as the proxy's `${1}`.

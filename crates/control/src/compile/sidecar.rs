@@ -103,6 +103,7 @@ pub fn outbound(inputs: &Inputs<'_>) -> Outbound {
                     headers: HeaderEdits::default(),
                     policy: Default::default(),
                     rewrite: None,
+                    mirrors: Vec::new(),
                     name: "default".to_owned(),
                     virtual_service: None,
                     matches: Vec::new(),

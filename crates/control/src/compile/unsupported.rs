@@ -98,11 +98,7 @@ fn entry(resource: &Resource, field: String, reason: &str) -> Unsupported {
 }
 
 fn http_rule(rule: &HttpRoute, path: &str, add: &mut impl FnMut(String, &str)) {
-    let dropped: [(&str, bool); 3] = [
-        ("mirror", rule.mirror.is_some()),
-        ("mirrors", !rule.mirrors.is_empty()),
-        ("corsPolicy", rule.cors_policy.is_some()),
-    ];
+    let dropped: [(&str, bool); 1] = [("corsPolicy", rule.cors_policy.is_some())];
     for (field, present) in dropped {
         if present {
             add(format!("{path}.{field}"), DROPPED);

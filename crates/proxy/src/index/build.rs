@@ -15,12 +15,12 @@ use paymesh_api::model::{Cluster, H2Upgrade, ListenerKind, Protocol, RouteAction
 use paymesh_tls::{ConfigError, ExpectedIdentities, Identity};
 
 use super::matching::{HeaderEditor, MatchError, RouteHeaders, RouteMatcher};
+use super::rewrite::Rewrite;
 use super::{
     Action, ChainEntry, ClusterEntry, EndpointEntry, GatewayListener, GatewayServerEntry, InboundIndex,
     Index, RouteEntry, RouteTable, VirtualHostEntry, WeightedClusters,
 };
 use crate::balance::Balancer;
-use crate::rewrite::Rewrite;
 use crate::store::Store;
 use crate::transport::pool::{Dial, Pools};
 use crate::transport::{Plain, Transport, endpoint_authority};
@@ -365,6 +365,15 @@ fn route_table(
                 action,
                 policy: route.policy.clone(),
                 rewrite: route.rewrite.as_ref().map(Rewrite::compile).transpose().map_err(bad)?,
+                mirrors: route
+                    .mirrors
+                    .iter()
+                    .map(|m| {
+                        let referrer =
+                            || format!("mirror of route `{}` of virtual host `{}`", route.name, vhost.name);
+                        Ok((Arc::clone(find(clusters, &m.cluster, referrer)?), m.per_million))
+                    })
+                    .collect::<Result<_, IndexError>>()?,
             });
         }
         let entry = Arc::new(VirtualHostEntry::new(vhost.name.clone(), routes));
@@ -471,6 +480,7 @@ mod tests {
                     headers: HeaderEdits::default(),
                     policy: Default::default(),
                     rewrite: None,
+                    mirrors: Vec::new(),
                     action: RouteAction::Forward {
                         clusters: vec![WeightedCluster { cluster: (*name).to_owned(), weight: 100 }],
                     },

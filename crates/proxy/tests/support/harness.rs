@@ -385,6 +385,7 @@ pub fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
                 headers: HeaderEdits::default(),
                 policy: Default::default(),
                 rewrite: None,
+                mirrors: Vec::new(),
                 action: RouteAction::Forward {
                     clusters: vec![WeightedCluster { cluster: cluster.to_owned(), weight: 100 }],
                 },

@@ -10,8 +10,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,6 +33,9 @@ pub const SVC_PORT: u16 = 8080;
 /// The cluster's name.
 pub const SVC_CLUSTER: &str = "outbound|8080||svc.test.svc.cluster.local";
 
+/// The mirror cluster's name.
+pub const MIRROR_CLUSTER: &str = "outbound|8080||mirror.test.svc.cluster.local";
+
 /// How an upstream answers.
 #[derive(Debug, Clone, Copy)]
 pub enum Script {
@@ -51,8 +54,8 @@ pub struct Upstream {
     pub pod: Pod,
     /// Requests received.
     pub hits: Arc<AtomicU32>,
-    /// Requests answered (the answer's head was written).
-    pub answered: Arc<AtomicU32>,
+    /// The `Host` of each request received, in order.
+    pub hosts: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -60,8 +63,8 @@ impl Upstream {
     pub async fn start(name: &str, script: Script) -> Self {
         let pod = Pod::new(name, name);
         let listener = TcpListener::bind(pod.at(SVC_PORT)).await.expect("upstream binds");
-        let (hits, answered) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-        let (seen, done, pod_name) = (Arc::clone(&hits), Arc::clone(&answered), pod.name.clone());
+        let (hits, hosts) = (Arc::new(AtomicU32::new(0)), Arc::new(Mutex::new(Vec::new())));
+        let (seen, done, pod_name) = (Arc::clone(&hits), Arc::clone(&hosts), pod.name.clone());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (seen, done, pod_name) = (Arc::clone(&seen), Arc::clone(&done), pod_name.clone());
@@ -77,6 +80,7 @@ impl Upstream {
                                 .and_then(|h| h.to_str().ok())
                                 .unwrap_or("")
                                 .to_owned();
+                            done.lock().expect("hosts").push(host.clone());
                             let _ = req.into_body().collect().await;
                             let status = match script {
                                 Script::Ok => 200,
@@ -88,7 +92,6 @@ impl Upstream {
                                     200
                                 }
                             };
-                            done.fetch_add(1, Ordering::SeqCst);
                             let response = Response::builder()
                                 .status(status)
                                 .header("x-pod", pod_name)
@@ -105,7 +108,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { pod, hits, answered, task }
+        Upstream { pod, hits, hosts, task }
     }
 
     pub fn hits(&self) -> u32 {
@@ -139,6 +142,8 @@ pub struct Policies {
     pub rewrite: Option<Rewrite>,
     /// Answer with this redirect instead of forwarding.
     pub redirect: Option<Redirect>,
+    /// The endpoints of a mirror cluster every request is copied to (none: no mirror).
+    pub mirrors: Vec<Endpoint>,
 }
 
 impl Default for Policies {
@@ -149,6 +154,7 @@ impl Default for Policies {
             pool: ConnectionPool::default(),
             outlier: None,
             rewrite: None,
+            mirrors: Vec::new(),
             redirect: None,
         }
     }
@@ -191,6 +197,11 @@ pub fn client_config(
                 },
                 policy: policies.route.clone(),
                 rewrite: policies.rewrite.clone(),
+                mirrors: if policies.mirrors.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![Mirror { cluster: MIRROR_CLUSTER.to_owned(), per_million: PER_MILLION }]
+                },
             }],
         })],
     };
@@ -204,11 +215,20 @@ pub fn client_config(
             kind: ListenerKind::Outbound { tcp: Vec::new() },
         }],
         routes: vec![routes],
-        clusters: vec![Arc::new(cluster)],
-        endpoints: vec![Arc::new(ClusterEndpoints {
-            cluster: SVC_CLUSTER.to_owned(),
-            endpoints: upstreams.iter().map(|u| u.endpoint()).collect(),
-        })],
+        clusters: vec![
+            Arc::new(Cluster { name: MIRROR_CLUSTER.to_owned(), ..cluster.clone() }),
+            Arc::new(cluster),
+        ],
+        endpoints: vec![
+            Arc::new(ClusterEndpoints {
+                cluster: SVC_CLUSTER.to_owned(),
+                endpoints: upstreams.iter().map(|u| u.endpoint()).collect(),
+            }),
+            Arc::new(ClusterEndpoints {
+                cluster: MIRROR_CLUSTER.to_owned(),
+                endpoints: policies.mirrors.clone(),
+            }),
+        ],
     }
 }
 

@@ -14,8 +14,8 @@ use http::{HeaderValue, Request, Uri};
 use paymesh_api::model::{self, Redirect, RedirectPath, RedirectPort};
 use regex::Regex;
 
+use super::matching::MatchError;
 use crate::http::Authority;
-use crate::index::matching::MatchError;
 
 /// A compiled `rewrite`.
 #[derive(Debug)]
