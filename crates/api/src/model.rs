@@ -259,6 +259,36 @@ pub struct Route {
     /// Copies of the traffic sent elsewhere, answers ignored (Istio `mirror`, `mirrors`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    /// Cross-origin resource sharing (Istio `corsPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+/// A route's CORS policy: which origins may call, with what, and what they may read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cors {
+    /// Allowed origins (`*` as an exact value allows any).
+    pub allow_origins: Vec<StringMatch>,
+    /// `Access-Control-Allow-Methods`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// `Access-Control-Allow-Headers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// `Access-Control-Expose-Headers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Max-Age`, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u64>,
+    /// `Access-Control-Allow-Credentials: true`.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// A preflight from an origin not allowed is answered without CORS headers instead of being
+    /// forwarded (`unmatchedPreflights: IGNORE`).
+    #[serde(default)]
+    pub ignore_unmatched_preflights: bool,
 }
 
 /// A mirror of a route's traffic.

@@ -239,6 +239,7 @@ fn virtual_host(service: &str) -> VirtualHost {
             policy: Default::default(),
             rewrite: None,
             mirrors: Vec::new(),
+            cors: None,
             action: RouteAction::Forward {
                 clusters: vec![WeightedCluster { cluster: format!("outbound|8080||{service}"), weight: 100 }],
             },

@@ -56,6 +56,7 @@ fn virtual_host(path: Path) -> VirtualHostEntry {
                 policy: Default::default(),
                 rewrite: None,
                 mirrors: Vec::new(),
+                cors: None,
             }
         })
         .collect();

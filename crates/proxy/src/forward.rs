@@ -36,6 +36,7 @@ use crate::error::ProxyError;
 use crate::fault;
 use crate::flags::ResponseFlag;
 use crate::http::{Authority, Body, full};
+use crate::index::cors::Verdict;
 use crate::index::{ClusterEntry, EndpointEntry, RouteTable};
 use crate::mirror;
 use crate::outlier::{self, Outcome as Observed, ejection_allowed, now_ms};
@@ -70,9 +71,22 @@ impl Forward {
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         let mut response = match route(table, authority, &mut req, ctx)? {
-            Decision::Forward { cluster, policy, authority: rewritten, mirrors } => {
+            Decision::Forward { cluster, policy, authority: rewritten, mirrors, cors } => {
+                let verdict = cors.map(|cors| cors.verdict(req.method(), req.headers()));
+                if let Some(Verdict::Answer(status, headers)) = verdict {
+                    ctx.details = "direct_response";
+                    let mut response = Response::new(full(Bytes::new()));
+                    *response.status_mut() = status;
+                    *response.headers_mut() = headers;
+                    return Ok(response);
+                }
                 let upstream_authority = rewritten.unwrap_or(authority.uri());
-                self.forward(cluster, upstream_authority, req, policy, mirrors, ctx).await?
+                let mut response =
+                    self.forward(cluster, upstream_authority, req, policy, mirrors, ctx).await?;
+                if let (Some(cors), Some(Verdict::Allowed(origin))) = (cors, verdict) {
+                    cors.decorate(origin, response.headers_mut());
+                }
+                response
             }
             Decision::Direct { status, body } => {
                 ctx.details = "direct_response";

@@ -14,6 +14,7 @@
 //! the store, which outlives the index.
 
 pub mod build;
+pub mod cors;
 pub mod matching;
 pub mod path_index;
 pub mod rewrite;
@@ -35,6 +36,7 @@ use crate::http::Authority;
 use crate::outlier::EndpointState;
 use crate::store::ClusterState;
 use crate::transport::{Plain, Transport};
+use cors::Cors;
 use rewrite::Rewrite;
 
 pub use build::IndexError;
@@ -166,6 +168,8 @@ pub struct RouteEntry {
     pub rewrite: Option<Rewrite>,
     /// Mirror clusters and their shares (parts per million).
     pub mirrors: Vec<(Arc<ClusterEntry>, u32)>,
+    /// Its CORS policy.
+    pub cors: Option<Cors>,
 }
 
 /// A resolved route action.

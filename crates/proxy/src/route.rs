@@ -15,6 +15,7 @@ use crate::error::ProxyError;
 use paymesh_api::model::RoutePolicy;
 
 use crate::http::{Authority, Body, X_FORWARDED_PROTO};
+use crate::index::cors::Cors;
 use crate::index::rewrite::location;
 use crate::index::{Action, ClusterEntry, RequestView, RouteTable};
 
@@ -30,6 +31,8 @@ pub enum Decision<'a> {
         authority: Option<&'a UriAuthority>,
         /// Mirror clusters and their shares.
         mirrors: &'a [(Arc<ClusterEntry>, u32)],
+        /// The route's CORS policy.
+        cors: Option<&'a Cors>,
     },
     /// Answer with a redirect to this location.
     Redirect {
@@ -77,6 +80,7 @@ pub fn route<'a>(
                 policy: &route.policy,
                 authority: rewritten,
                 mirrors: &route.mirrors,
+                cors: route.cors.as_ref(),
             }
         }
         Action::Direct { status, body } => Decision::Direct { status: *status, body: body.clone() },

@@ -58,6 +58,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         policy: Default::default(),
         rewrite: None,
         mirrors: Vec::new(),
+        cors: None,
     };
     let teapot = Route {
         name: "teapot".to_owned(),
@@ -73,6 +74,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         policy: Default::default(),
         rewrite: None,
         mirrors: Vec::new(),
+        cors: None,
     };
     let catch_all = Route {
         name: "to-echo".to_owned(),
@@ -83,6 +85,7 @@ fn gateway_config(gw: &Pod, server: &Pod, tls: ServerTls) -> ProxyConfig {
         policy: Default::default(),
         rewrite: None,
         mirrors: Vec::new(),
+        cors: None,
     };
     let route = |name: &str, routes: Vec<Route>| RouteConfig {
         name: name.to_owned(),

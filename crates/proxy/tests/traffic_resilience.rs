@@ -5,7 +5,8 @@
 //! keep, follow Istio's default when the route sets none, and stop with `attempts: 0`; the route
 //! timeout and the per-try timeout answer 504 `UT`. Rewrites change what the upstream receives;
 //! a redirect answers without forwarding; a mirror gets a copy with the `-shadow` host, and its
-//! failures never reach the client.
+//! failures never reach the client; a CORS preflight from an allowed origin is answered by the
+//! sidecar, and the actual request's answer carries the allowed origin.
 
 #[path = "support/control.rs"]
 mod control;
@@ -19,8 +20,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use control::ControlPlane;
 use paymesh_api::model::{
-    ConnectionPool, Redirect, RedirectPath, RedirectPort, RegexRewrite, RetryOn, RetryPolicy, Rewrite,
-    RoutePolicy,
+    ConnectionPool, Cors, Redirect, RedirectPath, RedirectPort, RegexRewrite, RetryOn, RetryPolicy, Rewrite,
+    RoutePolicy, StringMatch,
 };
 use support::{Pod, Proxy, eventually};
 use upstreams::{Answer, Policies, Script, Upstream, call, client_config, get};
@@ -247,4 +248,41 @@ async fn a_mirror_gets_a_shadow_copy_and_its_failures_never_reach_the_client() {
     let hosts = shadow.hosts.lock().expect("hosts").clone();
     assert!(hosts.iter().all(|h| h == "svc-shadow:8080"), "{hosts:?}");
     assert_eq!(app.hits(), 10, "the mirror's 500s were not retried against the original");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_are_answered_and_allowed_origins_get_their_headers() {
+    let app = Upstream::start("app-0", Script::Ok).await;
+    let cors = Policies {
+        cors: Some(Cors {
+            allow_origins: vec![StringMatch::Exact("https://shop.example.com".into())],
+            allow_methods: vec!["POST".into()],
+            max_age_secs: Some(60),
+            ..Cors::default()
+        }),
+        ..Policies::default()
+    };
+    let (_cp, client, _proxy) = sidecar(&[&app], &cors).await;
+    let outbound = client.at(15001);
+    let origin = ("origin", "https://shop.example.com");
+    let preflight =
+        call(outbound, "OPTIONS", &[origin, ("access-control-request-method", "POST")], Bytes::new()).await;
+    assert_eq!(
+        (preflight.status, preflight.pod.as_deref()),
+        (200, None),
+        "answered by the sidecar: {preflight:?}"
+    );
+    assert_eq!(app.hits(), 0);
+    let actual = call(outbound, "POST", &[origin], Bytes::new()).await;
+    assert_eq!((actual.status, actual.pod.as_deref()), (200, Some("app-0")));
+    assert_eq!(actual.allow_origin.as_deref(), Some("https://shop.example.com"));
+    let stranger = call(
+        outbound,
+        "OPTIONS",
+        &[("origin", "https://evil.example"), ("access-control-request-method", "POST")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(stranger.pod.as_deref(), Some("app-0"), "a preflight from another origin is forwarded");
+    assert_eq!(stranger.allow_origin, None);
 }

@@ -10,19 +10,19 @@
 //! level, with a single destination's own merged in), `directResponse`, the policies
 //! (`timeout`, `retries`, `fault`: [`super::route_policy`]) and `delegate` (the delegate's rules
 //! merged in, as Istio merges them), `rewrite` (uri, authority, `uriRegexRewrite`), `redirect`
-//! and mirrors (`mirror`, `mirrors`, with their percentages). A rule whose parts cannot be compiled faithfully is left out whole rather than
+//! mirrors (`mirror`, `mirrors`, with their percentages) and `corsPolicy`. A rule whose parts cannot be compiled faithfully is left out whole rather than
 //! compiled into something broader: a dropped condition would turn it into a catch-all.
 //! Fields dropped from a compiled rule are listed by [`super::unsupported`].
 
 use std::borrow::Cow;
 
 use paymesh_api::model::{
-    self, HeaderEdits, HeaderMatch, HeaderOps, Mirror, PER_MILLION, QueryParamMatch, Redirect, RedirectPath,
-    RedirectPort, RegexRewrite, Rewrite, Route, RouteAction, RouteMatch, WeightedCluster,
+    self, Cors, HeaderEdits, HeaderMatch, HeaderOps, Mirror, PER_MILLION, QueryParamMatch, Redirect,
+    RedirectPath, RedirectPort, RegexRewrite, Rewrite, Route, RouteAction, RouteMatch, WeightedCluster,
 };
 use paymesh_config::networking::virtual_service::{
-    self, BodyContent, DerivePort, HeaderOperations, Headers, HttpMatchRequest, HttpRedirect, HttpRewrite,
-    HttpRoute, delegate,
+    self, BodyContent, CorsPolicy, DerivePort, HeaderOperations, Headers, HttpMatchRequest, HttpRedirect,
+    HttpRewrite, HttpRoute, UnmatchedPreflights, delegate,
 };
 use paymesh_config::networking::{Destination, VirtualService};
 use paymesh_config::resource::{Resource, Spec};
@@ -94,7 +94,8 @@ pub fn http_routes(
                 RouteAction::DirectResponse { .. } | RouteAction::Redirect { .. } => Vec::new(),
             };
             let headers = header_edits(rule);
-            Some(Route { name, virtual_service, matches, headers, action, policy, rewrite, mirrors })
+            let cors = rule.cors_policy.as_ref().map(cors);
+            Some(Route { name, virtual_service, matches, headers, action, policy, rewrite, mirrors, cors })
         })
         .collect()
 }
@@ -298,6 +299,21 @@ fn mirrors(
             Some(Mirror { cluster, per_million })
         })
         .collect()
+}
+
+/// A rule's `corsPolicy`: the deprecated exact `allowOrigin` list joins `allowOrigins`.
+fn cors(policy: &CorsPolicy) -> Cors {
+    let exact = policy.allow_origin.iter().map(|origin| model::StringMatch::Exact(origin.clone()));
+    let matched = policy.allow_origins.iter().filter_map(StringCondition::as_match).map(string_match);
+    Cors {
+        allow_origins: exact.chain(matched).collect(),
+        allow_methods: policy.allow_methods.clone(),
+        allow_headers: policy.allow_headers.clone(),
+        expose_headers: policy.expose_headers.clone(),
+        max_age_secs: policy.max_age.map(|age| age.as_std().as_secs()),
+        allow_credentials: policy.allow_credentials.unwrap_or(false),
+        ignore_unmatched_preflights: policy.unmatched_preflights == Some(UnmatchedPreflights::Ignore),
+    }
 }
 
 /// A rule's `rewrite`, with Istio's `\\1` groups written as the proxy's `${1}`.

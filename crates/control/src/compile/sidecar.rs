@@ -104,6 +104,7 @@ pub fn outbound(inputs: &Inputs<'_>) -> Outbound {
                     policy: Default::default(),
                     rewrite: None,
                     mirrors: Vec::new(),
+                    cors: None,
                     name: "default".to_owned(),
                     virtual_service: None,
                     matches: Vec::new(),

@@ -28,7 +28,6 @@ pub struct Unsupported {
     pub reason: String,
 }
 
-const DROPPED: &str = "not implemented: the route is compiled without it";
 const RULE_DROPPED: &str = "not implemented: the rule is left out";
 const TLS_ORIGINATION: &str = "not implemented: TLS origination";
 const POLICY_DROPPED: &str = "not implemented: the setting is ignored";
@@ -98,12 +97,6 @@ fn entry(resource: &Resource, field: String, reason: &str) -> Unsupported {
 }
 
 fn http_rule(rule: &HttpRoute, path: &str, add: &mut impl FnMut(String, &str)) {
-    let dropped: [(&str, bool); 1] = [("corsPolicy", rule.cors_policy.is_some())];
-    for (field, present) in dropped {
-        if present {
-            add(format!("{path}.{field}"), DROPPED);
-        }
-    }
     if let Some(retries) = &rule.retries {
         for condition in unknown_retry_on(&retries.retry_on) {
             add(

@@ -14,6 +14,7 @@ use paymesh_api::ProxyConfig;
 use paymesh_api::model::{Cluster, H2Upgrade, ListenerKind, Protocol, RouteAction, RouteConfig, UpstreamTls};
 use paymesh_tls::{ConfigError, ExpectedIdentities, Identity};
 
+use super::cors::Cors;
 use super::matching::{HeaderEditor, MatchError, RouteHeaders, RouteMatcher};
 use super::rewrite::Rewrite;
 use super::{
@@ -374,6 +375,7 @@ fn route_table(
                         Ok((Arc::clone(find(clusters, &m.cluster, referrer)?), m.per_million))
                     })
                     .collect::<Result<_, IndexError>>()?,
+                cors: route.cors.as_ref().map(Cors::compile).transpose().map_err(bad)?,
             });
         }
         let entry = Arc::new(VirtualHostEntry::new(vhost.name.clone(), routes));
@@ -481,6 +483,7 @@ mod tests {
                     policy: Default::default(),
                     rewrite: None,
                     mirrors: Vec::new(),
+                    cors: None,
                     action: RouteAction::Forward {
                         clusters: vec![WeightedCluster { cluster: (*name).to_owned(), weight: 100 }],
                     },

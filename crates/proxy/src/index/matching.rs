@@ -54,7 +54,7 @@ pub struct RequestView<'a> {
 
 /// A compiled `StringMatch`.
 #[derive(Debug)]
-enum Matcher {
+pub(super) enum Matcher {
     Exact(String),
     Prefix(String),
     /// Exact, ignoring ASCII case (the text is lower case).
@@ -65,7 +65,7 @@ enum Matcher {
 }
 
 impl Matcher {
-    fn compile(spec: &StringMatch) -> Result<Self, MatchError> {
+    pub(super) fn compile(spec: &StringMatch) -> Result<Self, MatchError> {
         Self::compile_with_case(spec, false)
     }
 
@@ -88,7 +88,7 @@ impl Matcher {
         })
     }
 
-    fn holds(&self, text: &str) -> bool {
+    pub(super) fn holds(&self, text: &str) -> bool {
         match self {
             Matcher::Exact(expected) => text == expected,
             Matcher::Prefix(prefix) => text.starts_with(prefix.as_str()),

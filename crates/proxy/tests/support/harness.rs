@@ -386,6 +386,7 @@ pub fn route_config(port: u16, short: &str, cluster: &str) -> RouteConfig {
                 policy: Default::default(),
                 rewrite: None,
                 mirrors: Vec::new(),
+                cors: None,
                 action: RouteAction::Forward {
                     clusters: vec![WeightedCluster { cluster: cluster.to_owned(), weight: 100 }],
                 },

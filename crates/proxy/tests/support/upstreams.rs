@@ -144,6 +144,7 @@ pub struct Policies {
     pub redirect: Option<Redirect>,
     /// The endpoints of a mirror cluster every request is copied to (none: no mirror).
     pub mirrors: Vec<Endpoint>,
+    pub cors: Option<Cors>,
 }
 
 impl Default for Policies {
@@ -155,6 +156,7 @@ impl Default for Policies {
             outlier: None,
             rewrite: None,
             mirrors: Vec::new(),
+            cors: None,
             redirect: None,
         }
     }
@@ -202,6 +204,7 @@ pub fn client_config(
                 } else {
                     vec![Mirror { cluster: MIRROR_CLUSTER.to_owned(), per_million: PER_MILLION }]
                 },
+                cors: policies.cors.clone(),
             }],
         })],
     };
@@ -246,6 +249,8 @@ pub struct Answer {
     pub host: Option<String>,
     /// `location`.
     pub location: Option<String>,
+    /// `access-control-allow-origin`.
+    pub allow_origin: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -275,6 +280,7 @@ pub async fn call(proxy: SocketAddr, method: &str, headers: &[(&str, &str)], bod
         path: header("x-path"),
         host: header("x-host"),
         location: header("location"),
+        allow_origin: header("access-control-allow-origin"),
         elapsed: Duration::ZERO,
     };
     let _ = response.into_body().collect().await;
