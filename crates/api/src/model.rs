@@ -135,8 +135,12 @@ pub struct TcpRoute {
     pub hosts: Vec<String>,
     /// The Service port.
     pub port: u16,
-    /// Where the bytes go.
-    pub cluster: String,
+    /// Where the bytes go, split by weight per connection (a VirtualService `tcp` route; one
+    /// entry: the service itself).
+    pub clusters: Vec<WeightedCluster>,
+    /// The VirtualService it came from (`namespace/name`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<String>,
 }
 
 /// One port of the workload behind an inbound listener.

@@ -98,7 +98,7 @@ fn sidecar_domains_clusters_and_sans() {
     let ListenerKind::Outbound { tcp } = &outbound.kind else { panic!("outbound kind") };
     assert_eq!(tcp.len(), 1);
     assert_eq!(tcp[0].port, 5432);
-    assert_eq!(tcp[0].cluster, "outbound|5432||db.data.svc.cluster.local");
+    assert_eq!(tcp[0].clusters[0].cluster, "outbound|5432||db.data.svc.cluster.local");
     assert_eq!(tcp[0].hosts, ["db.data.svc.cluster.local", "db.data", "db.data.svc"]);
 
     let route = config.routes.iter().find(|r| r.name == "8083").expect("route 8083");
@@ -393,4 +393,38 @@ fn unknown_pod_is_an_error() {
     let err = compile::compile(&store, &registry, &settings(), "shop", "nope", ProxyKind::Sidecar, 1)
         .expect_err("unknown");
     assert_eq!(err.to_string(), "pod shop/nope is not in the registry");
+}
+
+#[test]
+fn a_tcp_route_splits_the_port_between_subsets() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: data}
+spec:
+  host: db.data.svc.cluster.local
+  subsets: [{name: primary, labels: {app: db}}, {name: replica, labels: {app: db}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: data}
+spec:
+  hosts: [db.data.svc.cluster.local]
+  tcp:
+  - match: [{port: 5432}]
+    route:
+    - {destination: {host: db.data.svc.cluster.local, subset: primary}, weight: 80}
+    - {destination: {host: db.data.svc.cluster.local, subset: replica}, weight: 20}
+"#;
+    let config = compile_for(extra, "shop", "client-0", ProxyKind::Sidecar);
+    let ListenerKind::Outbound { tcp } = &config.listeners[0].kind else { panic!("outbound kind") };
+    let split: Vec<(&str, u32)> = tcp[0].clusters.iter().map(|w| (w.cluster.as_str(), w.weight)).collect();
+    assert_eq!(
+        split,
+        [
+            ("outbound|5432|primary|db.data.svc.cluster.local", 80),
+            ("outbound|5432|replica|db.data.svc.cluster.local", 20)
+        ]
+    );
+    assert_eq!(tcp[0].virtual_service.as_deref(), Some("data/db"));
 }

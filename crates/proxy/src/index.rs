@@ -47,7 +47,7 @@ use path_index::PathIndex;
 pub struct Index {
     config: Arc<ProxyConfig>,
     port_routes: HashMap<u16, Arc<RouteTable>>,
-    tcp: HashMap<String, Arc<ClusterEntry>>,
+    tcp: HashMap<String, Arc<WeightedClusters>>,
     inbound: InboundIndex,
     gateways: HashMap<SocketAddr, Arc<GatewayListener>>,
 }
@@ -68,8 +68,8 @@ impl Index {
         self.port_routes.get(&port)
     }
 
-    /// The TCP route for `host:port` (outbound listener).
-    pub fn tcp_route(&self, authority: &Authority) -> Option<&Arc<ClusterEntry>> {
+    /// The TCP route for `host:port` (outbound listener): its clusters by weight.
+    pub fn tcp_route(&self, authority: &Authority) -> Option<&Arc<WeightedClusters>> {
         self.tcp.get(authority.text()).or_else(|| {
             let with_port = format!("{}:{}", authority.host(), authority.port());
             self.tcp.get(&with_port)

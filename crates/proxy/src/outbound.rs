@@ -109,6 +109,7 @@ impl Outbound {
 fn tunnel_cluster<'a>(index: &'a Index, authority: &Authority) -> Result<&'a Arc<ClusterEntry>, ProxyError> {
     index
         .tcp_route(authority)
+        .map(|clusters| clusters.pick())
         .or_else(|| index.port_routes(authority.port()).and_then(|table| cluster_of(table, authority)))
         .ok_or_else(|| ProxyError::NoRoute { authority: authority.text().to_owned() })
 }

@@ -3,7 +3,8 @@
 //! it back after `baseEjectionTime`, never ejects past `maxEjectionPercent` (so a one-pod subset
 //! keeps its pod), and answers 503 `UH` when every endpoint is out; a consistent hash on
 //! `x-tenant-id` keeps each tenant on one endpoint and moves only the tenants of an endpoint that
-//! leaves; fault injection delays and aborts its share of requests before they are sent.
+//! leaves; fault injection delays and aborts its share of requests before they are sent; a TCP
+//! route splits connections by weight.
 
 #[path = "support/control.rs"]
 mod control;
@@ -214,4 +215,103 @@ async fn faults_delay_and_abort_their_share_before_anything_is_sent() {
     })
     .await;
     assert!(logged.contains("via_upstream"), "{logged}");
+}
+
+/// A TCP app that writes its name to every connection, then closes it.
+async fn tcp_namer(pod: &Pod, port: u16) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(pod.at(port)).await.expect("binds");
+    let name = pod.name.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, name.as_bytes()).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_route_splits_connections_by_weight() {
+    use paymesh_api::ProxyConfig;
+    use paymesh_api::model::{
+        Cluster, ClusterEndpoints, Endpoint, H2Upgrade, Listener, ListenerKind, Protocol, ProxyKind,
+        TcpRoute, UpstreamTls, WeightedCluster,
+    };
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const PORT: u16 = 5432;
+    let (primary, replica) = (Pod::new("db-primary", "db"), Pod::new("db-replica", "db"));
+    let _apps = [tcp_namer(&primary, PORT).await, tcp_namer(&replica, PORT).await];
+    let cluster = |subset: &str, pod: &Pod| {
+        let name = format!("outbound|{PORT}|{subset}|db.test.svc.cluster.local");
+        let endpoint = Endpoint {
+            address: pod.at(PORT),
+            tunnel_port: None,
+            identity: pod.identity(),
+            pod: pod.name.clone(),
+            labels: Default::default(),
+        };
+        let cluster = Cluster {
+            name: name.clone(),
+            service: "db.test.svc.cluster.local".to_owned(),
+            port: PORT,
+            subset: Some(subset.to_owned()),
+            protocol: Protocol::Tcp,
+            h2_upgrade: H2Upgrade::default(),
+            tls: UpstreamTls::Disable,
+            lb: LbPolicy::RoundRobin,
+            connection_pool: Default::default(),
+            outlier_detection: None,
+        };
+        (Arc::new(cluster), Arc::new(ClusterEndpoints { cluster: name, endpoints: vec![endpoint] }))
+    };
+    let (a, a_endpoints) = cluster("primary", &primary);
+    let (b, b_endpoints) = cluster("replica", &replica);
+    let cp = ControlPlane::start(Duration::from_secs(3600)).await;
+    let client = Pod::new("client-0", "client");
+    cp.set_config(ProxyConfig {
+        version: "v1".to_owned(),
+        node: support::node(&client, ProxyKind::Sidecar),
+        mesh: support::mesh(),
+        listeners: vec![Listener {
+            name: "virtualOutbound".to_owned(),
+            address: client.at(15001),
+            kind: ListenerKind::Outbound {
+                tcp: vec![TcpRoute {
+                    hosts: vec!["db".to_owned()],
+                    port: PORT,
+                    clusters: vec![
+                        WeightedCluster { cluster: a.name.clone(), weight: 75 },
+                        WeightedCluster { cluster: b.name.clone(), weight: 25 },
+                    ],
+                    virtual_service: Some("test/db".to_owned()),
+                }],
+            },
+        }],
+        routes: Vec::new(),
+        clusters: vec![a, b],
+        endpoints: vec![a_endpoints, b_endpoints],
+    });
+    let proxy = Proxy::start(&cp, &client, "sidecar");
+    proxy.wait_ready().await;
+    let mut to_primary = 0;
+    for _ in 0..400 {
+        let mut tcp = tokio::net::TcpStream::connect(client.at(15001)).await.expect("connects");
+        tcp.write_all(format!("CONNECT db:{PORT} HTTP/1.1\r\nHost: db:{PORT}\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut bytes = Vec::new();
+        tokio::time::timeout(support::DEADLINE, tcp.read_to_end(&mut bytes))
+            .await
+            .expect("in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        if text.ends_with("db-primary") {
+            to_primary += 1;
+        } else {
+            assert!(text.ends_with("db-replica"), "{text}");
+        }
+    }
+    // Binomial(400, 0.75): mean 300, standard deviation 8.7; five of them either side.
+    assert!((256..=344).contains(&to_primary), "{to_primary} of 400 connections to the primary");
 }

@@ -10,7 +10,8 @@
 //! level, with a single destination's own merged in), `directResponse`, the policies
 //! (`timeout`, `retries`, `fault`: [`super::route_policy`]) and `delegate` (the delegate's rules
 //! merged in, as Istio merges them), `rewrite` (uri, authority, `uriRegexRewrite`), `redirect`
-//! mirrors (`mirror`, `mirrors`, with their percentages) and `corsPolicy`. A rule whose parts cannot be compiled faithfully is left out whole rather than
+//! mirrors (`mirror`, `mirrors`, with their percentages) and `corsPolicy`; and `tcp` routes
+//! ([`tcp_clusters`]). A rule whose parts cannot be compiled faithfully is left out whole rather than
 //! compiled into something broader: a dropped condition would turn it into a catch-all.
 //! Fields dropped from a compiled rule are listed by [`super::unsupported`].
 
@@ -24,6 +25,7 @@ use paymesh_config::networking::virtual_service::{
     self, BodyContent, CorsPolicy, DerivePort, HeaderOperations, Headers, HttpMatchRequest, HttpRedirect,
     HttpRewrite, HttpRoute, UnmatchedPreflights, delegate,
 };
+use paymesh_config::networking::virtual_service::{L4MatchAttributes, MESH_GATEWAY};
 use paymesh_config::networking::{Destination, VirtualService};
 use paymesh_config::resource::{Resource, Spec};
 use paymesh_config::types::{Percent, StringCondition, StringMatch};
@@ -96,6 +98,43 @@ pub fn http_routes(
             let headers = header_edits(rule);
             let cors = rule.cors_policy.as_ref().map(cors);
             Some(Route { name, virtual_service, matches, headers, action, policy, rewrite, mirrors, cors })
+        })
+        .collect()
+}
+
+/// The weighted clusters of `vs`'s first `tcp` rule that applies to this proxy on `port` (a
+/// match on `port`, `gateways`, `sourceLabels`, `sourceNamespace`, or no match at all);
+/// `None` when none does, or a destination is not in the registry (the service's own cluster
+/// stays).
+pub fn tcp_clusters(
+    input: &Inputs<'_>,
+    clusters: &mut ClusterSet,
+    resource: &Resource,
+    vs: &VirtualService,
+    port: u16,
+) -> Option<Vec<WeightedCluster>> {
+    let vs_namespace = resource.namespace();
+    let proxy = input.proxy;
+    let applies = |m: &L4MatchAttributes| {
+        (m.port == 0 || m.port == u32::from(port))
+            && (m.gateways.is_empty()
+                || m.gateways.iter().any(|g| gateway_named(g, vs_namespace, MESH_GATEWAY)))
+            && m.source_labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v))
+            && (m.source_namespace.is_empty() || m.source_namespace == proxy.namespace)
+    };
+    let rule = vs.tcp.iter().find(|rule| rule.matches.is_empty() || rule.matches.iter().any(applies))?;
+    let single = rule.route.len() == 1;
+    rule.route
+        .iter()
+        .map(|destination| {
+            let cluster =
+                destination_cluster(input, clusters, destination.destination.as_ref()?, vs_namespace, port)?;
+            let weight = if single && destination.weight == 0 {
+                100
+            } else {
+                u32::try_from(destination.weight).ok()?
+            };
+            Some(WeightedCluster { cluster, weight })
         })
         .collect()
 }

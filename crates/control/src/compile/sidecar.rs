@@ -89,10 +89,18 @@ pub fn outbound(inputs: &Inputs<'_>) -> Outbound {
             let default_cluster = clusters.add(input, service, port, None);
             clusters.add_subsets(input, service, port);
             if port.protocol == Protocol::Tcp {
+                let routed = virtual_service.and_then(|(r, vs)| {
+                    Some((r, routes::tcp_clusters(input, &mut clusters, r, vs, port.port)?))
+                });
+                let (clusters, virtual_service) = match routed {
+                    Some((r, split)) => (split, Some(format!("{}/{}", r.namespace(), r.meta.name))),
+                    None => (vec![WeightedCluster { cluster: default_cluster, weight: 100 }], None),
+                };
                 tcp.push(TcpRoute {
                     hosts: host_names(service, &proxy.namespace),
                     port: port.port,
-                    cluster: default_cluster,
+                    clusters,
+                    virtual_service,
                 });
                 continue;
             }

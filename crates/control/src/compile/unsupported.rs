@@ -50,9 +50,6 @@ pub fn scan(store: &Store) -> Vec<Unsupported> {
         for (i, rule) in vs.http.iter().enumerate() {
             http_rule(rule, &format!("spec.http[{i}]"), &mut add);
         }
-        if !vs.tcp.is_empty() {
-            add("spec.tcp".to_owned(), "not implemented: TCP routes are ignored");
-        }
         if !vs.tls.is_empty() {
             add("spec.tls".to_owned(), "not implemented: TLS routes are ignored");
         }

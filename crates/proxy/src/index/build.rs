@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use paymesh_api::ProxyConfig;
-use paymesh_api::model::{Cluster, H2Upgrade, ListenerKind, Protocol, RouteAction, RouteConfig, UpstreamTls};
+use paymesh_api::model::{
+    Cluster, H2Upgrade, ListenerKind, Protocol, RouteAction, RouteConfig, UpstreamTls, WeightedCluster,
+};
 use paymesh_tls::{ConfigError, ExpectedIdentities, Identity};
 
 use super::cors::Cors;
@@ -149,12 +151,13 @@ impl Index {
             match &listener.kind {
                 ListenerKind::Outbound { tcp: tcp_routes } => {
                     for route in tcp_routes {
-                        let referrer = || format!("TCP route {}:{}", route.hosts.join(","), route.port);
-                        let cluster = find(&clusters, &route.cluster, referrer)?;
+                        let name = format!("TCP route {}:{}", route.hosts.join(","), route.port);
+                        let split = weighted_clusters(&clusters, &route.clusters, &name, || name.clone())?;
+                        let split = Arc::new(split);
                         for host in &route.hosts {
                             tcp.insert(
                                 format!("{}:{}", host.to_ascii_lowercase(), route.port),
-                                Arc::clone(cluster),
+                                Arc::clone(&split),
                             );
                         }
                     }
@@ -204,6 +207,25 @@ fn find<'a>(
     clusters
         .get(name)
         .ok_or_else(|| IndexError::UnknownCluster { referrer: referrer(), cluster: name.to_owned() })
+}
+
+/// `weighted` resolved against `clusters` (zero weights dropped unless alone); `route` names the
+/// owner in errors.
+fn weighted_clusters(
+    clusters: &HashMap<String, Arc<ClusterEntry>>,
+    weighted: &[WeightedCluster],
+    route: &str,
+    referrer: impl Fn() -> String,
+) -> Result<WeightedClusters, IndexError> {
+    let mut resolved = Vec::with_capacity(weighted.len());
+    for w in weighted.iter().filter(|w| w.weight > 0 || weighted.len() == 1) {
+        resolved.push((Arc::clone(find(clusters, &w.cluster, &referrer)?), w.weight.max(1)));
+    }
+    let total = resolved.iter().map(|(_, w)| *w).fold(0u32, u32::saturating_add);
+    if resolved.is_empty() || total == 0 {
+        return Err(IndexError::NoWeight { route: route.to_owned() });
+    }
+    Ok(WeightedClusters { clusters: resolved, total })
 }
 
 /// The plaintext transport of `protocol` to `addr`: h2c for HTTP/2 ports, else HTTP/1.1.
@@ -324,16 +346,8 @@ fn route_table(
         for route in &vhost.routes {
             let action = match &route.action {
                 RouteAction::Forward { clusters: weighted } => {
-                    let mut resolved = Vec::with_capacity(weighted.len());
-                    for w in weighted.iter().filter(|w| w.weight > 0 || weighted.len() == 1) {
-                        let referrer = || format!("route `{}` of virtual host `{}`", route.name, vhost.name);
-                        resolved.push((Arc::clone(find(clusters, &w.cluster, referrer)?), w.weight.max(1)));
-                    }
-                    let total = resolved.iter().map(|(_, w)| *w).fold(0u32, u32::saturating_add);
-                    if resolved.is_empty() || total == 0 {
-                        return Err(IndexError::NoWeight { route: route.name.clone() });
-                    }
-                    Action::Forward(WeightedClusters { clusters: resolved, total })
+                    let referrer = || format!("route `{}` of virtual host `{}`", route.name, vhost.name);
+                    Action::Forward(weighted_clusters(clusters, weighted, &route.name, referrer)?)
                 }
                 RouteAction::Redirect { redirect } => {
                     StatusCode::from_u16(redirect.status).map_err(|_| IndexError::BadStatus {

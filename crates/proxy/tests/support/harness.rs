@@ -417,7 +417,8 @@ pub fn client_config(version: &str, client: &Pod, server: &Pod, down: &Pod) -> P
                 tcp: vec![TcpRoute {
                     hosts: vec!["tcp-echo".to_owned()],
                     port: TCP_PORT,
-                    cluster: tcp.name.clone(),
+                    clusters: vec![WeightedCluster { cluster: tcp.name.clone(), weight: 100 }],
+                    virtual_service: None,
                 }],
             },
         }],
