@@ -23,16 +23,7 @@ use paymesh_api::model::{
     OutlierDetection, RetryPolicy, RoutePolicy,
 };
 use support::{Pod, Proxy, eventually};
-use upstreams::{Policies, Script, Upstream, call, client_config, get};
-
-async fn sidecar(upstreams: &[&Upstream], policies: &Policies) -> (ControlPlane, Pod, Proxy) {
-    let cp = ControlPlane::start(Duration::from_secs(3600)).await;
-    let client = Pod::new("client-0", "client");
-    cp.set_config(client_config("v1", &client, upstreams, policies));
-    let proxy = Proxy::start(&cp, &client, "sidecar");
-    proxy.wait_ready().await;
-    (cp, client, proxy)
-}
+use upstreams::{Policies, Script, Upstream, call, client_config, get, sidecar};
 
 fn ejecting(max_ejection_percent: u32) -> Policies {
     Policies {

@@ -18,23 +18,12 @@ mod upstreams;
 use std::time::Duration;
 
 use bytes::Bytes;
-use control::ControlPlane;
 use paymesh_api::model::{
     ConnectionPool, Cors, Redirect, RedirectPath, RedirectPort, RegexRewrite, RetryOn, RetryPolicy, Rewrite,
     RoutePolicy, StringMatch,
 };
-use support::{Pod, Proxy, eventually};
-use upstreams::{Answer, Policies, Script, Upstream, call, client_config, get};
-
-/// A control plane and a client sidecar routing `svc` to `upstreams` under `policies`.
-async fn sidecar(upstreams: &[&Upstream], policies: &Policies) -> (ControlPlane, Pod, Proxy) {
-    let cp = ControlPlane::start(Duration::from_secs(3600)).await;
-    let client = Pod::new("client-0", "client");
-    cp.set_config(client_config("v1", &client, upstreams, policies));
-    let proxy = Proxy::start(&cp, &client, "sidecar");
-    proxy.wait_ready().await;
-    (cp, client, proxy)
-}
+use support::{Proxy, eventually};
+use upstreams::{Answer, Policies, Script, Upstream, call, client_config, get, sidecar};
 
 fn no_retries() -> RoutePolicy {
     RoutePolicy { retries: RetryPolicy::none(), ..RoutePolicy::default() }

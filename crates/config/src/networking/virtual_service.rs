@@ -37,6 +37,32 @@ pub struct VirtualService {
     pub export_to: Vec<String>,
 }
 
+/// gRPC status names, by code (what an abort's `grpcStatus` may name).
+const GRPC_STATUSES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The code of gRPC status `name` (`UNAVAILABLE` → 14).
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    GRPC_STATUSES.iter().position(|s| *s == name).and_then(|code| u32::try_from(code).ok())
+}
+
 /// The reserved gateway name for the sidecars of the mesh.
 pub const MESH_GATEWAY: &str = "mesh";
 

@@ -19,27 +19,6 @@ use paymesh_config::networking::virtual_service::{
 };
 use paymesh_config::types::{Duration, Percent};
 
-/// gRPC status names, by code.
-const GRPC_STATUSES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 /// The policies of `rule`.
 pub fn route_policy(rule: &HttpRoute) -> RoutePolicy {
     RoutePolicy {
@@ -108,7 +87,7 @@ fn fault(fault: &HttpFaultInjection) -> Option<Fault> {
                 AbortError::HttpStatus(u16::try_from(*status).ok()?)
             }
             virtual_service::AbortError::GrpcStatus(name) => {
-                AbortError::GrpcStatus(u32::try_from(GRPC_STATUSES.iter().position(|s| s == name)?).ok()?)
+                AbortError::GrpcStatus(virtual_service::grpc_status_code(name)?)
             }
             virtual_service::AbortError::Http2Error(_) => return None,
         };

@@ -25,7 +25,8 @@ use paymesh_api::model::*;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::support::{Pod, mesh, node};
+use crate::control::ControlPlane;
+use crate::support::{Pod, Proxy, mesh, node};
 
 /// The Service port the client calls.
 pub const SVC_PORT: u16 = 8080;
@@ -233,6 +234,16 @@ pub fn client_config(
             }),
         ],
     }
+}
+
+/// A control plane and a client sidecar routing `svc` to `upstreams` under `policies`.
+pub async fn sidecar(upstreams: &[&Upstream], policies: &Policies) -> (ControlPlane, Pod, Proxy) {
+    let cp = ControlPlane::start(Duration::from_secs(3600)).await;
+    let client = Pod::new("client-0", "client");
+    cp.set_config(client_config("v1", &client, upstreams, policies));
+    let proxy = Proxy::start(&cp, &client, "sidecar");
+    proxy.wait_ready().await;
+    (cp, client, proxy)
 }
 
 /// One answer as the client saw it.

@@ -6,7 +6,7 @@ use super::is_jwt_claim;
 use crate::networking::rules::{self, push};
 use crate::networking::virtual_service::{
     AbortError, BodyContent, CorsPolicy, DelayKind, HeaderOperations, Headers, HttpDirectResponse,
-    HttpFaultInjection, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, RedirectPort,
+    HttpFaultInjection, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, RedirectPort, grpc_status_code,
 };
 use crate::path::FieldPath;
 use crate::resource::FieldError;
@@ -45,27 +45,6 @@ const KNOWN_STATUS_CODES: &[u16] = &[
 /// CORS methods Istio accepts.
 const CORS_METHODS: &[&str] =
     &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*"];
-
-/// gRPC status names an abort may return.
-const GRPC_STATUSES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
 
 /// HTTP/2 pseudo-headers a match may name.
 const PSEUDO_HEADERS: &[&str] = &[":method", ":scheme", ":authority", ":path", ":status"];
@@ -310,7 +289,7 @@ pub(super) fn check_fault(fault: &HttpFaultInjection, at: &FieldPath, errors: &m
             Some(AbortError::HttpStatus(status)) => {
                 check_http_status(i64::from(*status), &at.key("httpStatus"), errors)
             }
-            Some(AbortError::GrpcStatus(status)) if !GRPC_STATUSES.contains(&status.as_str()) => push(
+            Some(AbortError::GrpcStatus(status)) if grpc_status_code(status).is_none() => push(
                 errors,
                 &at.key("grpcStatus"),
                 format!(
