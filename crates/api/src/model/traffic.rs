@@ -307,6 +307,24 @@ pub struct ConnectionPool {
     /// How long an unused connection stays open (`http.idleTimeout`, else `tcp.idleTimeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
+    /// TCP keepalive on the connections (`tcp.tcpKeepalive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// TCP keepalive probes; `None` parts keep the system's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpKeepalive {
+    /// Idle time before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
+    /// Time between probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// Unanswered probes before the connection is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u32>,
 }
 
 /// Istio's connect timeout when a DestinationRule sets none.
@@ -322,6 +340,7 @@ impl Default for ConnectionPool {
             max_retries: None,
             max_requests_per_connection: None,
             idle_timeout_ms: None,
+            tcp_keepalive: None,
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use paymesh_api::model::{
     ConnectionPool, ConsistentHash, DEFAULT_CONNECT_TIMEOUT_MS, HashKey, HashTable, LbPolicy,
-    OutlierDetection,
+    OutlierDetection, TcpKeepalive,
 };
 use paymesh_config::networking::DestinationRule;
 use paymesh_config::networking::destination_rule::traffic_policy::{
@@ -137,6 +137,11 @@ fn connection_pool(pool: &ConnectionPoolSettings) -> ConnectionPool {
             .or_else(|| tcp.and_then(|tcp| tcp.idle_timeout))
             .map(millis)
             .filter(|ms| *ms > 0),
+        tcp_keepalive: tcp.and_then(|tcp| tcp.tcp_keepalive.as_ref()).map(|keepalive| TcpKeepalive {
+            time_ms: keepalive.time.map(millis),
+            interval_ms: keepalive.interval.map(millis),
+            probes: (keepalive.probes > 0).then_some(keepalive.probes),
+        }),
     }
 }
 

@@ -149,7 +149,6 @@ fn pool_gaps(pool: &ConnectionPoolSettings) -> Vec<&'static str> {
     if let Some(http) = &pool.http {
         gaps.extend(
             [
-                ("http.maxRequestsPerConnection", http.max_requests_per_connection > 0),
                 ("http.useClientProtocol", http.use_client_protocol),
                 ("http.maxConcurrentStreams", http.max_concurrent_streams > 0),
                 ("http.http2KeepAlive", http.http2_keep_alive.is_some()),

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::balance::Balancer;
 use crate::store::Store;
-use crate::transport::pool::{Dial, Pools};
+use crate::transport::pool::{Dial, Keepalive, Pools};
 use crate::transport::{Plain, Transport, endpoint_authority};
 
 /// Why a snapshot was rejected.
@@ -242,6 +242,12 @@ fn dial(cluster: &Cluster) -> Dial {
     Dial {
         connect_timeout: Duration::from_millis(pool.connect_timeout_ms),
         idle_timeout: pool.idle_timeout_ms.map(Duration::from_millis),
+        max_requests_per_connection: pool.max_requests_per_connection,
+        keepalive: pool.tcp_keepalive.map(|keepalive| Keepalive {
+            time: keepalive.time_ms.map(Duration::from_millis),
+            interval: keepalive.interval_ms.map(Duration::from_millis),
+            probes: keepalive.probes,
+        }),
     }
 }
 

@@ -20,7 +20,7 @@ use http::Request;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use super::pool::{CONNECT_TIMEOUT, MeshTls, connect_tcp, spawn_connection};
+use super::pool::{Dial, MeshTls, dial_tcp, spawn_connection};
 use super::{Attempt, Failed, Sent, UpstreamError, classify, error_chain};
 use crate::http::{Body, HEADER_READ_TIMEOUT, Watch, Watched};
 
@@ -40,7 +40,7 @@ pub const MAX_IDLE: usize = 256;
 pub struct H1Pool {
     addr: SocketAddr,
     source: IpAddr,
-    connect_timeout: Duration,
+    dial: Dial,
     tls: Option<MeshTls>,
     idle_timeout: Duration,
     idle: Mutex<VecDeque<Idle>>,
@@ -49,25 +49,21 @@ pub struct H1Pool {
 struct Idle {
     sender: SendRequest<Body>,
     since: Instant,
+    /// Requests the connection has carried.
+    used: u32,
 }
 
 impl H1Pool {
     /// A pool of connections from `source` (the pod IP) to `addr`, over `tls` when given,
     /// reusing none idle for longer than `idle_timeout`.
     pub fn new(source: IpAddr, addr: SocketAddr, tls: Option<MeshTls>, idle_timeout: Duration) -> Self {
-        H1Pool {
-            addr,
-            source,
-            connect_timeout: CONNECT_TIMEOUT,
-            tls,
-            idle_timeout,
-            idle: Mutex::new(VecDeque::new()),
-        }
+        H1Pool { addr, source, dial: Dial::default(), tls, idle_timeout, idle: Mutex::new(VecDeque::new()) }
     }
 
-    /// The pool, connecting within `timeout` (the cluster's `connectTimeout`).
-    pub fn with_connect_timeout(self, timeout: Duration) -> Self {
-        H1Pool { connect_timeout: timeout, ..self }
+    /// The pool, dialing as `dial` says (the cluster's connect timeout, keepalive, and requests
+    /// per connection).
+    pub fn with_dial(self, dial: Dial) -> Self {
+        H1Pool { dial, ..self }
     }
 
     /// The address connections go to.
@@ -84,37 +80,38 @@ impl H1Pool {
     /// that never left (the connection was closed under it) comes back in the error, for the
     /// retry stage to resend.
     pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Attempt {
-        let mut sender = match self.lease().await {
-            Some(sender) => sender,
+        let (mut sender, used) = match self.lease().await {
+            Some(leased) => leased,
             None => match Box::pin(self.connect()).await {
-                Ok(sender) => sender,
+                Ok(sender) => (sender, 0),
                 Err(error) => return Err(Failed::unsent(error, req)),
             },
         };
         let connected = Instant::now();
         let response = sender.try_send_request(req).await.map_err(|error| classify(self.addr, error))?;
-        let lease = Lease { pool: Arc::clone(self), sender: Some(sender) };
+        let lease = Lease { pool: Arc::clone(self), sender: Some(sender), used: used + 1 };
         let response = response.map(|body| http_body_util::BodyExt::boxed_unsync(Watched::new(body, lease)));
         Ok(Sent { response, connected })
     }
 
     /// The most recently used idle connection that still works, dropping expired and closed
     /// ones on the way.
-    async fn lease(&self) -> Option<SendRequest<Body>> {
+    async fn lease(&self) -> Option<(SendRequest<Body>, u32)> {
         loop {
-            let Idle { mut sender, since } = self.lock().pop_back()?;
+            let Idle { mut sender, since, used } = self.lock().pop_back()?;
             if sender.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
             }
             // Ready at once unless the connection has not yet seen its last response end.
             if sender.ready().await.is_ok() {
-                return Some(sender);
+                return Some((sender, used));
             }
         }
     }
 
-    fn checkin(&self, sender: SendRequest<Body>) {
-        if sender.is_closed() {
+    /// Keeps `sender` for the next request, unless it is closed or has carried its share.
+    fn checkin(&self, sender: SendRequest<Body>, used: u32) {
+        if sender.is_closed() || self.dial.max_requests_per_connection.is_some_and(|max| used >= max) {
             return;
         }
         let mut idle = self.lock();
@@ -122,16 +119,16 @@ impl H1Pool {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: Instant::now() });
+            idle.push_back(Idle { sender, since: Instant::now(), used });
         }
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
-        let tcp = connect_tcp(self.source, self.addr, self.connect_timeout).await?;
+        let tcp = dial_tcp(self.source, self.addr, &self.dial).await?;
         let fail = |e: hyper::Error| UpstreamError::Connect { endpoint: self.addr, cause: error_chain(&e) };
         let sender = match &self.tls {
             Some(mesh) => {
-                let tls = mesh.connect(self.addr, tcp, self.connect_timeout).await?;
+                let tls = mesh.connect(self.addr, tcp, self.dial.connect_timeout).await?;
                 let (sender, connection) = http1::handshake(TokioIo::new(tls)).await.map_err(fail)?;
                 spawn_connection(self.addr, connection);
                 sender
@@ -154,12 +151,14 @@ impl H1Pool {
 struct Lease {
     pool: Arc<H1Pool>,
     sender: Option<SendRequest<Body>>,
+    /// Requests the connection has carried, this one included.
+    used: u32,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
-            self.pool.checkin(sender);
+            self.pool.checkin(sender, self.used);
         }
     }
 }
@@ -237,6 +236,18 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_closed_after_max_requests_per_connection() {
+        let (addr, accepted) = app(OK, usize::MAX).await;
+        let dial = Dial { max_requests_per_connection: Some(2), ..Dial::default() };
+        let pool = Arc::new(H1Pool::new(LOCALHOST, addr, None, IDLE_TIMEOUT).with_dial(dial));
+        for _ in 0..5 {
+            let response = pool.send(get()).await.expect("response").response;
+            assert_eq!(body_of(response).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "two requests each, then a new connection");
     }
 
     #[tokio::test]

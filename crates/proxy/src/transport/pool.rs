@@ -67,6 +67,27 @@ pub async fn connect_tcp(
     Ok(stream)
 }
 
+/// Connects as `dial` says: within its connect timeout, with its TCP keepalive.
+pub async fn dial_tcp(source: IpAddr, addr: SocketAddr, dial: &Dial) -> Result<TcpStream, UpstreamError> {
+    let stream = connect_tcp(source, addr, dial.connect_timeout).await?;
+    if let Some(keepalive) = dial.keepalive {
+        let mut settings = socket2::TcpKeepalive::new();
+        if let Some(time) = keepalive.time {
+            settings = settings.with_time(time);
+        }
+        if let Some(interval) = keepalive.interval {
+            settings = settings.with_interval(interval);
+        }
+        if let Some(probes) = keepalive.probes {
+            settings = settings.with_retries(probes);
+        }
+        if let Err(error) = socket2::SockRef::from(&stream).set_tcp_keepalive(&settings) {
+            warn!(%addr, %error, "could not set TCP keepalive");
+        }
+    }
+    Ok(stream)
+}
+
 /// Mutual TLS towards peer sidecars that accept one set of identities, offering one ALPN
 /// protocol.
 pub struct MeshTls {
@@ -103,22 +124,15 @@ impl MeshTls {
 pub struct H2Pool {
     addr: SocketAddr,
     source: IpAddr,
-    connect_timeout: Duration,
+    dial: Dial,
     tls: Option<MeshTls>,
     current: ArcSwapOption<SendRequest<Body>>,
     connecting: Mutex<()>,
 }
 
 impl H2Pool {
-    fn new(addr: SocketAddr, source: IpAddr, connect_timeout: Duration, tls: Option<MeshTls>) -> Self {
-        H2Pool {
-            addr,
-            source,
-            connect_timeout,
-            tls,
-            current: ArcSwapOption::empty(),
-            connecting: Mutex::new(()),
-        }
+    fn new(addr: SocketAddr, source: IpAddr, dial: Dial, tls: Option<MeshTls>) -> Self {
+        H2Pool { addr, source, dial, tls, current: ArcSwapOption::empty(), connecting: Mutex::new(()) }
     }
 
     /// The address connections go to.
@@ -146,13 +160,13 @@ impl H2Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
-        let tcp = connect_tcp(self.source, self.addr, self.connect_timeout).await?;
+        let tcp = dial_tcp(self.source, self.addr, &self.dial).await?;
         let fail = |cause: String| UpstreamError::Connect { endpoint: self.addr, cause };
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new()).keep_alive_interval(KEEPALIVE_INTERVAL);
         let sender = match &self.tls {
             Some(mesh) => {
-                let tls = mesh.connect(self.addr, tcp, self.connect_timeout).await?;
+                let tls = mesh.connect(self.addr, tcp, self.dial.connect_timeout).await?;
                 let (sender, connection) =
                     builder.handshake(TokioIo::new(tls)).await.map_err(|e| fail(e.to_string()))?;
                 spawn_connection(self.addr, connection);
@@ -182,19 +196,41 @@ where
     });
 }
 
-/// How a cluster dials: its `connectTimeout`, and how long its HTTP/1.1 connections may idle
-/// (`idleTimeout`; `None`: the pool's default). Pools with other settings are other pools.
+/// How a cluster dials: its `connectTimeout`, how long and how often its HTTP/1.1 connections
+/// are reused (`idleTimeout`, `maxRequestsPerConnection`; `None`: the pool's default, no limit),
+/// and TCP keepalive. Pools with other settings are other pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Dial {
     /// TCP connect plus TLS handshake.
     pub connect_timeout: Duration,
     /// Idle HTTP/1.1 connections older than this are not reused.
     pub idle_timeout: Option<Duration>,
+    /// HTTP/1.1 connections are closed after this many requests.
+    pub max_requests_per_connection: Option<u32>,
+    /// TCP keepalive probes on the connections.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// TCP keepalive (`tcpKeepalive`): after `time` idle, a probe every `interval`, `probes` unanswered
+/// ones close the connection (`None`: the system's setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub time: Option<Duration>,
+    /// Between probes.
+    pub interval: Option<Duration>,
+    /// Unanswered probes before the connection is dropped.
+    pub probes: Option<u32>,
 }
 
 impl Default for Dial {
     fn default() -> Self {
-        Dial { connect_timeout: CONNECT_TIMEOUT, idle_timeout: None }
+        Dial {
+            connect_timeout: CONNECT_TIMEOUT,
+            idle_timeout: None,
+            max_requests_per_connection: None,
+            keepalive: None,
+        }
     }
 }
 
@@ -227,7 +263,7 @@ impl Pools {
         let (source, credentials, trust) = (self.source, &self.credentials, &self.trust);
         shared(&mut self.pools, (addr, expected.to_string(), dial), || {
             let tls = mesh_tls(credentials, trust, expected, ALPN_H2)?;
-            Ok(H2Pool::new(addr, source, dial.connect_timeout, Some(tls)))
+            Ok(H2Pool::new(addr, source, dial, Some(tls)))
         })
     }
 
@@ -243,7 +279,7 @@ impl Pools {
         shared(&mut self.http1, (addr, expected.to_string(), dial), || {
             let tls = mesh_tls(credentials, trust, expected, ALPN_HTTP11)?;
             let idle = dial.idle_timeout.map_or(MESH_IDLE_TIMEOUT, |idle| idle.min(MESH_IDLE_TIMEOUT));
-            Ok(H1Pool::new(source, addr, Some(tls), idle).with_connect_timeout(dial.connect_timeout))
+            Ok(H1Pool::new(source, addr, Some(tls), idle).with_dial(dial))
         })
     }
 
@@ -251,7 +287,7 @@ impl Pools {
     pub fn plaintext(&mut self, addr: SocketAddr, dial: Dial) -> Arc<H2Pool> {
         let source = self.source;
         let Ok(pool) = shared::<_, _, Infallible>(&mut self.pools, (addr, String::new(), dial), || {
-            Ok(H2Pool::new(addr, source, dial.connect_timeout, None))
+            Ok(H2Pool::new(addr, source, dial, None))
         });
         pool
     }
@@ -261,7 +297,7 @@ impl Pools {
         let source = self.source;
         let Ok(pool) = shared::<_, _, Infallible>(&mut self.http1, (addr, String::new(), dial), || {
             let idle = dial.idle_timeout.unwrap_or(IDLE_TIMEOUT);
-            Ok(H1Pool::new(source, addr, None, idle).with_connect_timeout(dial.connect_timeout))
+            Ok(H1Pool::new(source, addr, None, idle).with_dial(dial))
         });
         pool
     }
@@ -284,4 +320,29 @@ fn mesh_tls(
     let mut config = client_config(Some(Arc::clone(credentials)), trust, expected.clone())?;
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(MeshTls { connector: TlsConnector::from(Arc::new(config)), alpn, expected: expected.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_clusters_tcp_keepalive_is_set_on_its_connections() {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let keepalive = Keepalive {
+            time: Some(Duration::from_secs(30)),
+            interval: Some(Duration::from_secs(5)),
+            probes: Some(3),
+        };
+        let dial = Dial { keepalive: Some(keepalive), ..Dial::default() };
+        let stream = dial_tcp(Ipv4Addr::LOCALHOST.into(), addr, &dial).await.expect("connects");
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"), Duration::from_secs(30));
+        assert_eq!(socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"), Duration::from_secs(5));
+        assert_eq!(socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"), 3);
+    }
 }
