@@ -116,6 +116,8 @@ pub struct RequestContext {
     pub first_byte: Option<Instant>,
     /// What the request holds upstream until its response ends.
     pub held: Held,
+    /// Its `x-request-id`, kept only at the gateway (its outside clients' error answers carry it).
+    pub request_id: Option<http::HeaderValue>,
 }
 
 /// What a request holds upstream until its response body ends (or is dropped): the circuit
@@ -152,6 +154,7 @@ impl RequestContext {
             connected: None,
             first_byte: None,
             held: Held::default(),
+            request_id: None,
         }
     }
 

@@ -7,7 +7,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use paymesh_api::model::{AbortError, MtlsMode};
 
-use crate::context::RequestContext;
+use crate::context::{Listener, RequestContext};
 use crate::flags::ResponseFlag;
 use crate::http::{Body, GRPC_MESSAGE, GRPC_STATUS, full};
 use crate::transport::UpstreamError;
@@ -138,8 +138,25 @@ impl ProxyError {
         }
     }
 
+    /// What an outside client is told: the kind of failure, with no internal detail (addresses,
+    /// cluster names, identities, TLS errors), which stays in the access log.
+    pub fn public_reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoConfig => "service unavailable",
+            ProxyError::NoRoute { .. } | ProxyError::NoRouteMatched { .. } => "no route",
+            ProxyError::NoHealthyUpstream { .. } => "no healthy upstream",
+            ProxyError::Upstream(_) => "upstream connect error or disconnect/reset before headers",
+            ProxyError::Overflow { .. } => "upstream overflow",
+            ProxyError::Timeout { .. } => "upstream request timeout",
+            ProxyError::FaultAbort { .. } => "fault filter abort",
+            ProxyError::BadRequest(_) => "bad request",
+            ProxyError::PeerAuthentication { .. } => "forbidden",
+        }
+    }
+
     /// The answer, recorded in `ctx` (flag, details, the upstream failure): status, the
-    /// context's flags as a header, `reason (FLAGS)` as plain text.
+    /// context's flags as a header, `reason (FLAGS)` as plain text. A gateway's outside clients
+    /// get [`ProxyError::public_reason`] and the request id instead of the full reason.
     pub fn into_response(self, ctx: &mut RequestContext) -> Response<Body> {
         ctx.flag(self.flag());
         ctx.details = self.details();
@@ -147,7 +164,17 @@ impl ProxyError {
             ctx.failure = Some(error.cause().into());
         }
         let flags = ctx.flags.to_string();
-        let body = format!("{self} ({flags})");
+        let body = match (&ctx.downstream.listener, &ctx.request_id) {
+            (Listener::Gateway, Some(id)) => {
+                format!(
+                    "{} ({flags}) request id {}",
+                    self.public_reason(),
+                    String::from_utf8_lossy(id.as_bytes())
+                )
+            }
+            (Listener::Gateway, None) => format!("{} ({flags})", self.public_reason()),
+            _ => format!("{self} ({flags})"),
+        };
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -221,6 +248,36 @@ mod tests {
         let downstream =
             Downstream { listener: Listener::Outbound, remote: addr, local: addr, peer: Peer::Plaintext };
         RequestContext::new(std::sync::Arc::new(downstream))
+    }
+
+    #[test]
+    fn outside_clients_of_the_gateway_get_no_internal_detail() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let downstream =
+            Downstream { listener: Listener::Gateway, remote: addr, local: addr, peer: Peer::Plaintext };
+        let mut ctx = RequestContext::new(std::sync::Arc::new(downstream));
+        ctx.request_id = Some(HeaderValue::from_static("req-1"));
+        let endpoint: SocketAddr = "10.1.2.3:15006".parse().expect("addr");
+        let error =
+            UpstreamError::Connect { endpoint, cause: "TLS handshake (expecting spiffe://x): bad".into() };
+        let response = ProxyError::Upstream(error).into_response(&mut ctx);
+        assert_eq!(response.headers()[RESPONSE_FLAGS], "UF");
+        let body = futures_body(response);
+        assert_eq!(body, "upstream connect error or disconnect/reset before headers (UF) request id req-1");
+        assert_eq!(
+            ctx.failure.as_deref(),
+            Some("TLS handshake (expecting spiffe://x): bad"),
+            "kept for the log"
+        );
+    }
+
+    fn futures_body(response: Response<Body>) -> String {
+        let body = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(http_body_util::BodyExt::collect(response.into_body()))
+            .expect("body");
+        String::from_utf8_lossy(&body.to_bytes()).into_owned()
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tracing::debug;
 use crate::access;
 use crate::context::{Downstream, Listener, RequestContext};
 use crate::edge;
-use crate::http::{Body, HEADER_READ_TIMEOUT, Watched, add_request_id, boxed_request, server};
+use crate::http::{Body, HEADER_READ_TIMEOUT, Watched, X_REQUEST_ID, add_request_id, boxed_request, server};
 
 /// Serves one connection from `downstream` with `handler` (upgrades allowed, for CONNECT),
 /// watched by `watcher` so shutdown can drain it. Every request gets an `x-request-id` (when it
@@ -47,7 +47,10 @@ where
             edge::sanitize(req.headers_mut(), connection.remote.ip());
         }
         add_request_id(req.headers_mut());
-        let ctx = RequestContext::new(Arc::clone(&connection));
+        let mut ctx = RequestContext::new(Arc::clone(&connection));
+        if connection.listener == Listener::Gateway {
+            ctx.request_id = req.headers().get(X_REQUEST_ID).cloned();
+        }
         let (pending, req) = access::Pending::start(req);
         // Boxed: hyper moves the returned future several times, and ours is kilobytes.
         let response = Box::pin(handler(req, ctx));
