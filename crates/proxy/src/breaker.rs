@@ -87,14 +87,13 @@ impl Breaker {
         Ok(Admission { _request: request, _connection: connection })
     }
 
-    /// Waits for a connection as one of the pending requests, if there is room among them.
+    /// Waits for a connection as one of the pending requests, if there is room among them. The
+    /// place among the pending is given back however the wait ends (a timeout or a client that
+    /// goes away drops it midway).
     async fn wait(&self, semaphore: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Overflow> {
-        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            return Err(Overflow::Pending);
-        }
+        let pending = Pending::join(&self.pending, self.max_pending).ok_or(Overflow::Pending)?;
         let permit = Arc::clone(semaphore).acquire_owned().await;
-        self.pending.fetch_sub(1, Ordering::Relaxed);
+        drop(pending);
         // The semaphore is never closed.
         permit.map_err(|_| Overflow::Pending)
     }
@@ -105,6 +104,26 @@ impl Breaker {
             None => Some(None),
             Some(counter) => counter.take().map(Some),
         }
+    }
+}
+
+/// A place among the requests waiting for a connection, left on drop.
+struct Pending<'a>(&'a AtomicU32);
+
+impl<'a> Pending<'a> {
+    /// A place, when fewer than `max` wait.
+    fn join(count: &'a AtomicU32, max: u32) -> Option<Self> {
+        if count.fetch_add(1, Ordering::Relaxed) >= max {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Pending(count))
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -179,6 +198,17 @@ mod tests {
         drop(first);
         waiting.await.expect("joins").expect("admitted once the connection is free");
         assert!(breaker.admit().await.is_ok(), "recovered");
+    }
+
+    #[tokio::test]
+    async fn a_pending_request_given_up_leaves_its_place() {
+        let breaker = Breaker::new(&pool(1, 1), true).expect("limits");
+        let _held = breaker.admit().await.expect("the connection");
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), breaker.admit()).await;
+        assert!(gave_up.is_err(), "it waited and was cancelled");
+        assert_eq!(breaker.pending.load(Ordering::Relaxed), 0);
+        let again = tokio::time::timeout(Duration::from_millis(20), breaker.admit()).await;
+        assert!(again.is_err(), "a new request may wait again rather than overflow");
     }
 
     #[tokio::test]

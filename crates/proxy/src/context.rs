@@ -185,6 +185,14 @@ impl RequestContext {
         }
     }
 
+    /// The index (in the recorded cluster) of the endpoint of the last attempt.
+    pub fn endpoint_index(&self) -> Option<usize> {
+        match &self.upstream {
+            Some(Upstream::Cluster { endpoint, .. }) => *endpoint,
+            _ => None,
+        }
+    }
+
     /// The endpoint of the last attempt.
     pub fn endpoint(&self) -> Option<&EndpointEntry> {
         match &self.upstream {

@@ -9,14 +9,11 @@ use paymesh_api::model::{AbortError, MtlsMode};
 
 use crate::context::{Listener, RequestContext};
 use crate::flags::ResponseFlag;
-use crate::http::{Body, GRPC_MESSAGE, GRPC_STATUS, full};
+use crate::http::{Body, ENVOY_OVERLOADED, GRPC_MESSAGE, GRPC_STATUS, full};
 use crate::transport::UpstreamError;
 
 /// The header carrying the response flags of a proxy-generated answer.
 pub const RESPONSE_FLAGS: HeaderName = HeaderName::from_static("x-paymesh-response-flags");
-
-/// Envoy's mark on an answer a circuit breaker made.
-pub const ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]

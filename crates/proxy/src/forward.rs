@@ -45,6 +45,12 @@ use crate::retry::{self, Outcome, backoff, needs_replay};
 use crate::route::{Decision, route};
 use crate::transport::{self, Failed, Sent, Tunnel, UpstreamError};
 
+/// The mirrors a request is copied to, and how long each copy may take.
+pub struct Mirrors {
+    to: Vec<Arc<ClusterEntry>>,
+    limit: Duration,
+}
+
 /// The forwarding side of a proxy: dials from the pod IP.
 pub struct Forward {
     source: IpAddr,
@@ -123,14 +129,23 @@ impl Forward {
         if let Some(fault) = &policy.fault {
             fault::inject(fault, ctx).await?;
         }
-        let mirrors = mirror::drawn(mirrors);
-        let Some(limit) = policy.timeout_ms.map(Duration::from_millis) else {
+        let timeout = policy.timeout_ms.map(Duration::from_millis);
+        let mirrors =
+            Mirrors { to: mirror::drawn(mirrors), limit: timeout.unwrap_or(mirror::MIRROR_TIMEOUT) };
+        let Some(limit) = timeout else {
             return self.request(cluster, authority, req, &policy.retries, mirrors, ctx).await;
         };
         let request = self.request(cluster, authority, req, &policy.retries, mirrors, ctx);
         match tokio::time::timeout(limit, request).await {
             Ok(result) => result,
             Err(_) => {
+                // The attempt in flight timed out: a local-origin failure of its endpoint, as
+                // Envoy reports it.
+                if ctx.first_byte.is_none()
+                    && let Some(index) = ctx.endpoint_index()
+                {
+                    observe(cluster, index, Observed::LocalFailure);
+                }
                 Err(ProxyError::Timeout { cluster: cluster.name.clone(), after: limit, per_try: false })
             }
         }
@@ -139,13 +154,13 @@ impl Forward {
     /// The circuit breaker, retry, endpoint choice and transport stages: attempts `req` on
     /// `cluster`'s endpoints until one answers with a response `policy` accepts, or the failure
     /// forbids another attempt; then a copy to each of `mirrors`.
-    pub async fn request(
+    async fn request(
         &self,
         cluster: &ClusterEntry,
         authority: &UriAuthority,
         req: Request<Body>,
         policy: &RetryPolicy,
-        mirrors: Vec<Arc<ClusterEntry>>,
+        mirrors: Mirrors,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         if let Some(breaker) = &cluster.state.breaker {
@@ -155,16 +170,16 @@ impl Forward {
             })?;
             ctx.held.admission = Some(admission);
         }
-        let (req, replay) = if needs_replay(policy) || !mirrors.is_empty() {
+        let (req, replay) = if needs_replay(policy) || !mirrors.to.is_empty() {
             let (req, replay) = Replay::wrap(req);
             (req, Some(replay))
         } else {
             (req, None)
         };
         let result = self.attempts(cluster, authority, req, policy, replay.as_ref(), ctx).await;
-        for mirror in mirrors {
+        for mirror in mirrors.to {
             if let Some(copy) = replay.as_ref().and_then(Replay::request) {
-                mirror::send(mirror, authority, copy, self.source);
+                mirror::send(mirror, authority, copy, self.source, mirrors.limit);
             }
         }
         result
@@ -244,6 +259,11 @@ impl Forward {
                     }
                     _retry_slot = slot;
                     req = again;
+                }
+                (Some(_), None) if retries_left => {
+                    // `maxRetries` retries are in flight already (Envoy: retry overflow).
+                    ctx.flag(ResponseFlag::UpstreamOverflow);
+                    return failure;
                 }
                 _ => {
                     if policy.attempts > 0 && !retries_left {
@@ -330,6 +350,7 @@ fn observe(cluster: &ClusterEntry, index: usize, outcome: Observed) {
     if !endpoint.state.record(policy, outcome) {
         return;
     }
+    let _deciding = cluster.state.ejecting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = now_ms();
     let states: Vec<&outlier::EndpointState> = cluster.states().collect();
     let ejected = states.iter().filter(|state| state.is_ejected(now)).count();

@@ -5,10 +5,12 @@
 //!
 //! The copy is made from the request's kept head and body ([`crate::replay`]) once the original
 //! has been answered: a request whose body was larger than the replay bound, or still streaming
-//! then, is not mirrored.
+//! then, is not mirrored. A copy gets the route's timeout (else [`MIRROR_TIMEOUT`]) to be sent and
+//! answered, so a mirror that hangs holds no task or socket for longer.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::uri::Authority as UriAuthority;
 use http::{HeaderMap, Request};
@@ -20,6 +22,9 @@ use crate::balance::{HashInput, Tried};
 use crate::http::Body;
 use crate::index::ClusterEntry;
 use crate::transport;
+
+/// How long a copy may take when its route has no timeout (Envoy's default route timeout).
+pub const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The mirror clusters this request is copied to, each drawn on its own share.
 pub fn drawn(mirrors: &[(Arc<ClusterEntry>, u32)]) -> Vec<Arc<ClusterEntry>> {
@@ -41,10 +46,17 @@ pub fn shadow(authority: &UriAuthority) -> Option<UriAuthority> {
     shadowed.parse().ok()
 }
 
-/// Sends `copy` to `cluster` with `authority`'s shadow, in the background.
-pub fn send(cluster: Arc<ClusterEntry>, authority: &UriAuthority, copy: Request<Body>, source: IpAddr) {
+/// Sends `copy` to `cluster` with `authority`'s shadow, in the background, for at most `limit`.
+pub fn send(
+    cluster: Arc<ClusterEntry>,
+    authority: &UriAuthority,
+    copy: Request<Body>,
+    source: IpAddr,
+    limit: Duration,
+) {
     let Some(authority) = shadow(authority) else { return };
-    tokio::spawn(async move {
+    let name = cluster.name.clone();
+    let copy = async move {
         let headers = HeaderMap::new();
         let input = HashInput { headers: &headers, query: None, source, generated_cookie: None };
         let Some(endpoint) = cluster.pick(&input, Tried::default()).and_then(|i| cluster.endpoint(i)) else {
@@ -55,6 +67,11 @@ pub fn send(cluster: Arc<ClusterEntry>, authority: &UriAuthority, copy: Request<
                 let _ = sent.response.into_body().collect().await;
             }
             Err(failed) => debug!(cluster = %cluster.name, error = %failed.error, "mirror failed"),
+        }
+    };
+    tokio::spawn(async move {
+        if tokio::time::timeout(limit, copy).await.is_err() {
+            debug!(cluster = %name, ?limit, "mirror timed out");
         }
     });
 }

@@ -107,7 +107,7 @@ impl EndpointState {
         let before = u64::from(self.ejections.load(Ordering::Relaxed)).saturating_sub(healthy_intervals);
         let ejections = before + 1;
         let cap = MAX_EJECTION_MS.max(policy.base_ejection_ms);
-        let until = now + policy.base_ejection_ms.saturating_mul(ejections).min(cap);
+        let until = now.saturating_add(policy.base_ejection_ms.saturating_mul(ejections).min(cap));
         if self.ejected_until.compare_exchange(previous, until, Ordering::Relaxed, Ordering::Relaxed).is_err()
         {
             return false;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use http::{HeaderValue, Response};
 use paymesh_api::model::{RetryOn, RetryPolicy};
 
-use crate::http::GRPC_STATUS;
+use crate::http::{ENVOY_OVERLOADED, GRPC_STATUS};
 use crate::transport::UpstreamError;
 
 /// The first retry's backoff bound (Envoy's `base_interval`); each retry doubles it.
@@ -59,6 +59,10 @@ pub fn retries(policy: &RetryPolicy, outcome: Outcome<'_>) -> bool {
 }
 
 fn answer_retried<B>(policy: &RetryPolicy, response: &Response<B>) -> bool {
+    // An upstream's own circuit breaker answered: more attempts would only add load (Envoy).
+    if response.headers().contains_key(ENVOY_OVERLOADED) {
+        return false;
+    }
     let status = response.status().as_u16();
     if (policy.on(RetryOn::FiveXx) && status >= 500)
         || (policy.on(RetryOn::GatewayError) && matches!(status, 502..=504))
@@ -129,6 +133,9 @@ mod tests {
         assert!(retries(&istio, Outcome::Answered(&answer(200, Some("14")))));
         assert!(!retries(&istio, Outcome::Answered(&answer(200, Some("13")))));
         assert!(retries(&policy(&[RetryOn::Retriable4xx], &[]), Outcome::Answered(&answer(409, None))));
+        let mut overloaded = answer(503, None);
+        overloaded.headers_mut().insert(ENVOY_OVERLOADED, HeaderValue::from_static("true"));
+        assert!(!retries(&istio, Outcome::Answered(&overloaded)), "never retried, as in Envoy");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct ClusterState {
     cursor: AtomicUsize,
     /// The circuit breaker, when the cluster has limits.
     pub breaker: Option<Breaker>,
+    /// Held while an ejection is decided, so two endpoints crossing their thresholds at once
+    /// cannot both pass the `maxEjectionPercent` check (a rare path: contention is nil).
+    pub ejecting: std::sync::Mutex<()>,
 }
 
 impl ClusterState {

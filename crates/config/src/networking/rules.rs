@@ -260,7 +260,9 @@ pub(crate) fn check_regex(re: &str, context: &str, at: &FieldPath, errors: &mut 
         push(errors, at, format!("{context:?}: regex is too large, max length allowed is {MAX_REGEX_LEN}"));
         return;
     }
-    let compiled = regex::RegexBuilder::new(&format!("^(?:{re})$")).size_limit(REGEX_SIZE_LIMIT).build();
+    // On its own first: `a)|(.*` is not a regex, though wrapped it would parse.
+    let compiled = regex::Regex::new(re)
+        .and_then(|_| regex::RegexBuilder::new(&format!("^(?:{re})$")).size_limit(REGEX_SIZE_LIMIT).build());
     let reason = match compiled {
         Ok(_) => return,
         Err(regex::Error::CompiledTooBig(_)) => {

@@ -236,6 +236,9 @@ fn regexes_that_do_not_compile_are_rejected_where_they_are() {
         &route(", corsPolicy: {allowOrigins: [{regex: 'https://(.*'}]}"),
         &[("spec.http[0].corsPolicy.allowOrigins[0].regex", &unclosed("corsPolicy.allowOrigins"))],
     );
+    // Wrapped as the proxy anchors it, `a)|(.*` would parse and match every path.
+    let unopened = r#""uri": error parsing regexp: unopened group; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"#;
+    check(VS, &m("{uri: {regex: 'a)|(.*'}}"), &[("spec.http[0].match[0].uri.regex", unopened)]);
     // `\w` is a Unicode class: a hundred of them is a short pattern but a program larger than
     // the proxy's limit, which Istio's length check (1024 characters) lets through.
     let too_large = r#""uri": regex is too large: compiled, it exceeds the proxy's limit of 1048576 bytes"#;

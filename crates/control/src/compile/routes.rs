@@ -374,12 +374,9 @@ fn substitution(re2: &str) -> String {
     let mut chars = re2.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
-                let mut group = String::new();
-                while let Some(digit) = chars.next_if(char::is_ascii_digit) {
-                    group.push(digit);
-                }
-                out.push_str(&format!("${{{group}}}"));
+            // RE2 reads one digit: `\10` is group 1, then `0`.
+            '\\' if let Some(digit) = chars.next_if(char::is_ascii_digit) => {
+                out.push_str(&format!("${{{digit}}}"));
             }
             '$' => out.push_str("$$"),
             c => out.push(c),
@@ -431,7 +428,7 @@ mod tests {
     #[test]
     fn re2_substitutions_become_the_regex_crates() {
         assert_eq!(substitution(r"\2/instance/\1"), "${2}/instance/${1}");
-        assert_eq!(substitution(r"/price/$5/\10"), "/price/$$5/${10}");
+        assert_eq!(substitution(r"/price/$5/\10"), "/price/$$5/${1}0");
         assert_eq!(substitution(r"\x"), r"\x");
     }
 }

@@ -10,7 +10,7 @@ pub mod server;
 pub use authority::Authority;
 pub use body::{Body, BoxError, Watch, Watched, boxed_request, boxed_response, empty, full, incoming};
 pub use headers::{
-    GRPC_MESSAGE, GRPC_STATUS, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID, add_forwarding_headers,
-    add_request_id, never_index_request_id, strip_hop_by_hop,
+    ENVOY_OVERLOADED, GRPC_MESSAGE, GRPC_STATUS, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID,
+    add_forwarding_headers, add_request_id, never_index_request_id, strip_hop_by_hop,
 };
 pub use server::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, server};

@@ -69,7 +69,8 @@ impl Matcher {
         Self::compile_with_case(spec, false)
     }
 
-    /// `ignore_case`: Istio's `ignoreUriCase`, ASCII case folded on both sides.
+    /// `ignore_case`: Istio's `ignoreUriCase`, ASCII case folded on both sides of an exact or
+    /// prefix match (a regex stays case-sensitive: Envoy ignores the flag for `safe_regex`).
     fn compile_with_case(spec: &StringMatch, ignore_case: bool) -> Result<Self, MatchError> {
         let fold = |text: &String| if ignore_case { text.to_ascii_lowercase() } else { text.clone() };
         Ok(match spec {
@@ -78,9 +79,11 @@ impl Matcher {
             StringMatch::Exact(text) => Matcher::Exact(text.clone()),
             StringMatch::Prefix(text) => Matcher::Prefix(text.clone()),
             StringMatch::Regex(pattern) => {
+                // On its own first: `a)|(.*` is not a regex, though wrapped it would parse.
+                regex_syntax::parse(pattern)
+                    .map_err(|e| MatchError::Regex { pattern: pattern.clone(), reason: e.to_string() })?;
                 let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
                     .size_limit(REGEX_SIZE_LIMIT)
-                    .case_insensitive(ignore_case)
                     .build()
                     .map_err(|e| MatchError::Regex { pattern: pattern.clone(), reason: e.to_string() })?;
                 Matcher::Regex(regex)
@@ -520,6 +523,11 @@ mod tests {
         };
         let error = RouteMatcher::compile(&[bad]).expect_err("unclosed group");
         assert!(error.to_string().starts_with("invalid regex `/v1/(`: "), "{error}");
+        let escaped = RouteMatch { uri: Some(StringMatch::Regex("a)|(.*".into())), ..RouteMatch::default() };
+        assert!(
+            matches!(RouteMatcher::compile(&[escaped]), Err(MatchError::Regex { .. })),
+            "not a regex on its own, though it would parse anchored"
+        );
         let huge = RouteMatch {
             uri: Some(StringMatch::Regex("a{1000}{1000}".into())),
             method: None,
