@@ -66,6 +66,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    match paymesh_lifecycle::limits::raise_open_files() {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
     let args = Args::parse();
     let admin_token = std::fs::read_to_string(&args.admin_token_file)
         .with_context(|| format!("reading the admin token {}", args.admin_token_file.display()))?;

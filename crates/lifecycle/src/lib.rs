@@ -7,6 +7,7 @@
 //! - [`drain`]: one [`Trigger`](drain::Trigger) tells any number of
 //!   [`Shutdown`](drain::Shutdown) waiters to stop (the proxy's listeners and control runtime;
 //!   the supervisor's task per process).
+//! - [`limits`]: the open-file limit raised to the hard limit at start.
 //! - [`signal`]: SIGINT and SIGTERM as one stream; in both binaries the first asks for a graceful
 //!   stop and a second for an immediate one.
 //!
@@ -18,6 +19,7 @@
 
 pub mod backoff;
 pub mod drain;
+pub mod limits;
 pub mod signal;
 
 pub use backoff::Backoff;

@@ -92,6 +92,10 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    match paymesh_lifecycle::limits::raise_open_files() {
+        Ok(limit) => info!(limit, "open-file limit"),
+        Err(error) => warn!(%error, "could not raise the open-file limit"),
+    }
     let workers = args.workers;
     let config = args.into_config();
     info!(

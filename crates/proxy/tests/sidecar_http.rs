@@ -74,6 +74,25 @@ async fn http1_absolute_form_reaches_the_app_with_the_callers_identity() {
     eprintln!("idle sidecar RSS: client {} KiB, server {} KiB", mesh.client.rss_kib(), mesh.server.rss_kib());
 }
 
+/// The open-file limits of process `pid`: (soft, hard).
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("Max open files").to_owned();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_raises_its_open_file_limit_to_the_hard_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // The proxies inherit this test process's limits (nextest runs each test in its own).
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard.min(1024), hard).expect("a low soft limit");
+    let mesh = Mesh::start(MtlsMode::Strict, Duration::from_secs(3600)).await;
+    let (soft, hard) = open_file_limits(mesh.client.pid());
+    assert_eq!(soft, hard, "connections are bounded by the hard limit, not the default soft one");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_errors_carry_status_flag_and_reason() {
     let mesh = Mesh::start(MtlsMode::Strict, Duration::from_secs(3600)).await;
