@@ -4,8 +4,6 @@
 
 #![cfg(unix)]
 
-use std::time::Duration;
-
 #[path = "support/up.rs"]
 mod support;
 
@@ -45,14 +43,7 @@ fn exec_in_payment_service(state_dir: &std::path::Path, curl_args: &[&str]) -> (
 
 #[test]
 fn the_guides_check_and_a_payment_through_the_ingress_on_the_real_k8s() {
-    ensure_bins();
-    ensure_payments_bin();
-    let k8s = paymesh_test_util::workspace_root().join("k8s");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state_dir = dir.path().join("state");
-    let base = random_base();
-    let mut up = Up::start(&[&k8s], &state_dir, base, &["--cert-ttl", "1h"]);
-    up.wait_line("paymesh up: running", Duration::from_secs(120));
+    let (_dir, state_dir, base, up) = start_k8s_mesh();
     let synced = up.seen.iter().filter(|l| l.contains(" SYNCED ")).count();
     assert_eq!(synced, 12, "11 payments pods and the gateway: {:?}", up.seen);
     let ingress = format!("{}:8080", host(base, 1));

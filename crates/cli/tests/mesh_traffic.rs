@@ -99,13 +99,8 @@ fn gateway_lines(up: &Up, state_dir: &Path, path: &str) -> Vec<String> {
 
 #[test]
 fn canary_split_opt_in_and_fault_injection_follow_the_repositorys_resources() {
-    ensure_bins();
-    ensure_payments_bin();
+    let (_dir, state_dir, base, up) = start_k8s_mesh();
     let k8s = paymesh_test_util::workspace_root().join("k8s");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state_dir = dir.path().join("state");
-    let base = random_base();
-    let up = start_mesh(&k8s, &state_dir, base, &["--cert-ttl", "1h"]);
     let ingress: SocketAddr = format!("{}:8080", host(base, 1)).parse().expect("ingress");
 
     // The canary split, through the gateway: 2,000 reads of a payment that does not exist

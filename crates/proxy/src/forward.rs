@@ -35,7 +35,7 @@ use crate::context::RequestContext;
 use crate::error::ProxyError;
 use crate::fault;
 use crate::flags::ResponseFlag;
-use crate::http::{Authority, Body, full};
+use crate::http::{Authority, Body, cookie, full};
 use crate::index::cors::Verdict;
 use crate::index::{ClusterEntry, EndpointEntry, RouteTable};
 use crate::mirror;
@@ -327,13 +327,7 @@ fn choose<'a>(
 /// with a TTL and the request has none (Envoy generates it the same way).
 fn generated_cookie(cluster: &ClusterEntry, req: &Request<Body>) -> Option<(String, HeaderValue)> {
     let (name, path, ttl) = cluster.balancer.cookie_to_generate()?;
-    let present =
-        req.headers().get_all(http::header::COOKIE).iter().filter_map(|value| value.to_str().ok()).any(
-            |value| {
-                value.split(';').any(|pair| pair.trim().split_once('=').is_some_and(|(key, _)| key == name))
-            },
-        );
-    if present {
+    if cookie(req.headers(), name).is_some() {
         return None;
     }
     let value = format!("{:016x}", fastrand::u64(..));

@@ -169,3 +169,17 @@ pub fn start_mesh(manifest: &Path, state_dir: &Path, base: Ipv4Addr, extra: &[&s
     up.wait_line("paymesh up: running", Duration::from_secs(90));
     up
 }
+
+/// `paymesh up` on the repository's real `k8s/` (the payments binary built too), running: the
+/// temp dir holding the state dir (removed on drop), the state dir, the /24 base, the process.
+pub fn start_k8s_mesh() -> (tempfile::TempDir, std::path::PathBuf, Ipv4Addr, Up) {
+    crate::support::ensure_bins();
+    crate::support::ensure_payments_bin();
+    let k8s = paymesh_test_util::workspace_root().join("k8s");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let base = crate::support::random_base();
+    let mut up = Up::start(&[&k8s], &state_dir, base, &["--cert-ttl", "1h"]);
+    up.wait_line("paymesh up: running", Duration::from_secs(120));
+    (dir, state_dir, base, up)
+}

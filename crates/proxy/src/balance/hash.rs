@@ -6,6 +6,7 @@
 use paymesh_api::model::{self, ConsistentHash, Endpoint, HashKey};
 
 use super::HashInput;
+use crate::http::{cookie, query};
 
 /// The largest ring built, whatever the minimum asked: 16 MiB of points.
 const MAX_RING: u64 = 1024 * 1024;
@@ -58,7 +59,7 @@ impl HashTable {
                 .map(|value| hash(value.as_bytes())),
             HashKey::SourceIp => Some(hash(input.source.to_string().as_bytes())),
             HashKey::QueryParameter(name) => {
-                query_parameter(input.query?, name).map(|value| hash(value.as_bytes()))
+                query::param(input.query?, name).map(|value| hash(value.as_bytes()))
             }
         }
     }
@@ -137,27 +138,6 @@ fn maglev(endpoints: &[Endpoint], size: u64) -> Vec<u32> {
         }
     }
     table
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-}
-
-/// The first value of `name` in a query string, as written.
-fn query_parameter<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
 }
 
 /// FNV-1a, then a finalizer that spreads it over all 64 bits: stable across processes and
@@ -245,7 +225,6 @@ mod tests {
         headers.insert("cookie", HeaderValue::from_static("a=1; session=abc; b=2"));
         assert_eq!(cookie(&headers, "session"), Some("abc"));
         assert_eq!(cookie(&headers, "missing"), None);
-        assert_eq!(query_parameter("x=1&user=bob&user=eve", "user"), Some("bob"));
         assert_eq!(hash(b"tenant-gold"), hash(b"tenant-gold"));
         assert_ne!(hash(b"tenant-gold"), hash(b"tenant-platinum"));
     }

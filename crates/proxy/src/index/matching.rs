@@ -9,6 +9,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use paymesh_api::model::{HeaderMatch, HeaderOps, RouteMatch, StringMatch};
 use regex::{Regex, RegexBuilder};
 
+use crate::http::query;
+
 /// The largest compiled regex accepted (bytes of program), so a hostile pattern can't make
 /// the proxy build a huge automaton.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -152,16 +154,10 @@ struct QueryCondition {
 
 impl QueryCondition {
     fn holds(&self, query: Option<&str>) -> bool {
-        let value = query.and_then(|query| {
-            query
-                .split('&')
-                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-                .find(|(key, _)| *key == self.name)
-        });
-        match (&self.value, value) {
+        match (&self.value, query.and_then(|query| query::param(query, &self.name))) {
             (_, None) => false,
             (None, Some(_)) => true,
-            (Some(matcher), Some((_, value))) => matcher.holds(value),
+            (Some(matcher), Some(value)) => matcher.holds(value),
         }
     }
 }
